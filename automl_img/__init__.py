@@ -1,0 +1,15 @@
+"""automl-img: AutoML for image classification (Optuna search over Keras models, pluggy plugins)."""
+
+from __future__ import annotations
+
+import os
+
+# Quiet TensorFlow's C++ start-up chatter; set before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from automl_img.data.imageset import ImageSet  # noqa: E402
+from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError  # noqa: E402
+from automl_img.hookspecs import hookimpl  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["AutomlImgError", "DataError", "ImageSet", "PluginError", "StudyError", "hookimpl", "__version__"]

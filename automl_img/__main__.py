@@ -1,0 +1,3 @@
+from automl_img.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""TensorFlow and Keras, imported once and quietly.
+
+TensorFlow's C++ runtime prints start-up lines (oneDNN notes, "could not find cuda drivers",
+a failed cuInit on CPU-only machines) to file descriptor 2 before its log level applies; they
+alarm users and drown the real output, so the import and device discovery run with fd 2 muted.
+Import this module only where training or inference really happens: it costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _import_quietly():
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # device discovery is where cuInit complains
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow, keras
+
+
+tf, keras = _import_quietly()

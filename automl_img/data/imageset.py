@@ -1,0 +1,154 @@
+"""An image set: which files, which labels, which class names; nothing is decoded here."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from automl_img.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm", ".pnm"}
+)
+PARTS = ("train", "val", "test")
+_PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+# Files that operating systems and tools leave behind; not worth a report line.
+_JUNK = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Labelled image files.
+
+    Args:
+        root: the folder ``paths`` are relative to, so a study survives a move of the data.
+        paths: one path per image, relative to ``root`` (or absolute).
+        labels: one class index per image.
+        class_names: the name of each class index.
+        parts: ``"train"``/``"val"``/``"test"`` per image when the data came already split.
+        skipped: ``(path, reason)`` for files the loader passed over.
+    """
+
+    root: Path
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    parts: tuple[str, ...] | None = None
+    skipped: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def from_labelled_files(
+        cls,
+        root: str | os.PathLike,
+        files: Iterable[tuple[str, str] | tuple[str, str, str]],
+        skipped: Iterable[tuple[str, str]] = (),
+    ) -> ImageSet:
+        """Build from ``(path, class_name)`` or ``(path, class_name, part)`` rows; classes sort by name."""
+        rows = sorted(files)
+        class_names = tuple(sorted({row[1] for row in rows}))
+        index = {name: i for i, name in enumerate(class_names)}
+        has_parts = bool(rows) and len(rows[0]) == 3
+        if any((len(row) == 3) != has_parts for row in rows):
+            raise DataError("either every image or none must say which split part it belongs to")
+        parts = None
+        if has_parts:
+            parts = tuple(_PART_ALIASES.get(row[2], row[2]) for row in rows)
+            unknown = set(parts) - set(PARTS)
+            if unknown:
+                raise DataError(f"unknown split part {sorted(unknown)[0]!r}; use train, val or test")
+        return cls(
+            root=Path(root),
+            paths=tuple(row[0] for row in rows),
+            labels=np.array([index[row[1]] for row in rows], dtype=np.int64),
+            class_names=class_names,
+            parts=parts,
+            skipped=tuple(skipped),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def absolute(self, path: str) -> Path:
+        return self.root / path
+
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(self.labels.tolist())
+        return {name: counts.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def check_usable(self) -> None:
+        """Refuse sets a classifier cannot be trained on, naming the problem."""
+        if len(self) == 0:
+            raise DataError(f"no images found under {self.root}")
+        if len(self.class_names) < 2:
+            only = self.class_names[0] if self.class_names else "none"
+            raise DataError(
+                f"found a single class ({only}) under {self.root}; a classifier needs at least two "
+                "class folders, one per label"
+            )
+
+
+def list_image_folder(root: str | os.PathLike) -> ImageSet:
+    """List a class-per-folder tree, or ``train/val/test`` folders each holding class folders."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"{root} does not exist; give the folder that holds one sub-folder per class")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file; give the folder that holds one sub-folder per class")
+    top = _subfolders(root)
+    part_folders = {_PART_ALIASES[p.name.lower()]: p for p in top if p.name.lower() in _PART_ALIASES}
+    pre_split = "train" in part_folders and len(part_folders) >= 2
+    rows: list[tuple[str, ...]] = []
+    skipped: list[tuple[str, str]] = []
+    if pre_split:
+        for part, folder in part_folders.items():
+            for class_dir in _subfolders(folder):
+                found = _collect(root, class_dir, skipped)
+                rows += [(path, class_dir.name, part) for path in found]
+        for other in sorted(set(top) - set(part_folders.values())):
+            skipped.append((other.name + "/", "not a train/val/test folder"))
+    else:
+        for class_dir in top:
+            rows += [(path, class_dir.name) for path in _collect(root, class_dir, skipped)]
+    for entry in sorted(root.iterdir()):
+        if entry.is_file() and entry.name.lower() not in _JUNK:
+            skipped.append((entry.name, "not inside a class folder"))
+    image_set = ImageSet.from_labelled_files(root, rows, skipped)
+    image_set.check_usable()
+    return image_set
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _collect(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> list[str]:
+    """Image files under one class folder, nested folders and symlinks included, loops refused."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if name.lower() in _JUNK or name.startswith("._"):
+                continue
+            if full.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((rel, "not an image file extension"))
+            elif not full.is_file():
+                skipped.append((rel, "broken link"))
+            else:
+                found.append(rel)
+    if not found:
+        skipped.append((class_dir.relative_to(root).as_posix() + "/", "empty class folder, left out"))
+    return found

@@ -1,0 +1,35 @@
+"""The ``blog-cnn`` architecture: the well-known 4-block recipe, its fixed choices made searchable."""
+
+from __future__ import annotations
+
+from automl_img.hookspecs import hookimpl
+
+# The recipe: Conv(32, relu), Conv(32, relu), Conv(32, elu), Conv(64, elu), each + MaxPool;
+# Dropout(0.4), Flatten, Dense(64, relu), Dense(classes, softmax).
+RECIPE_FILTERS = (32, 32, 32, 64)
+ACTIVATIONS = {"recipe": ("relu", "relu", "elu", "elu"), "relu": ("relu",) * 4, "elu": ("elu",) * 4}
+
+
+@hookimpl
+def register_architectures(register):
+    register("blog-cnn", build_blog_cnn)
+
+
+def build_blog_cnn(hp, input_shape, num_classes):
+    """The blog's 4-block CNN; filters per block, activations, dropout and dense width are searched."""
+    import keras
+    from keras import layers
+
+    activations = ACTIVATIONS[hp.Choice("activations", list(ACTIVATIONS), default="recipe")]
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for block, (recipe_filters, activation) in enumerate(zip(RECIPE_FILTERS, activations), start=1):
+        filters = hp.Choice(f"filters_{block}", [16, 32, 64, 128], ordered=True, default=recipe_filters)
+        x = layers.Conv2D(filters, 3, padding="same", activation=activation)(x)
+        # "same" pooling keeps 1 px as 1 px, so tiny images (8 px digits) survive four blocks.
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Dropout(hp.Float("dropout", 0.0, 0.6, default=0.4))(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(hp.Choice("dense_units", [32, 64, 128, 256], ordered=True, default=64), activation="relu")(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="blog_cnn")

@@ -1,0 +1,20 @@
+"""Hook specifications: what a plugin may implement."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("automl_img")
+hookimpl = pluggy.HookimplMarker("automl_img")
+
+
+@hookspec
+def register_dataset_loaders(register: Callable[..., None]) -> None:
+    """Register loaders: ``register(name, load)`` where ``load(source: str | None) -> ImageSet``."""
+
+
+@hookspec
+def register_architectures(register: Callable[..., None]) -> None:
+    """Register architectures: ``register(name, build, channels=None)``, ``build(hp, input_shape, num_classes)``."""

@@ -1,0 +1,145 @@
+"""The plugin manager: built-ins, the ``automl_img`` entry-point group and local ``plugins/*.py`` files."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pluggy
+
+from automl_img import hookspecs
+from automl_img.errors import PluginError
+
+DEFAULT_PLUGINS = (
+    "automl_img.default_plugins.folder",
+    "automl_img.default_plugins.digits",
+    "automl_img.default_plugins.blog_cnn",
+)
+ENTRY_POINT_GROUP = "automl_img"
+LOCAL_PLUGINS_DIR = Path("plugins")
+DISABLE_ENV = "AUTOML_IMG_NO_PLUGINS"  # set to 1: built-ins only, for untrusted working directories
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered loader or architecture and where it came from."""
+
+    kind: str
+    name: str
+    obj: Callable[..., Any]
+    source: str
+    channels: int | None = None
+
+    @property
+    def description(self) -> str:
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+@dataclass
+class Registry:
+    """Dataset loaders and architectures by name."""
+
+    entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    plugin_sources: list[str] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> None:
+        if not isinstance(entry.name, str) or not entry.name:
+            raise PluginError(f"{entry.source} registered a {entry.kind} without a name")
+        if not callable(entry.obj):
+            raise PluginError(f"{entry.source} registered {entry.kind} {entry.name!r} with something not callable")
+        if entry.channels not in (None, 1, 3):
+            raise PluginError(f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
+        previous = self.entries.get((entry.kind, entry.name))
+        if previous is not None:
+            raise PluginError(
+                f"{entry.kind} {entry.name!r} is registered twice: by {previous.source} and by {entry.source}; "
+                "rename one of them"
+            )
+        self.entries[(entry.kind, entry.name)] = entry
+
+    def get(self, kind: str, name: str) -> Entry:
+        try:
+            return self.entries[(kind, name)]
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "none"
+            raise PluginError(f"unknown {kind} {name!r}; known: {known} (see `automl-img plugins`)") from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for entry_kind, name in self.entries if entry_kind == kind)
+
+    def of_kind(self, kind: str) -> list[Entry]:
+        return [self.entries[(kind, name)] for name in self.names(kind)]
+
+
+def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None = None) -> Registry:
+    """Load every plugin and collect what each registers.
+
+    Args:
+        plugin_dirs: folders of ``*.py`` plugin files; default ``./plugins`` when it exists.
+        third_party: load entry points and local files; default unless ``AUTOML_IMG_NO_PLUGINS`` is set.
+    """
+    if third_party is None:
+        third_party = os.environ.get(DISABLE_ENV, "") in ("", "0")
+    manager = pluggy.PluginManager("automl_img")
+    manager.add_hookspecs(hookspecs)
+    for module_name in DEFAULT_PLUGINS:
+        manager.register(importlib.import_module(module_name), name=module_name)
+    sources = {module_name: "built-in" for module_name in DEFAULT_PLUGINS}
+    if third_party:
+        try:
+            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:  # a broken installed package must not hide which one it is
+            raise PluginError(f"an installed automl_img plugin failed to load: {exc!r}") from exc
+        for plugin, dist in manager.list_plugin_distinfo():
+            sources[manager.get_name(plugin)] = f"entry point ({dist.project_name} {dist.version})"
+        for folder in plugin_dirs if plugin_dirs is not None else [LOCAL_PLUGINS_DIR]:
+            for path in sorted(Path(folder).glob("*.py")):
+                name = f"local:{path}"
+                manager.register(_import_file(path), name=name)
+                sources[name] = f"local file {path}"
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc.plugin_name} implements a hook automl-img does not have: {exc}") from None
+    registry = Registry(plugin_sources=[f"{name}: {src}" for name, src in sources.items()])
+    for kind, hook in (("dataset", "register_dataset_loaders"), ("architecture", "register_architectures")):
+        _collect(manager, hook, kind, sources, registry)
+    return registry
+
+
+def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[str, str], registry: Registry) -> None:
+    # Each implementation gets its own ``register`` so every entry knows which plugin gave it.
+    for impl in reversed(getattr(manager.hook, hook).get_hookimpls()):
+        source = sources.get(impl.plugin_name, impl.plugin_name)
+
+        def register(name: str, obj: Callable[..., Any], channels: int | None = None, _source: str = source) -> None:
+            registry.add(Entry(kind, name, obj, _source, channels))
+
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{source} failed in {hook}: {exc!r}") from exc
+
+
+def _import_file(path: Path) -> object:
+    module_name = f"automl_img_local_plugins.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"cannot import local plugin {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/") from exc
+    return module

@@ -1,0 +1,102 @@
+"""predict: load an exported bundle and classify image files or folders with it."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from automl_img.data.decode import UnreadableImage, load_image
+from automl_img.data.imageset import IMAGE_EXTENSIONS
+from automl_img.errors import AutomlImgError, DataError
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    class_name: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class Bundle:
+    """An exported model with the preprocessing and class names it needs."""
+
+    def __init__(self, folder: str | os.PathLike, safe_mode: bool = True):
+        from automl_img.export import BUNDLE_FILE
+
+        self.folder = Path(folder)
+        meta_path = self.folder / BUNDLE_FILE
+        if not meta_path.exists():
+            raise AutomlImgError(f"{self.folder} is not an automl-img bundle (no {BUNDLE_FILE}); "
+                                 "give the folder export-best wrote")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.class_names: list[str] = self.meta["class_names"]
+        self.image_size: int = self.meta["preprocessing"]["image_size"]
+        self.channels: int = self.meta["preprocessing"]["channels"]
+        self.model = _load_model(self.folder / self.meta["model"], safe_mode)
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(images, batch_size=BATCH, verbose=0))
+
+    def predict_files(self, files: list[Path]) -> tuple[list[Prediction], list[tuple[str, str]]]:
+        """Predictions for readable files, and ``(path, reason)`` for the others."""
+        predictions: list[Prediction] = []
+        unreadable: list[tuple[str, str]] = []
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            for start in range(0, len(files), BATCH):
+                chunk = files[start:start + BATCH]
+                decoded = list(pool.map(self._decode, chunk))
+                good = [(path, image) for path, image in zip(chunk, decoded) if isinstance(image, np.ndarray)]
+                unreadable += [(str(path), reason) for path, reason in zip(chunk, decoded) if isinstance(reason, str)]
+                if not good:
+                    continue
+                probabilities = self.predict_arrays(np.stack([image for _, image in good]))
+                for (path, _), row in zip(good, probabilities):
+                    best = int(row.argmax())
+                    predictions.append(Prediction(str(path), self.class_names[best], float(row[best]),
+                                                  dict(zip(self.class_names, map(float, row)))))
+        return predictions, unreadable
+
+    def _decode(self, path: Path) -> np.ndarray | str:
+        try:
+            return load_image(path, self.image_size, self.channels)
+        except UnreadableImage as exc:
+            return str(exc)
+
+
+def _load_model(path: Path, safe_mode: bool):
+    from automl_img.backend import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=safe_mode)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+            raise AutomlImgError(
+                f"{path} contains code (a Lambda layer) that would run on load; if you trust where the bundle "
+                "came from, rerun with --unsafe"
+            ) from None
+        raise AutomlImgError(f"cannot load {path}: {exc}; if it uses a plugin's custom layers, install that plugin") from None
+
+
+def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files among ``paths``; folders are searched recursively, in name order."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path} does not exist")
+    if not found:
+        raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(map(str, paths))}")
+    return found

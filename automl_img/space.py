@@ -1,0 +1,238 @@
+"""The search space: the ``hp`` object (KerasTuner's vocabulary, backed by Optuna) and the training parameters."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from automl_img.errors import StudyError
+
+IMAGE_SIZE_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+MAX_DEFAULT_IMAGE_SIZES = 5
+
+
+@dataclass(frozen=True)
+class Range:
+    """An override that narrows a numeric parameter to ``low..high``."""
+
+    low: float
+    high: float
+
+
+Override = Union[Range, list, bool, int, float, str]
+
+
+class HyperParameters:
+    """KerasTuner's ``HyperParameters`` vocabulary; subclasses decide where values come from."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self._conditions: list[tuple[str, list]] = []
+
+    def Int(self, name: str, min_value: int, max_value: int, step: int | None = None, sampling: str = "linear",
+            default: int | None = None, parent_name: str | None = None, parent_values: Any = None) -> int | None:
+        log = sampling in ("log", "reverse_log")
+        dist = IntDistribution(int(min_value), int(max_value), log=log, step=1 if log else int(step or 1))
+        return self._value(name, dist, parent_name, parent_values)
+
+    def Float(self, name: str, min_value: float, max_value: float, step: float | None = None,
+              sampling: str = "linear", default: float | None = None, parent_name: str | None = None,
+              parent_values: Any = None) -> float | None:
+        log = sampling in ("log", "reverse_log")
+        dist = FloatDistribution(float(min_value), float(max_value), log=log, step=None if log else step)
+        return self._value(name, dist, parent_name, parent_values)
+
+    def Choice(self, name: str, values: Sequence[Any], ordered: bool | None = None, default: Any = None,
+               parent_name: str | None = None, parent_values: Any = None) -> Any:
+        return self._value(name, CategoricalDistribution(list(values)), parent_name, parent_values)
+
+    def Boolean(self, name: str, default: bool = False, parent_name: str | None = None,
+                parent_values: Any = None) -> bool | None:
+        return self._value(name, CategoricalDistribution([False, True]), parent_name, parent_values)
+
+    def Fixed(self, name: str, value: Any, parent_name: str | None = None, parent_values: Any = None) -> Any:
+        return self._value(name, CategoricalDistribution([value]), parent_name, parent_values)
+
+    @contextlib.contextmanager
+    def conditional_scope(self, parent_name: str, parent_values: Any) -> Iterator[None]:
+        """Parameters declared inside are active only while ``parent_name`` has one of ``parent_values``."""
+        self._conditions.append((parent_name, _as_list(parent_values)))
+        try:
+            yield
+        finally:
+            self._conditions.pop()
+
+    def get(self, name: str) -> Any:
+        if name not in self.values:
+            raise KeyError(f"{name!r} has not been declared yet")
+        return self.values[name]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def _value(self, name: str, dist: BaseDistribution, parent_name: str | None, parent_values: Any) -> Any:
+        conditions = self._conditions + ([(parent_name, _as_list(parent_values))] if parent_name else [])
+        if not all(self.values.get(parent) in allowed for parent, allowed in conditions):
+            return None  # as KerasTuner does: an inactive parameter has no value to rely on
+        value = self._resolve(name, dist)
+        self.values[name] = value
+        return value
+
+    def _resolve(self, name: str, dist: BaseDistribution) -> Any:
+        raise NotImplementedError
+
+
+class TrialHyperParameters(HyperParameters):
+    """Values sampled by an Optuna trial, narrowed or fixed by the user's overrides."""
+
+    def __init__(self, trial: Any, overrides: dict[str, Override] | None = None) -> None:
+        super().__init__()
+        self.trial = trial
+        self.overrides = overrides or {}
+
+    def _resolve(self, name: str, dist: BaseDistribution) -> Any:
+        if name in self.overrides:
+            dist = _narrow(name, dist, self.overrides[name])
+        if isinstance(dist, IntDistribution):
+            return self.trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        if isinstance(dist, FloatDistribution):
+            return self.trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        return self.trial.suggest_categorical(name, dist.choices)
+
+    def unused_overrides(self) -> list[str]:
+        return sorted(set(self.overrides) - set(self.values))
+
+
+class StoredHyperParameters(HyperParameters):
+    """Values a finished trial stored: rebuilds its model from parameters alone."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.params = params
+
+    def _resolve(self, name: str, dist: BaseDistribution) -> Any:
+        if name not in self.params:
+            raise StudyError(
+                f"the stored trial has no value for {name!r}: the architecture changed since the trial ran; "
+                "install the plugin version the study used"
+            )
+        return self.params[name]
+
+
+def _as_list(values: Any) -> list:
+    return list(values) if isinstance(values, (list, tuple, set)) else [values]
+
+
+def _narrow(name: str, dist: BaseDistribution, override: Override) -> BaseDistribution:
+    if isinstance(override, list):
+        return CategoricalDistribution(override)
+    if not isinstance(override, Range):
+        return CategoricalDistribution([override])
+    if isinstance(dist, IntDistribution):
+        return IntDistribution(int(override.low), int(override.high), log=dist.log, step=dist.step if not dist.log else 1)
+    if isinstance(dist, FloatDistribution):
+        return FloatDistribution(override.low, override.high, log=dist.log, step=dist.step)
+    inside = [c for c in dist.choices if isinstance(c, (int, float)) and override.low <= c <= override.high]
+    if not inside:
+        raise StudyError(f"no choice of {name!r} ({dist.choices}) lies in {override.low}..{override.high}")
+    return CategoricalDistribution(inside)
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """What every trial samples besides its architecture's own parameters."""
+
+    image_size: int
+    batch_size: int
+    learning_rate: float
+    rotation: float  # degrees, either way
+    zoom: float  # fraction, in or out
+    width_shift: float  # fraction of the width, either way
+    height_shift: float
+    horizontal_flip: bool
+
+    @property
+    def augments(self) -> bool:
+        return any((self.rotation, self.zoom, self.width_shift, self.height_shift, self.horizontal_flip))
+
+
+def sample_training_params(hp: HyperParameters, image_sizes: Sequence[int]) -> TrainingParams:
+    """Declare the training parameters; the recipe's values (lr 1e-3, rotation 30, zoom 0.2...) lie inside."""
+    return TrainingParams(
+        image_size=hp.Choice("image_size", list(image_sizes), ordered=True),
+        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True),
+        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"),
+        rotation=hp.Float("rotation", 0.0, 30.0),
+        zoom=hp.Float("zoom", 0.0, 0.2),
+        width_shift=hp.Float("width_shift", 0.0, 0.15),
+        height_shift=hp.Float("height_shift", 0.0, 0.15),
+        horizontal_flip=hp.Boolean("horizontal_flip"),
+    )
+
+
+def default_image_sizes(native_size: int) -> list[int]:
+    """Candidates no larger than the images themselves (28 px stays 28 px), the largest few kept."""
+    sizes = [size for size in IMAGE_SIZE_LADDER if size <= native_size]
+    if native_size <= IMAGE_SIZE_LADDER[-1] and native_size not in sizes:
+        sizes.append(native_size)
+    return sizes[-MAX_DEFAULT_IMAGE_SIZES:]
+
+
+def parse_override(text: str) -> tuple[str, Override]:
+    """``name=0.4`` fixes, ``name=16,32`` chooses, ``name=1e-4..1e-2`` narrows a range."""
+    name, sep, spec = text.partition("=")
+    name, spec = name.strip(), spec.strip()
+    if not sep or not name or not spec:
+        raise StudyError(f"cannot read parameter {text!r}; write NAME=VALUE, NAME=A,B,C or NAME=LOW..HIGH")
+    if ".." in spec:
+        low, _, high = spec.partition("..")
+        bounds = [_scalar(low), _scalar(high)]
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) or bounds[0] > bounds[1]:
+            raise StudyError(f"cannot read range {spec!r} for {name}; write LOW..HIGH with numbers, LOW <= HIGH")
+        return name, Range(*bounds)
+    if "," in spec:
+        return name, [_scalar(part) for part in spec.split(",") if part.strip()]
+    return name, _scalar(spec)
+
+
+def load_overrides(config: Path) -> dict[str, Override]:
+    """Read ``[params]`` from a TOML study config: scalars fix, lists choose, ``{min, max}`` narrows."""
+    try:
+        table = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StudyError(f"config file {config} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"config file {config} is not valid TOML: {exc}") from None
+    overrides: dict[str, Override] = {}
+    for name, spec in table.get("params", {}).items():
+        if isinstance(spec, dict):
+            if set(spec) != {"min", "max"}:
+                raise StudyError(f"{config}: params.{name} must be a value, a list, or {{min = ..., max = ...}}")
+            overrides[name] = Range(spec["min"], spec["max"])
+        else:
+            overrides[name] = spec
+    unknown = set(table) - {"params"}
+    if unknown:
+        raise StudyError(f"{config}: unknown table(s) {sorted(unknown)}; only [params] is read")
+    return overrides
+
+
+def _scalar(text: str) -> bool | int | float | str:
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            break
+        return value
+    return text

@@ -1,0 +1,1 @@
+"""The Optuna study: storage, configuration, the search loop."""

@@ -1,0 +1,127 @@
+"""What a study is: its stored configuration, and the data (split + cache) every worker must agree on."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_split
+from automl_img.errors import StudyError
+from automl_img.plugins import Entry
+from automl_img.study.storage import studies_dir
+
+CONFIG_ATTR = "automl_img_config"
+SPLIT_FILE = "split.json"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Fixed when a study is created; stored in the study so every resumed run and worker uses it."""
+
+    dataset: str
+    source: str | None
+    architecture: str
+    objective: str
+    channels: int
+    image_sizes: list[int]
+    split_seed: int
+    split_hash: str
+    class_names: list[str]
+
+    def save(self, study: optuna.Study) -> None:
+        study.set_user_attr(CONFIG_ATTR, asdict(self))
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyConfig | None:
+        stored = study.user_attrs.get(CONFIG_ATTR)
+        if stored is None:
+            return None
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in stored.items() if k in names})
+
+    def check_same_search(self, study_name: str, **asked: object) -> None:
+        """Refuse to resume with a different dataset, architecture or objective."""
+        for name, value in asked.items():
+            stored = getattr(self, name)
+            if value is not None and value != stored:
+                raise StudyError(
+                    f"study {study_name!r} was created with {name} {stored!r}, not {value!r}; "
+                    f"rerun with the original value or start a new study with --study NEW_NAME"
+                )
+
+
+def default_study_name(dataset: str, source: str | None) -> str:
+    """The data folder's name (or the demo dataset's), safe as a folder name."""
+    base = Path(source).expanduser().resolve().name if source else dataset
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or dataset
+
+
+def study_dir(study_name: str) -> Path:
+    return studies_dir() / study_name
+
+
+@dataclass
+class StudyData:
+    """The study's split of the images and the per-size cache of their pixels."""
+
+    split: Split
+    cache: ImageCache
+    loader_skipped: tuple[tuple[str, str], ...] = ()
+    not_in_split: int = 0  # files present now that the stored split predates
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.split.image_set.class_names
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.split.image_set.labels
+
+    def rows(self, part: str, decoded: DecodedImages) -> np.ndarray:
+        """Rows of one part whose files could be decoded."""
+        rows = self.split.indices(part)
+        return rows[decoded.readable[rows]]
+
+    def unreadable_files(self, decoded: DecodedImages) -> list[tuple[str, str]]:
+        return [(self.split.image_set.paths[row], reason) for row, reason in sorted(decoded.unreadable.items())]
+
+
+def open_data(study_name: str, loader: Entry, source: str | None, split_seed: int,
+              expected_hash: str | None = None) -> StudyData:
+    """List the images, then use the stored split (or make and store it on the study's first run)."""
+    image_set: ImageSet = loader.obj(source)
+    if not isinstance(image_set, ImageSet):
+        raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet")
+    image_set.check_usable()
+    manifest = study_dir(study_name) / SPLIT_FILE
+    if manifest.exists():
+        split = Split.load(manifest, root=image_set.root)
+        not_in_split = len(set(image_set.paths) - set(split.image_set.paths))
+    else:
+        split = make_split(image_set, split_seed)
+        not_in_split = 0
+    if expected_hash is not None and split.hash != expected_hash:
+        raise StudyError(
+            f"the images under {image_set.root} are not the ones study {study_name!r} was split from "
+            f"({len(image_set)} files here); give the same data, or start a new study with --study NEW_NAME"
+        )
+    if not manifest.exists():
+        split.save(manifest)
+    cache = ImageCache(studies_dir() / "cache", split.image_set)
+    return StudyData(split, cache, image_set.skipped, not_in_split)
+
+
+def describe_skips(items: list[tuple[str, str]], limit: int = 5) -> str:
+    """``3 files: a.png (reason), b.png (reason), ...`` for one-line reports."""
+    shown = ", ".join(f"{path} ({reason})" for path, reason in items[:limit])
+    more = f", and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{len(items)} file{'s' if len(items) != 1 else ''}: {shown}{more}"
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,199 @@
+"""One trial's training: the model around an architecture, the input pipeline, the per-epoch watch.
+
+Imports TensorFlow: import this module only where training or inference really happens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from automl_img.atomic import atomic_path
+from automl_img.augment import random_affine
+from automl_img.backend import keras, tf
+from automl_img.errors import PluginError, TrialFailed
+from automl_img.metrics import OBJECTIVES, scores
+from automl_img.space import HyperParameters, TrainingParams
+
+PREDICT_BATCH = 256
+
+
+class Reporter(Protocol):
+    """The part of an Optuna trial that training talks to."""
+
+    def report(self, value: float, step: int) -> None: ...
+
+    def should_prune(self) -> bool: ...
+
+
+def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int, channels: int,
+                num_classes: int, learning_rate: float | None = None):
+    """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out."""
+    shape = (image_size, image_size, channels)
+    inputs = keras.Input(shape, dtype="uint8", name="image")
+    scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)
+    body = build(hp, shape, num_classes)
+    if not isinstance(body, keras.Model):
+        raise PluginError(f"the architecture's build() returned {type(body).__name__}, not a keras.Model")
+    model = keras.Model(inputs, body(scaled), name=body.name)
+    _check_outputs_are_probabilities(model, shape, num_classes)
+    if learning_rate is not None:
+        # Softmax outputs, so the loss takes probabilities (the recipe's from_logits=True was a bug).
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+        )
+    return model
+
+
+def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_classes: int) -> None:
+    probe = np.random.default_rng(0).integers(0, 256, size=(2, *shape), dtype=np.uint8)
+    outputs = np.asarray(model(probe, training=False))
+    if outputs.shape != (2, num_classes):
+        raise PluginError(f"the architecture outputs shape {outputs.shape[1:]}, expected ({num_classes},) class scores")
+    if not (np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)):
+        raise PluginError("the architecture must end in a softmax (its outputs are not probabilities)")
+
+
+def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int,
+            augment: TrainingParams | None = None, shuffle_seed: int | None = None):
+    """A tf.data pipeline over uint8 rows of a (memory-mapped) array, shuffled and augmented on request."""
+    rows = np.asarray(rows)
+    rng = np.random.default_rng(shuffle_seed)
+
+    def generate():
+        order = rng.permutation(rows) if shuffle_seed is not None else rows
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            if shuffle_seed is not None:
+                chunk = np.sort(chunk)  # ascending reads from the memory map; batch order is irrelevant
+            yield images[chunk], labels[chunk]
+
+    spec = (tf.TensorSpec((None, *images.shape[1:]), tf.uint8), tf.TensorSpec((None,), tf.int64))
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-len(rows) // batch_size)))
+    if augment is not None and augment.augments:
+        dataset = dataset.map(lambda x, y: (random_affine(x, augment), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities for the given rows (all rows by default), in order."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    dataset = batches(images, np.zeros(len(images), dtype=np.int64), rows, PREDICT_BATCH)
+    return np.asarray(model.predict(dataset.map(lambda x, y: x), verbose=0))
+
+
+@dataclass
+class TrainingResult:
+    """How a trial's training ended, with the best epoch's weights restored into the model."""
+
+    objective: str
+    best_value: float | None = None
+    best_epoch: int | None = None  # 1-based
+    best_scores: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = "max epochs"
+    pruned: bool = False
+    seconds: float = 0.0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a trial stops: epochs, patience without improvement, wall-clock deadlines."""
+
+    epochs: int
+    patience: int = 10
+    deadline: float | None = None  # time.time() after which no new epoch starts (the study's budget)
+    trial_seconds: float | None = None
+
+
+def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
+          params: TrainingParams, limits: Limits, objective: str = "accuracy", reporter: Reporter | None = None,
+          seed: int = 0, class_weight: dict[int, float] | None = None) -> TrainingResult:
+    """Fit with augmentation, score val every epoch, keep the best epoch; report to the pruner."""
+    result = TrainingResult(objective)
+    watch = _EpochWatch(result, images, labels, val_rows, limits, reporter)
+    started = time.time()
+    try:
+        model.fit(
+            batches(images, labels, train_rows, params.batch_size, params, shuffle_seed=seed),
+            epochs=limits.epochs,
+            verbose=0,
+            callbacks=[watch],
+            class_weight=class_weight,
+            shuffle=False,  # the pipeline shuffles
+
+        )
+    finally:
+        result.seconds = time.time() - started
+    if watch.failure:
+        raise TrialFailed(watch.failure)
+    if watch.best_weights is not None:
+        model.set_weights(watch.best_weights)
+    return result
+
+
+class _EpochWatch(keras.callbacks.Callback):
+    """After each epoch: score val, keep the best weights, report to the pruner, apply the limits."""
+
+    def __init__(self, result: TrainingResult, images: np.ndarray, labels: np.ndarray, val_rows: np.ndarray,
+                 limits: Limits, reporter: Reporter | None):
+        super().__init__()
+        self.result, self.images, self.labels, self.val_rows = result, images, labels, val_rows
+        self.limits, self.reporter = limits, reporter
+        self.larger_is_better = OBJECTIVES[result.objective]
+        self.best_weights: list | None = None
+        self.failure: str | None = None
+        self.waited = 0
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", math.nan))
+        if not math.isfinite(loss):
+            self.failure = f"training diverged: loss became {loss} in epoch {epoch + 1}; lower the learning rate"
+            self.model.stop_training = True
+            return
+        epoch_scores = scores(self.labels[self.val_rows], predict(self.model, self.images, self.val_rows))
+        value = epoch_scores[self.result.objective]
+        self.result.history.append({"epoch": epoch + 1, "train_loss": loss,
+                                    **{f"val_{k}": v for k, v in epoch_scores.items()}})
+        best = self.result.best_value
+        if math.isfinite(value) and (best is None or (value > best if self.larger_is_better else value < best)):
+            self.result.best_value, self.result.best_epoch = value, epoch + 1
+            self.result.best_scores = epoch_scores
+            self.best_weights = self.model.get_weights()
+            self.waited = 0
+        else:
+            self.waited += 1
+        if self.reporter is not None:
+            self.reporter.report(value, epoch + 1)
+            if self.reporter.should_prune():
+                self.result.pruned = True
+                return self._stop("pruned")
+        now = time.time()
+        if self.waited >= self.limits.patience:
+            self._stop(f"no improvement for {self.limits.patience} epochs")
+        elif self.limits.deadline is not None and now >= self.limits.deadline:
+            self._stop("study time limit")
+        elif self.limits.trial_seconds is not None and now - self.started >= self.limits.trial_seconds:
+            self._stop("trial time limit")
+
+    def _stop(self, reason: str) -> None:
+        self.result.stopped_by = reason
+        self.model.stop_training = True
+
+
+def save_weights(model, path: Path) -> None:
+    """Write the weights atomically: a crash never leaves a half-written file for export to pick up."""
+    with atomic_path(path) as temporary:
+        model.save_weights(temporary)
