@@ -15,9 +15,11 @@ from rich.table import Table
 from automl_img.study.config import StudyConfig, StudyData, describe_skips
 from automl_img.study.search import SearchListener, SearchSummary
 
-# soft_wrap: a long line stays one line when piped (greppable, copy-pasteable commands).
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+# soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
+# copy-pasteable commands) instead of being folded at 80 columns.
+_PIPED_WIDTH = None if sys.stdout.isatty() else 240
+console = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
 
 
 def format_params(params: dict[str, Any]) -> str:

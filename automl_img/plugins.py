@@ -78,6 +78,19 @@ class Registry:
         return [self.entries[(kind, name)] for name in self.names(kind)]
 
 
+def _new_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager("automl_img")
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+# Plugins registered in this process: the built-ins, and whatever a program or a test adds with
+# ``pm.register(plugin)`` (unregister it when done). Entry points and local files join per load.
+pm = _new_manager()
+for _module_name in DEFAULT_PLUGINS:
+    pm.register(importlib.import_module(_module_name), name=_module_name)
+
+
 def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None = None) -> Registry:
     """Load every plugin and collect what each registers.
 
@@ -87,11 +100,12 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     """
     if third_party is None:
         third_party = os.environ.get(DISABLE_ENV, "") in ("", "0")
-    manager = pluggy.PluginManager("automl_img")
-    manager.add_hookspecs(hookspecs)
-    for module_name in DEFAULT_PLUGINS:
-        manager.register(importlib.import_module(module_name), name=module_name)
-    sources = {module_name: "built-in" for module_name in DEFAULT_PLUGINS}
+    manager = _new_manager()
+    sources: dict[str, str] = {}
+    for plugin in pm.get_plugins():
+        name = pm.get_name(plugin)
+        manager.register(plugin, name=name)
+        sources[name] = "built-in" if name in DEFAULT_PLUGINS else "registered in-process"
     if third_party:
         try:
             manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -107,7 +121,8 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"{exc.plugin_name} implements a hook automl-img does not have: {exc}") from None
+        name = manager.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
     registry = Registry(plugin_sources=[f"{name}: {src}" for name, src in sources.items()])
     for kind, hook in (("dataset", "register_dataset_loaders"), ("architecture", "register_architectures")):
         _collect(manager, hook, kind, sources, registry)
@@ -116,7 +131,7 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
 
 def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[str, str], registry: Registry) -> None:
     # Each implementation gets its own ``register`` so every entry knows which plugin gave it.
-    for impl in reversed(getattr(manager.hook, hook).get_hookimpls()):
+    for impl in getattr(manager.hook, hook).get_hookimpls():  # registration order: built-ins first
         source = sources.get(impl.plugin_name, impl.plugin_name)
 
         def register(name: str, obj: Callable[..., Any], channels: int | None = None, _source: str = source) -> None:

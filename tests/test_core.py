@@ -1,0 +1,193 @@
+"""The core path a user walks: search -> export-best -> predict, on real PNG files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from helpers import REPO, run
+
+from automl_img import hookimpl
+from automl_img.plugins import pm
+from automl_img.study.storage import default_storage_url
+
+
+def load(study: str = "digits") -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=default_storage_url())
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, digits_dir):
+    """One short, seeded search on the digits and its export, shared by the tests below."""
+    with pytest.MonkeyPatch.context() as patch:
+        work = tmp_path_factory.mktemp("searched")
+        patch.chdir(work)
+        search = run("search", digits_dir, "--trials", 4, "--epochs", 15, "--seed", 7)
+        export = run("export-best")
+        yield {"work": work, "search": search.output, "export": export.output,
+               "bundle": work / "studies" / "digits" / "export"}
+
+
+def test_short_search_and_export_reach_090_test_accuracy(searched):
+    bundle = json.loads((searched["bundle"] / "bundle.json").read_text())
+    assert "4 completed" in searched["search"] or "pruned" in searched["search"]
+    assert bundle["test"]["images"] >= 250  # 15% of 1,797, stratified
+    assert bundle["test"]["accuracy"] >= 0.90, bundle["test"]
+    assert set(bundle["test"]["per_class"]) == {str(d) for d in range(10)}
+    matrix = np.array(bundle["test"]["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == bundle["test"]["images"]
+    assert f"accuracy {bundle['test']['accuracy']:.4f}" in searched["export"]
+
+
+def test_bundle_model_is_the_best_epoch_of_the_best_trial(searched, digits_dir):
+    """Reloaded with Keras alone, the bundle scores exactly the trial's best val value, and
+    predicts what the trial's own checkpoint predicts."""
+    from automl_img import training
+    from automl_img.backend import keras
+    from automl_img.data import load_image
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.space import StoredHyperParameters
+
+    study = load()
+    best = study.best_trial
+    bundle = json.loads((searched["bundle"] / "bundle.json").read_text())
+    assert bundle["trial"] == best.number
+    assert bundle["val_scores"]["accuracy"] == pytest.approx(best.value, abs=1e-9)
+    assert bundle["best_epoch"] == best.user_attrs["best_epoch"]
+
+    model = keras.saving.load_model(searched["bundle"] / "model.keras", safe_mode=True)
+    size = bundle["preprocessing"]["image_size"]
+    rebuilt = training.build_model(build_blog_cnn, StoredHyperParameters(best.params), size, 1, 10)
+    rebuilt.load_weights(searched["work"] / "studies" / "digits" / best.user_attrs["weights"])
+    images = np.stack([load_image(path, size, 1) for path in sorted(digits_dir.glob("*/*.png"))[::40]])
+    np.testing.assert_allclose(model.predict(images, verbose=0), rebuilt.predict(images, verbose=0), atol=1e-6)
+
+
+def test_predict_files_and_folders_writes_csv_and_json(searched, digits_dir, tmp_path):
+    one_file = next((digits_dir / "7").glob("*.png"))
+    out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
+    result = run("predict", searched["bundle"], one_file, digits_dir / "3", "--csv", out_csv, "--json", out_json)
+    rows = list(csv.DictReader(out_csv.open()))
+    threes = len(list((digits_dir / "3").glob("*.png")))
+    assert len(rows) == threes + 1
+    assert rows[0]["path"] == str(one_file)
+    assert one_file.name in result.output and "probability" in result.output
+    predicted_threes = [r["class"] == "3" for r in rows[1:]]
+    assert np.mean(predicted_threes) >= 0.85
+    entries = json.loads(out_json.read_text())
+    assert len(entries) == len(rows)
+    assert all(abs(sum(e["probabilities"].values()) - 1.0) < 1e-4 for e in entries)
+    assert all(e["probability"] == max(e["probabilities"].values()) for e in entries)
+
+
+def test_search_creates_then_resumes_the_study(workdir, digits_dir):
+    first = run("search", digits_dir, "--trials", 2, "--epochs", 2, "--seed", 1)
+    assert "0 finished trial(s) so far" in first.output
+    before = {t.number: (t.state, t.value, t.params) for t in load().trials}
+    assert len(before) == 2
+
+    again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
+    assert "2 finished trial(s) so far" in again.output
+    after = {t.number: (t.state, t.value, t.params) for t in load().trials}
+    assert len(after) == 3 and all(after[n] == before[n] for n in before)
+    assert after[2][2] != after[0][2]  # the resumed run does not replay the first trial's parameters
+
+    done = run("search", digits_dir, "--trials", 3, "--epochs", 2)
+    assert "has 3 finished trials" in done.output and len(load().trials) == 3
+    split = json.loads((workdir / "studies" / "digits" / "split.json").read_text())
+    assert len(split["files"]) == 1797
+
+
+def test_pre_split_layout_is_used_as_given(workdir, digits_dir, tmp_path):
+    data = tmp_path / "presplit"
+    for digit in range(10):
+        files = sorted((digits_dir / str(digit)).glob("*.png"))
+        for part, chosen in (("train", files[:30]), ("val", files[30:38]), ("test", files[38:46])):
+            (data / part / str(digit)).mkdir(parents=True)
+            for file in chosen:
+                shutil.copy(file, data / part / str(digit) / file.name)
+    run("search", data, "--trials", 1, "--epochs", 1)
+    split = json.loads((workdir / "studies" / "presplit" / "split.json").read_text())
+    assert {path.split("/")[0] == part for path, _, part in split["files"]} == {True}
+    assert sum(part == "test" for *_, part in split["files"]) == 80
+    exported = run("export-best")
+    assert "test split: 80 images" in exported.output
+
+
+def test_unreadable_files_are_reported_by_name_and_count(workdir, digits_copy):
+    (digits_copy / "0" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    (digits_copy / "1" / "empty.png").write_bytes(b"")
+    (digits_copy / "2" / "notes.txt").write_text("not an image")
+    result = run("search", digits_copy, "--trials", 1, "--epochs", 1)
+    assert "skipped unreadable 2 files" in result.output
+    assert "0/corrupt.png (not a readable image" in result.output
+    assert "1/empty.png (empty file)" in result.output
+    assert "2/notes.txt (not an image file extension)" in result.output
+    assert load("digits-copy").trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_local_plugins_folder_is_loaded_and_searched(workdir, digits_dir):
+    shutil.copytree(REPO / "plugins", workdir / "plugins")
+    listing = run("plugins").output
+    assert "csv " in listing and "local file plugins/csv_labels.py" in listing
+    assert "small-resnet" in listing and "local file plugins/small_resnet.py" in listing
+    table = workdir / "labels.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for digit in range(10):
+            for file in sorted((digits_dir / str(digit)).glob("*.png"))[:20]:
+                writer.writerow([str(file), f"digit-{digit}"])
+    run("search", table, "--dataset", "csv", "--architecture", "small-resnet", "--trials", 1, "--epochs", 1)
+    trial = load("labels.csv").trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert {"base_filters", "blocks_per_stage", "stages"} <= set(trial.params)
+
+
+class TinyPlugin:
+    """A fake third-party plugin: a loader that subsets the digits and a one-layer model."""
+
+    def __init__(self, digits_dir: Path):
+        self.digits_dir = digits_dir
+
+    @hookimpl
+    def register_dataset_loaders(self, register):
+        from automl_img.data import list_image_folder
+
+        register("few-digits", lambda source: list_image_folder(self.digits_dir))
+
+    @hookimpl
+    def register_architectures(self, register):
+        def build(hp, input_shape, num_classes):
+            from automl_img.backend import keras
+
+            inputs = keras.Input(input_shape)
+            hidden = keras.layers.Dense(hp.Int("tiny_units", 8, 32, step=8), activation="relu")(
+                keras.layers.Flatten()(inputs))
+            return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(hidden))
+
+        register("tiny-mlp", build)
+
+
+@pytest.fixture
+def tiny_plugin(digits_dir):
+    plugin = TinyPlugin(digits_dir)
+    pm.register(plugin, name="tiny")
+    try:
+        yield plugin
+    finally:
+        pm.unregister(plugin)
+
+
+def test_registered_plugin_is_listed_and_used_by_a_search(workdir, tiny_plugin):
+    listing = run("plugins").output
+    assert "few-digits" in listing and "tiny-mlp" in listing and "registered in-process" in listing
+    run("search", "--dataset", "few-digits", "--architecture", "tiny-mlp", "--trials", 2, "--epochs", 2)
+    trials = load("few-digits").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.params["tiny_units"] in (8, 16, 24, 32) for t in trials)

@@ -1,0 +1,98 @@
+"""The hp vocabulary (KerasTuner names, Optuna underneath) and the user's overrides."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from automl_img.errors import StudyError
+from automl_img.space import (
+    Range, StoredHyperParameters, TrialHyperParameters, default_image_sizes, load_overrides, parse_override,
+    sample_training_params,
+)
+
+
+def declare(hp):
+    kind = hp.Choice("kind", ["a", "b"])
+    with hp.conditional_scope("kind", "a"):
+        only_a = hp.Int("only_a", 1, 4)
+    return {
+        "units": hp.Int("units", 8, 64, step=8),
+        "rate": hp.Float("rate", 1e-4, 1e-1, sampling="log"),
+        "flag": hp.Boolean("flag"),
+        "fixed": hp.Fixed("fixed", 3),
+        "kind": kind,
+        "only_a": only_a,
+    }
+
+
+def test_trial_values_are_optuna_params_and_rebuild_from_storage():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        trial = study.ask()
+        values = declare(TrialHyperParameters(trial))
+        assert values["units"] % 8 == 0 and 8 <= values["units"] <= 64
+        assert 1e-4 <= values["rate"] <= 1e-1 and values["fixed"] == 3
+        assert (values["only_a"] is None) == (values["kind"] != "a")  # inactive, as in KerasTuner
+        study.tell(trial, 0.5)
+        assert declare(StoredHyperParameters(study.trials[-1].params)) == values
+
+
+def test_overrides_fix_choose_and_narrow():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    overrides = {"units": 16, "kind": ["b"], "rate": Range(0.01, 0.02)}
+    for _ in range(5):
+        hp = TrialHyperParameters(study.ask(), overrides)
+        values = declare(hp)
+        assert values["units"] == 16 and values["kind"] == "b" and 0.01 <= values["rate"] <= 0.02
+        assert hp.unused_overrides() == []
+    assert TrialHyperParameters(study.ask(), {"nonsense": 1}).unused_overrides() == ["nonsense"]
+
+
+def test_missing_stored_value_says_the_architecture_changed():
+    with pytest.raises(StudyError, match="architecture changed"):
+        StoredHyperParameters({}).Int("units", 1, 2)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("dropout=0.4", ("dropout", 0.4)),
+    ("image_size=16,28", ("image_size", [16, 28])),
+    ("learning_rate=1e-4..1e-2", ("learning_rate", Range(1e-4, 1e-2))),
+    ("horizontal_flip=false", ("horizontal_flip", False)),
+    ("activations=relu", ("activations", "relu")),
+])
+def test_parse_override(text, expected):
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize("text", ["dropout", "=3", "x=", "lr=0.1..0.01", "lr=a..b"])
+def test_bad_override_names_the_text(text):
+    with pytest.raises(StudyError, match="cannot read"):
+        parse_override(text)
+
+
+def test_config_file(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text('[params]\nimage_size = [16, 24]\ndropout = 0.3\nlearning_rate = {min = 0.001, max = 0.01}\n')
+    assert load_overrides(config) == {"image_size": [16, 24], "dropout": 0.3, "learning_rate": Range(0.001, 0.01)}
+    config.write_text("[search]\nx = 1\n")
+    with pytest.raises(StudyError, match="only \\[params\\]"):
+        load_overrides(config)
+
+
+def test_image_size_candidates_never_upscale_by_default():
+    assert default_image_sizes(8) == [8]
+    assert default_image_sizes(28) == [16, 24, 28]
+    assert default_image_sizes(32) == [16, 24, 32]
+    assert default_image_sizes(3000) == [64, 96, 128, 192, 256]
+
+
+def test_recipe_values_lie_inside_the_training_space():
+    recipe = {"image_size": 28, "batch_size": 32, "learning_rate": 1e-3, "rotation": 30.0, "zoom": 0.2,
+              "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True}
+    params = sample_training_params(StoredHyperParameters(recipe), [16, 28])
+    assert params.augments and params.rotation == 30.0
+    study = optuna.create_study()
+    trial = study.ask()
+    sample_training_params(TrialHyperParameters(trial, {k: v for k, v in recipe.items()}), [16, 28])
+    assert trial.params == recipe
