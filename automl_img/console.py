@@ -137,7 +137,7 @@ def print_search_summary(summary: SearchSummary, mode: str = "normal") -> None:
     console.print(f"best: trial #{best.number}, val {summary.objective} [bold]{best.value:.4f}[/]")
     console.print(f"      {format_params(best.params)}")
     console.print(f"next: automl-img export-best --study {summary.study_name}"
-                  + (f" --storage '{summary.storage}'" if summary.storage != "default" else ""))
+                  + (f" --storage '{summary.storage}'" if summary.storage else ""))
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -48,6 +48,9 @@ class Registry:
 
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     plugin_sources: list[str] = field(default_factory=list)
+    # How it was loaded, so a trial process can load the same plugins.
+    plugin_dirs: list[Path] | None = None
+    third_party: bool | None = None
 
     def add(self, entry: Entry) -> None:
         if not isinstance(entry.name, str) or not entry.name:
@@ -91,6 +94,11 @@ for _module_name in DEFAULT_PLUGINS:
     pm.register(importlib.import_module(_module_name), name=_module_name)
 
 
+def in_process_plugins() -> list[object]:
+    """Plugins registered on ``pm`` besides the built-ins (handed to trial processes)."""
+    return [plugin for plugin in pm.get_plugins() if pm.get_name(plugin) not in DEFAULT_PLUGINS]
+
+
 def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None = None) -> Registry:
     """Load every plugin and collect what each registers.
 
@@ -123,7 +131,8 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     except pluggy.PluginValidationError as exc:
         name = manager.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
-    registry = Registry(plugin_sources=[f"{name}: {src}" for name, src in sources.items()])
+    registry = Registry(plugin_sources=[f"{name}: {src}" for name, src in sources.items()],
+                        plugin_dirs=plugin_dirs, third_party=third_party)
     for kind, hook in (("dataset", "register_dataset_loaders"), ("architecture", "register_architectures")):
         _collect(manager, hook, kind, sources, registry)
     return registry

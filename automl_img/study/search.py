@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import os
+import signal
 import socket
 import time
 import warnings
@@ -14,16 +14,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_img.data.decode import probe_native_shape
-from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
+from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
-from automl_img.plugins import Entry, Registry
-from automl_img.space import (
-    Override, TrialHyperParameters, default_image_sizes, sample_training_params,
-)
-from automl_img.study.config import StudyConfig, StudyData, default_study_name, open_data, study_dir
-from automl_img.study.storage import open_storage, redact, study_names
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+from automl_img.plugins import Entry, Registry, in_process_plugins
+from automl_img.space import Override, default_image_sizes
+from automl_img.study.config import StudyConfig, StudyData, default_study_name, open_data
+from automl_img.study.objective import FINISHED, TrialSettings, process_start
+from automl_img.study.storage import default_storage_url, open_storage, redact, study_names
+from automl_img.study.worker import TrialRun, TrialJob, run_trial_process
 
 
 @dataclass
@@ -63,7 +61,7 @@ class SearchListener:
 @dataclass
 class SearchSummary:
     study_name: str
-    storage: str
+    storage: str | None  # redacted; None for the default storage
     objective: str
     completed: int
     pruned: int
@@ -81,21 +79,19 @@ class SearchSummary:
 
 
 def run_search(options: SearchOptions, registry: Registry, listener: SearchListener | None = None) -> SearchSummary:
-    """Run trials until ``options.trials`` are finished (completed or pruned) or the time is up."""
+    """Run trials, each in a child process, until ``options.trials`` have finished or the time is up."""
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     if options.objective not in OBJECTIVES:
         raise StudyError(f"unknown objective {options.objective!r}; choose from {', '.join(OBJECTIVES)}")
     loader = registry.get("dataset", options.dataset)
     architecture = registry.get("architecture", options.architecture)
-    storage_url = options.storage
-    storage = open_storage(storage_url)
+    storage = open_storage(options.storage)
     name = options.study or default_study_name(options.dataset, options.source)
     existing = name in study_names(storage)
     study = optuna.create_study(
         study_name=name, storage=storage, load_if_exists=True,
         direction="maximize" if OBJECTIVES[options.objective] else "minimize",
-        sampler=_sampler(options.seed, 0), pruner=_pruner(),
     )
     config = StudyConfig.of(study) if existing else None
     if config is not None:
@@ -106,16 +102,19 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
         data = open_data(name, loader, options.source, options.seed or 0)
         config = _new_config(options, architecture, data)
         config.save(study)
-    # Reseed per run so a resumed study does not replay the trials it already has.
-    study.sampler = _sampler(options.seed, len(study.trials))
-    done = _count(study, FINISHED)
-    listener.study_ready(name, redact(storage_url or "") or "default", data, config, done)
-    objective = _Objective(options, config, data, architecture, listener)
+    data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
+    storage_shown = redact(options.storage) if options.storage else None
+    listener.study_ready(name, storage_shown or f"the default storage ({default_storage_url()})", data, config, _count(study, FINISHED))
+
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
+    settings = TrialSettings(options.trials, options.epochs, options.patience, options.objective,
+                             options.overrides, options.seed, deadline, options.trial_timeout)
+    unreadable: list[tuple[str, str]] = []
+    failures: list[str] = []  # reasons of this run's consecutive failed trials
     stopped_because = ""
     while not stopped_because:
-        _fail_trials_of_dead_local_workers(study)
+        fail_trials_of_dead_local_workers(study)
         finished = _count(study, FINISHED)
         running = _count(study, (TrialState.RUNNING,))
         if finished >= options.trials:
@@ -124,18 +123,47 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
             stopped_because = f"the remaining {running} trial(s) are running on other workers"
         elif deadline is not None and time.time() >= deadline:
             stopped_because = f"time limit of {options.timeout:g} s reached"
-        elif objective.budget_taken:
-            stopped_because = f"the study's {options.trials} trials are all taken"
-        elif objective.consecutive_failures >= options.max_consecutive_failures:
-            stopped_because = (f"stopped after {objective.consecutive_failures} failed trials in a row; "
-                               f"the last one: {objective.last_failure}")
+        elif len(failures) >= options.max_consecutive_failures:
+            stopped_because = f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
         else:
-            objective.deadline = deadline
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-            if not objective.budget_taken:
-                listener.trial_finished(study.trials[objective.last_number])
-    return _summary(study, options, redact(storage_url or "default"), stopped_because, time.time() - started,
-                    objective.unreadable, list(data.loader_skipped))
+            # Reseeded per trial, so a resumed study never replays the trials it already has.
+            job = TrialJob(options.storage, name, None if options.seed is None else options.seed + len(study.trials),
+                           settings, config, data, options.architecture, registry.plugin_dirs,
+                           registry.third_party, extra_plugins=in_process_plugins())
+            run = run_trial_process(job, listener)
+            unreadable = run.unreadable or unreadable
+            if run.fatal is not None:
+                raise run.fatal
+            if run.interrupted:
+                raise KeyboardInterrupt
+            trial = _finished_trial(study, run)
+            if trial.user_attrs.get("surplus"):
+                stopped_because = f"the study's {options.trials} trials are all taken"
+                continue
+            failures = failures + [trial.user_attrs.get("fail_reason", "")] if trial.state == TrialState.FAIL else []
+            listener.trial_finished(trial)
+    return _summary(study, options, storage_shown, stopped_because, time.time() - started, unreadable,
+                    list(data.loader_skipped))
+
+
+def _finished_trial(study: optuna.Study, run: TrialRun) -> FrozenTrial:
+    """The child's trial, failed here if the child died without finishing it."""
+    if run.number is None:
+        raise StudyError(f"the trial process exited (code {run.exit_code}) before it could start a trial; "
+                         "run with the same options again, or report this as a bug")
+    trial = study.trials[run.number]
+    if trial.state == TrialState.RUNNING:
+        fail_trials_of_dead_local_workers(study, reason=_exit_reason(run.exit_code))
+        trial = study.trials[run.number]
+    return trial
+
+
+def _exit_reason(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        hint = " (out of memory? try smaller image sizes or batch sizes)" if name == "SIGKILL" else ""
+        return f"the trial process was killed by {name}{hint}"
+    return f"the trial process ended with exit code {exit_code} during the trial"
 
 
 def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) -> StudyConfig:
@@ -154,117 +182,13 @@ def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) ->
     )
 
 
-class _Objective:
-    """One trial: sample, decode (cached), build, train, record; raises TrialFailed for a trial's own faults."""
-
-    def __init__(self, options: SearchOptions, config: StudyConfig, data: StudyData, architecture: Entry,
-                 listener: SearchListener):
-        self.options, self.config, self.data = options, config, data
-        self.architecture, self.listener = architecture, listener
-        self.deadline: float | None = None
-        self.consecutive_failures = 0
-        self.last_failure = ""
-        self.last_number: int | None = None
-        self.budget_taken = False
-        self.unreadable: list[tuple[str, str]] = []
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        self.last_number = trial.number
-        trial.set_user_attr("worker", _worker_identity())
-        if self._surplus(trial):
-            self.budget_taken = True
-            trial.set_user_attr("surplus", True)
-            raise TrialFailed(f"not run: the study's {self.options.trials} trials were already taken by other workers")
-        try:
-            value = self._run(trial)
-        except TrialFailed as exc:
-            self.consecutive_failures += 1
-            self.last_failure = str(exc)
-            trial.set_user_attr("fail_reason", str(exc))
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
-            raise
-        self.consecutive_failures = 0
-        return value
-
-    def _surplus(self, trial: optuna.Trial) -> bool:
-        """Workers that asked for a trial at the same moment: the later numbers give way."""
-        taken = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        return sum(t.number < trial.number for t in taken) >= self.options.trials
-
-    def _run(self, trial: optuna.Trial) -> float:
-        from automl_img import training  # TensorFlow loads here, not at start-up
-
-        hp = TrialHyperParameters(trial, self.options.overrides)
-        params = sample_training_params(hp, self.config.image_sizes)
-        decoded = self.data.cache.load(
-            params.image_size, self.config.channels,
-            lambda done, total: self.listener.decode_progress(params.image_size, done, total),
-        )
-        self.unreadable = self.data.unreadable_files(decoded)
-        train_rows, val_rows = self.data.rows("train", decoded), self.data.rows("val", decoded)
-        if len(train_rows) == 0 or len(val_rows) == 0:
-            raise DataError("no readable images left in the train or val split; check the skipped files listed above")
-        seed = (self.options.seed if self.options.seed is not None else 0) + trial.number
-        trial.set_user_attr("seed", seed)
-        training.keras.utils.set_random_seed(seed)
-        try:
-            model = training.build_model(self.architecture.obj, hp, params.image_size, self.config.channels,
-                                         len(self.config.class_names), params.learning_rate)
-            unused = hp.unused_overrides()
-            if unused:
-                raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
-                                 f"known: {', '.join(sorted(hp.values))}")
-            self.listener.trial_started(trial.number, dict(trial.params))
-            limits = training.Limits(self.options.epochs, self.options.patience, self.deadline,
-                                     self.options.trial_timeout)
-            result = training.train(model, decoded.images, self.data.labels, train_rows, val_rows, params, limits,
-                                    self.options.objective, _Reporter(trial, self.listener), seed=seed)
-            trial.set_user_attr("history", result.history)
-            trial.set_user_attr("stopped_by", result.stopped_by)
-            trial.set_user_attr("seconds", round(result.seconds, 2))
-            if result.pruned:
-                self.consecutive_failures = 0
-                raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
-            weights = f"trials/{trial.number}/best.weights.h5"  # relative to the study's folder
-            training.save_weights(model, study_dir(trial.study.study_name) / weights)
-        except (DataError, StudyError, optuna.TrialPruned, TrialFailed):
-            raise
-        except PluginError as exc:
-            raise TrialFailed(str(exc)) from exc
-        except Exception as exc:  # a plugin's bug, an out-of-memory batch size...: this trial only
-            raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            training.keras.backend.clear_session()
-            gc.collect()
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("val_scores", result.best_scores)
-        trial.set_user_attr("weights", weights)
-        return float(result.best_value)
-
-
-class _Reporter:
-    def __init__(self, trial: optuna.Trial, listener: SearchListener):
-        self.trial, self.listener = trial, listener
-
-    def report(self, value: float, step: int) -> None:
-        self.trial.report(value, step)
-        self.listener.epoch_done(self.trial.number, step, value)
-
-    def should_prune(self) -> bool:
-        return self.trial.should_prune()
-
-
-def _sampler(seed: int | None, trials_so_far: int) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int | None) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=None if seed is None else seed + trials_so_far, multivariate=True, n_startup_trials=8,
-        )
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
 
 
-def _pruner() -> optuna.pruners.BasePruner:
+def make_pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)
 
 
@@ -272,34 +196,21 @@ def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _process_start(os.getpid())}
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time since boot (tells a reused pid apart); None without /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _fail_trials_of_dead_local_workers(study: optuna.Study) -> None:
-    """A trial left RUNNING by a killed process on this machine is marked failed at once.
+def fail_trials_of_dead_local_workers(study: optuna.Study, reason: str | None = None) -> None:
+    """A trial left RUNNING by a dead process of this machine is marked failed at once.
 
     Trials of other machines are failed by Optuna's heartbeat after its grace period instead.
     """
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host or worker.get("pid") == os.getpid():
+        if worker.get("host") != host:
             continue
-        if _process_start(worker["pid"]) == worker.get("pid_started") and _alive(worker["pid"]):
+        if process_start(worker["pid"]) == worker.get("pid_started") and _alive(worker["pid"]):
             continue
-        storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                    f"worker process {worker['pid']} on {host} ended during the trial")
+        # Storage-level calls: the trial belongs to a process that no longer exists.
+        study._storage.set_trial_user_attr(
+            trial._trial_id, "fail_reason", reason or f"its process {worker['pid']} on {host} ended during the trial")
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
@@ -313,7 +224,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _summary(study: optuna.Study, options: SearchOptions, storage: str, stopped_because: str, seconds: float,
+def _summary(study: optuna.Study, options: SearchOptions, storage: str | None, stopped_because: str, seconds: float,
              unreadable: list[tuple[str, str]], loader_skipped: list[tuple[str, str]]) -> SearchSummary:
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     states = [t.state for t in trials]

@@ -1,0 +1,59 @@
+"""Write Fashion-MNIST (Debian's dataset-fashion-mnist IDX files) out as PNG class folders.
+
+    python benchmarks/fashion_mnist.py [--out benchmarks/data]
+
+makes  OUT/fashion-mnist/{train,test}/<class>/<n>.png      60,000 / 10,000 images
+and    OUT/fashion-mnist-6k/{train,test}/<class>/<n>.png    6,000 / 2,000 (the first of each class)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load(part: str) -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if part == "train" else "t10k"
+    if not IDX_DIR.exists():
+        raise SystemExit(f"{IDX_DIR} is missing: apt-get install dataset-fashion-mnist")
+    return read_idx(IDX_DIR / f"{prefix}-images-idx3-ubyte.gz"), read_idx(IDX_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+
+
+def write(folder: Path, per_class: dict[str, int | None]) -> Path:
+    """Write each part, keeping at most ``per_class[part]`` images of each class (None: all)."""
+    if (folder / "test").exists():
+        return folder
+    for part, limit in per_class.items():
+        images, labels = load(part)
+        for label, name in enumerate(CLASSES):
+            (folder / part / name).mkdir(parents=True, exist_ok=True)
+            for index in np.flatnonzero(labels == label)[:limit]:
+                cv2.imwrite(str(folder / part / name / f"{index:05d}.png"), images[index])
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
+    out = parser.parse_args().out
+    print(write(out / "fashion-mnist", {"train": None, "test": None}))
+    print(write(out / "fashion-mnist-6k", {"train": 600, "test": 200}))
+
+
+if __name__ == "__main__":
+    main()
