@@ -84,27 +84,12 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     if options.objective not in OBJECTIVES:
         raise StudyError(f"unknown objective {options.objective!r}; choose from {', '.join(OBJECTIVES)}")
-    loader = registry.get("dataset", options.dataset)
-    architecture = registry.get("architecture", options.architecture)
-    storage = open_storage(options.storage)
-    name = options.study or default_study_name(options.dataset, options.source)
-    existing = name in study_names(storage)
-    study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True,
-        direction="maximize" if OBJECTIVES[options.objective] else "minimize",
-    )
-    config = StudyConfig.of(study) if existing else None
-    if config is not None:
-        config.check_same_search(name, dataset=options.dataset, architecture=options.architecture,
-                                 objective=options.objective)
-        data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
-    else:
-        data = open_data(name, loader, options.source, options.seed or 0)
-        config = _new_config(options, architecture, data)
-        config.save(study)
+    study, config, data = prepare_study(options, registry)
+    name = study.study_name
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
     storage_shown = redact(options.storage) if options.storage else None
-    listener.study_ready(name, storage_shown or f"the default storage ({default_storage_url()})", data, config, _count(study, FINISHED))
+    listener.study_ready(name, storage_shown or f"the default storage ({default_storage_url()})", data, config,
+                         _count(study, FINISHED))
 
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
@@ -144,6 +129,29 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
             listener.trial_finished(trial)
     return _summary(study, options, storage_shown, stopped_because, time.time() - started, unreadable,
                     list(data.loader_skipped))
+
+
+def prepare_study(options: SearchOptions, registry: Registry) -> tuple[optuna.Study, StudyConfig, StudyData]:
+    """Create the study (config, split) or reopen it, refusing a resume with different settings."""
+    loader = registry.get("dataset", options.dataset)
+    architecture = registry.get("architecture", options.architecture)
+    storage = open_storage(options.storage)
+    name = options.study or default_study_name(options.dataset, options.source)
+    existing = name in study_names(storage)
+    study = optuna.create_study(
+        study_name=name, storage=storage, load_if_exists=True,
+        direction="maximize" if OBJECTIVES[options.objective] else "minimize",
+    )
+    config = StudyConfig.of(study) if existing else None
+    if config is not None:
+        config.check_same_search(name, dataset=options.dataset, architecture=options.architecture,
+                                 objective=options.objective)
+        data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
+    else:
+        data = open_data(name, loader, options.source, options.seed or 0)
+        config = _new_config(options, architecture, data)
+        config.save(study)
+    return study, config, data
 
 
 def _finished_trial(study: optuna.Study, run: TrialRun) -> FrozenTrial:
