@@ -37,6 +37,12 @@ def main_options(
     _state["third_party"] = False if no_plugins else None
 
 
+def _at_least_one(value: float | None) -> float | None:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"{value:g} is too small; use 1 or more")
+    return value
+
+
 def command(name: str | None = None):
     """Register a command whose user mistakes print as one line and exit 1, with no traceback."""
 
@@ -64,17 +70,20 @@ def _registry():
 def search(
     data_dir: Annotated[Optional[str], typer.Argument(
         help="Folder with one sub-folder per class, or train/val/test folders of class folders.")] = None,
-    trials: Annotated[int, typer.Option(min=1, help="Finished (completed or pruned) trials the study should reach.")] = 50,
-    timeout: Annotated[Optional[float], typer.Option(min=1, help="Stop starting epochs after this many seconds.")] = None,
+    trials: Annotated[int, typer.Option(callback=_at_least_one, help="Finished (completed or pruned) trials the study should reach.")] = 50,
+    timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Stop starting epochs after this many seconds.")] = None,
     study: StudyOption = None,
     storage: StorageOption = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader plugin (see `automl-img plugins`).")] = "folder",
     architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`).")] = "blog-cnn",
     seed: Annotated[Optional[int], typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs per trial.")] = 40,
-    patience: Annotated[int, typer.Option(min=1, help="Stop a trial after this many epochs without improvement.")] = 10,
-    trial_timeout: Annotated[Optional[float], typer.Option(min=1, help="Maximum seconds per trial.")] = None,
+    epochs: Annotated[int, typer.Option(callback=_at_least_one, help="Maximum epochs per trial.")] = 40,
+    patience: Annotated[int, typer.Option(callback=_at_least_one, help="Stop a trial after this many epochs without improvement.")] = 10,
+    trial_timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Maximum seconds per trial.")] = None,
+    max_failures: Annotated[int, typer.Option(callback=_at_least_one, help="Stop after this many failed trials in a row.")] = 5,
     objective: Annotated[str, typer.Option(help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe or random.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="Stops weak trials early: median, hyperband or none.")] = "median",
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
@@ -91,24 +100,14 @@ def search(
     options = SearchOptions(
         source=data_dir, dataset=dataset, architecture=architecture, study=study, storage=storage, trials=trials,
         timeout=timeout, epochs=epochs, patience=patience, trial_timeout=trial_timeout, seed=seed,
-        objective=objective, overrides=overrides,
+        objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
+        max_consecutive_failures=max_failures,
     )
     mode = "jsonl" if json_lines else "quiet" if quiet else "normal"
-    try:
-        summary = run_search(options, _registry(), SearchDisplay(trials, mode))
-    except KeyboardInterrupt:
-        _interrupted(study, storage)
+    summary = run_search(options, _registry(), SearchDisplay(trials, mode))
     print_search_summary(summary, mode)
     if not summary.ok:
-        raise typer.Exit(1)
-
-
-def _interrupted(study: str | None, storage: str | None) -> None:
-    from automl_img.console import errors
-
-    errors.print("\ninterrupted: every finished trial is saved in the study; the trial in progress is marked "
-                 "failed. Run the same command again to resume.")
-    raise typer.Exit(130)
+        raise typer.Exit(130 if summary.interrupted else 1)
 
 
 @command("export-best")

@@ -131,6 +131,9 @@ def print_search_summary(summary: SearchSummary, mode: str = "normal") -> None:
                   + (f", {summary.running} running elsewhere" if summary.running else ""))
     if summary.unreadable:
         console.print(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)}[/]")
+    if summary.interrupted:
+        console.print(f"saved: every finished trial of study {summary.study_name}; the trial in progress was "
+                      "marked failed. Run the same command again to resume.")
     if best is None:
         console.print("no completed trial yet; run the same command again to continue the study")
         return

@@ -77,13 +77,15 @@ def _load_model(path: Path, safe_mode: bool):
 
     try:
         return keras.saving.load_model(path, safe_mode=safe_mode)
-    except ValueError as exc:
+    except Exception as exc:  # Keras raises many kinds for a file it cannot rebuild
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise AutomlImgError(
                 f"{path} contains code (a Lambda layer) that would run on load; if you trust where the bundle "
                 "came from, rerun with --unsafe"
             ) from None
-        raise AutomlImgError(f"cannot load {path}: {exc}; if it uses a plugin's custom layers, install that plugin") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutomlImgError(f"cannot load {path}: {first_line}; if it uses a plugin's custom layers, "
+                             "install that plugin") from None
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from _common import DATA, write_result
 
-RECIPE_ARCH = {"activations": "recipe", "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64,
+RECIPE_ARCH = {"activations": "recipe", "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64, "batch_norm": False,
                "dropout": 0.4, "dense_units": 64}
 
 

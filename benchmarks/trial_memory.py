@@ -39,7 +39,7 @@ def main() -> None:
     options = SearchOptions(source=source, study="in-process", trials=args.trials, epochs=args.epochs, seed=0,
                             overrides=fixed)
     study, config, data = prepare_study(options, registry)
-    study.sampler, study.pruner = make_sampler(0), make_pruner()
+    study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median", args.epochs)
     objective = Objective(TrialSettings(args.trials, args.epochs, 10, "accuracy", fixed, 0), config, data,
                           registry.get("architecture", "blog-cnn").obj, lambda *event: None)
     started = time.time()

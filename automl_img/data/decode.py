@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
-import numpy as np
+# Bad files are reported by name at the end; OpenCV's own per-file warnings would only add noise.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 # JPEG decoding honours EXIF orientation only without IMREAD_UNCHANGED; formats that can carry
 # alpha or 16-bit depth are read unchanged so neither is lost before we convert it ourselves.

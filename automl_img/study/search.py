@@ -40,6 +40,8 @@ class SearchOptions:
     trial_timeout: float | None = None
     seed: int | None = None
     objective: str = "accuracy"
+    sampler: str = "tpe"
+    pruner: str = "median"
     overrides: dict[str, Override] = field(default_factory=dict)
     max_consecutive_failures: int = 5
 
@@ -74,16 +76,22 @@ class SearchSummary:
     loader_skipped: list[tuple[str, str]]
 
     @property
+    def interrupted(self) -> bool:
+        return self.stopped_because.startswith("interrupted")
+
+    @property
     def ok(self) -> bool:
-        return not self.stopped_because.startswith("stopped after")
+        return not (self.interrupted or self.stopped_because.startswith("stopped after"))
 
 
 def run_search(options: SearchOptions, registry: Registry, listener: SearchListener | None = None) -> SearchSummary:
     """Run trials, each in a child process, until ``options.trials`` have finished or the time is up."""
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
-    if options.objective not in OBJECTIVES:
-        raise StudyError(f"unknown objective {options.objective!r}; choose from {', '.join(OBJECTIVES)}")
+    for kind, value, known in (("objective", options.objective, OBJECTIVES), ("sampler", options.sampler, SAMPLERS),
+                               ("pruner", options.pruner, PRUNERS)):
+        if value not in known:
+            raise StudyError(f"unknown {kind} {value!r}; choose from {', '.join(known)}")
     study, config, data = prepare_study(options, registry)
     name = study.study_name
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
@@ -98,37 +106,45 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     unreadable: list[tuple[str, str]] = []
     failures: list[str] = []  # reasons of this run's consecutive failed trials
     stopped_because = ""
-    while not stopped_because:
-        fail_trials_of_dead_local_workers(study)
-        finished = _count(study, FINISHED)
-        running = _count(study, (TrialState.RUNNING,))
-        if finished >= options.trials:
-            stopped_because = f"the study has {finished} finished trials (asked for {options.trials})"
-        elif finished + running >= options.trials:
-            stopped_because = f"the remaining {running} trial(s) are running on other workers"
-        elif deadline is not None and time.time() >= deadline:
-            stopped_because = f"time limit of {options.timeout:g} s reached"
-        elif len(failures) >= options.max_consecutive_failures:
-            stopped_because = f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
-        else:
+    try:
+        while not (stopped_because := _stop_reason(study, options, deadline, failures)):
             # Reseeded per trial, so a resumed study never replays the trials it already has.
-            job = TrialJob(options.storage, name, None if options.seed is None else options.seed + len(study.trials),
+            job = TrialJob(options.storage, name, options.sampler, options.pruner,
+                           None if options.seed is None else options.seed + len(study.trials),
                            settings, config, data, options.architecture, registry.plugin_dirs,
                            registry.third_party, extra_plugins=in_process_plugins())
             run = run_trial_process(job, listener)
             unreadable = run.unreadable or unreadable
             if run.fatal is not None:
                 raise run.fatal
+            trial = _finished_trial(study, run)
             if run.interrupted:
                 raise KeyboardInterrupt
-            trial = _finished_trial(study, run)
             if trial.user_attrs.get("surplus"):
                 stopped_because = f"the study's {options.trials} trials are all taken"
-                continue
+                break
             failures = failures + [trial.user_attrs.get("fail_reason", "")] if trial.state == TrialState.FAIL else []
             listener.trial_finished(trial)
+    except KeyboardInterrupt:
+        stopped_because = "interrupted (Ctrl-C)"
     return _summary(study, options, storage_shown, stopped_because, time.time() - started, unreadable,
                     list(data.loader_skipped))
+
+
+def _stop_reason(study: optuna.Study, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:
+    """Why no further trial should start now; empty while the budget allows one."""
+    fail_trials_of_dead_local_workers(study)
+    finished = _count(study, FINISHED)
+    running = _count(study, (TrialState.RUNNING,))
+    if finished >= options.trials:
+        return f"the study has {finished} finished trials (asked for {options.trials})"
+    if finished + running >= options.trials:
+        return f"the remaining {running} trial(s) are running on other workers"
+    if deadline is not None and time.time() >= deadline:
+        return f"time limit of {options.timeout:g} s reached"
+    if len(failures) >= options.max_consecutive_failures:
+        return f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
+    return ""
 
 
 def prepare_study(options: SearchOptions, registry: Registry) -> tuple[optuna.Study, StudyConfig, StudyData]:
@@ -154,8 +170,10 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[optuna.St
     return study, config, data
 
 
-def _finished_trial(study: optuna.Study, run: TrialRun) -> FrozenTrial:
+def _finished_trial(study: optuna.Study, run: TrialRun) -> FrozenTrial | None:
     """The child's trial, failed here if the child died without finishing it."""
+    if run.number is None and run.interrupted:
+        return None
     if run.number is None:
         raise StudyError(f"the trial process exited (code {run.exit_code}) before it could start a trial; "
                          "run with the same options again, or report this as a bug")
@@ -190,13 +208,23 @@ def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) ->
     )
 
 
-def make_sampler(seed: int | None) -> optuna.samplers.BaseSampler:
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
 
 
-def make_pruner() -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)
 
 

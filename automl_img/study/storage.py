@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -46,18 +48,37 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         database = url.split(":///", 1)[-1]
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    driver_url = url
+    if scheme in ("postgresql", "postgres") and url.split("://", 1)[0] in ("postgresql", "postgres"):
+        # The psycopg 3 driver, named explicitly: SQLAlchemy's default for a bare postgresql:// differs
+        # between versions (psycopg2 before 2.1).
+        driver_url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
-            )
+        return _rdb(driver_url, scheme)
     except ImportError as exc:
-        raise StudyError(f"the driver for {scheme} is not installed ({exc.name}); pip install automl-img[postgres]") from None
+        missing = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
+        raise StudyError(f"cannot open {scheme} storage: {missing} is not installed; "
+                         f"pip install 'automl-img[postgres]'") from None
     except Exception as exc:  # connection refused, bad credentials, unreadable file...
         message = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         raise StudyError(f"cannot open storage {redact(url)}: {message}") from None
+
+
+def _rdb(url: str, scheme: str) -> optuna.storages.RDBStorage:
+    engine_kwargs = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    for attempt in range(1, 6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+        except Exception as exc:
+            # Workers started together on an empty database all create Optuna's tables at once;
+            # the losers of that race see a duplicate-key error and simply open it again.
+            if attempt == 5 or not any(s in str(exc) for s in ("duplicate key", "already exists")):
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * attempt)
+    raise AssertionError("unreachable")
 
 
 def _journal(path: Path) -> optuna.storages.BaseStorage:

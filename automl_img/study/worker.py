@@ -33,6 +33,8 @@ class TrialJob:
 
     storage_url: str | None
     study_name: str
+    sampler: str
+    pruner: str
     sampler_seed: int | None
     settings: TrialSettings
     config: StudyConfig
@@ -122,7 +124,8 @@ def _child_main(job: TrialJob, parent_pid: int, events) -> None:
                 pm.register(plugin)
         build = load_plugins(job.plugin_dirs, job.third_party).get("architecture", job.architecture).obj
         study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage_url),
-                                  sampler=make_sampler(job.sampler_seed), pruner=make_pruner())
+                                  sampler=make_sampler(job.sampler, job.sampler_seed),
+                                  pruner=make_pruner(job.pruner, job.settings.epochs))
         objective = Objective(job.settings, job.config, job.data, build, emit)
         study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
     except errors.AutomlImgError as exc:

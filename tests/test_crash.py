@@ -1,0 +1,82 @@
+"""Killed and interrupted searches: completed trials survive, the interrupted one is failed, resume works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from helpers import run
+
+STORAGE = "sqlite:///studies/automl-img.db"
+
+
+def start_search(digits_dir, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "3", "--epochs", "40",
+         "--patience", "40", "--seed", "0", "-p", "image_size=8", "--pruner", "none", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.trial.FrozenTrial:
+    """Block until trial ``number`` is running and has reported at least two epochs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            trials = optuna.load_study(study_name="digits", storage=STORAGE).trials
+        except Exception:  # the study may not exist yet
+            trials = []
+        if len(trials) > number and trials[number].state.name == "RUNNING" and len(trials[number].intermediate_values) >= 2:
+            return trials[number]
+        time.sleep(0.3)
+    raise AssertionError(f"trial {number} never got going")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigkill_mid_trial_loses_only_that_trial_and_the_rerun_completes(workdir, digits_dir):
+    search = start_search(digits_dir)
+    running = wait_for_trial_in_progress(1)
+    search.kill()
+    search.wait(timeout=30)
+    trial_process = running.user_attrs["worker"]["pid"]
+    deadline = time.time() + 10
+    while alive(trial_process) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(trial_process), "the trial process outlived the killed search"
+    before = optuna.load_study(study_name="digits", storage=STORAGE).trials
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+
+    resumed = run("search", digits_dir, "--trials", 3, "--epochs", 2, "-p", "image_size=8", "--pruner", "none")
+    assert "1 finished trial(s) so far" in resumed.output
+    after = optuna.load_study(study_name="digits", storage=STORAGE).trials
+    assert after[0].state.name == "COMPLETE" and after[0].value == before[0].value
+    assert after[1].state.name == "FAIL" and "ended during the trial" in after[1].user_attrs["fail_reason"]
+    assert sum(t.state.name == "COMPLETE" for t in after) == 3
+
+
+def test_ctrl_c_saves_everything_says_how_to_resume_and_the_study_stays_usable(workdir, digits_dir, tmp_path):
+    search = start_search(digits_dir)
+    wait_for_trial_in_progress(1)
+    search.send_signal(signal.SIGINT)
+    output, _ = search.communicate(timeout=60)
+    assert search.returncode == 130, output
+    assert "interrupted (Ctrl-C)" in output and "Run the same command again to resume" in output
+    assert "Traceback" not in output
+    trials = optuna.load_study(study_name="digits", storage=STORAGE).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
+    assert trials[1].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+
+    exported = run("export-best")
+    assert "exported trial #0" in exported.output
+    predicted = run("predict", "studies/digits/export", digits_dir / "5", "--csv", tmp_path / "p.csv")
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + len(list((digits_dir / "5").glob("*.png")))
