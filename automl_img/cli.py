@@ -84,6 +84,8 @@ def search(
     objective: Annotated[str, typer.Option(help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe or random.")] = "tpe",
     pruner: Annotated[str, typer.Option(help="Stops weak trials early: median, hyperband or none.")] = "median",
+    class_weights: Annotated[str, typer.Option(
+        help="auto (on when the largest class has 1.5x the images of the smallest), on or off.")] = "auto",
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
@@ -101,7 +103,7 @@ def search(
         source=data_dir, dataset=dataset, architecture=architecture, study=study, storage=storage, trials=trials,
         timeout=timeout, epochs=epochs, patience=patience, trial_timeout=trial_timeout, seed=seed,
         objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
-        max_consecutive_failures=max_failures,
+        max_consecutive_failures=max_failures, class_weights=class_weights,
     )
     mode = "jsonl" if json_lines else "quiet" if quiet else "normal"
     summary = run_search(options, _registry(), SearchDisplay(trials, mode))
@@ -115,16 +117,30 @@ def export_best(
     study: StudyOption = None,
     storage: StorageOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default studies/STUDY/export).")] = None,
+    format: Annotated[Optional[list[str]], typer.Option(
+        "--format", help="Also write savedmodel, tflite or onnx (repeatable, or comma-separated); each is "
+                         "checked against the Keras model.")] = None,
+    refit: Annotated[bool, typer.Option(
+        help="Retrain the best configuration on train+val, for the epochs its trial needed, before the test.")] = False,
 ) -> None:
     """Export the best trial as a bundle: model.keras, class names, preprocessing, test metrics."""
-    from automl_img.console import console
+    from automl_img.console import console, print_table
     from automl_img.export import export_best as run_export
 
-    result = run_export(_registry(), study, storage, out)
+    formats = [name.strip() for value in format or [] for name in value.split(",") if name.strip()]
+    result = run_export(_registry(), study, storage, out, formats, refit)
     test = result.bundle["test"]
-    console.print(f"exported trial #{result.trial.number} of study {result.bundle['study']} to {result.folder}")
+    console.print(f"exported trial #{result.trial.number} of study {result.bundle['study']} to {result.folder}"
+                  + (f" (refit on train+val for {result.bundle['refit']['epochs']} epochs)" if refit else ""))
     console.print(f"test split: {test['images']} images, accuracy [bold]{test['accuracy']:.4f}[/], "
                   f"balanced accuracy {test['balanced_accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}")
+    checks = result.bundle["formats"]
+    print_table(None, ["format", "file", "bytes", "same class as Keras", "max |probability difference|"],
+                [[name, c["file"], c["bytes"], f"{c['same_class_fraction']:.3f}",
+                  f"{c['max_abs_probability_difference']:.1e}"] for name, c in checks.items()])
+    failed = [name for name, c in checks.items() if not c["ok"]]
+    if failed:
+        console.print(f"[red]warning: {', '.join(failed)} disagree with the Keras model; see bundle.json[/]")
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
 
 
@@ -134,15 +150,16 @@ def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write the predictions to this CSV file.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write them, with every class's probability, as JSON.")] = None,
+    format: Annotated[str, typer.Option("--format", help="Which of the bundle's models: keras, savedmodel, tflite, onnx.")] = "keras",
     unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")] = False,
 ) -> None:
     """Classify images with an exported bundle; prints a table of class and probability per image."""
     from automl_img.console import console, print_table
     from automl_img.predict import Bundle, collect_images
 
-    _registry()  # plugins may register the custom layers a bundle's model needs
+    registry = _registry()  # plugins may also register the custom layers a bundle's model needs
     files = collect_images(paths)
-    predictions, unreadable = Bundle(bundle, safe_mode=not unsafe).predict_files(files)
+    predictions, unreadable = Bundle(bundle, registry, format, safe_mode=not unsafe).predict_files(files)
     print_table(None, ["image", "class", "probability"],
                 [[p.path, p.class_name, f"{p.probability:.4f}"] for p in predictions])
     if csv_out:
@@ -159,13 +176,90 @@ def predict(
 
 
 @command()
-def plugins() -> None:
-    """List the dataset loaders and architectures, and where each comes from."""
+def studies(storage: StorageOption = None) -> None:
+    """List the studies: trials done, pruned and failed, best score, last update."""
     from automl_img.console import print_table
+    from automl_img.overview import study_rows
+
+    rows = study_rows(storage)
+    print_table(None, ["study", "completed", "pruned", "failed", "running", "best (val)", "last update", "data"],
+                [[r.name, r.completed, r.pruned, r.failed, r.running,
+                  f"#{r.best_trial} {r.objective} {r.best_value:.4f}" if r.best_trial is not None else "",
+                  r.last_update.strftime("%Y-%m-%d %H:%M") if r.last_update else "", r.data] for r in rows])
+
+
+@command()
+def show(
+    study: Annotated[Optional[str], typer.Argument(help="Study name (default: the only one).")] = None,
+    storage: StorageOption = None,
+) -> None:
+    """Show one study: the trials table, the best parameters and the parameter importances."""
+    from automl_img.console import console, format_params, print_table
+    from automl_img.overview import importances, summarise, trial_rows
+    from automl_img.study.storage import load_study, open_storage
+
+    found = load_study(open_storage(storage), study, storage)
+    summary = summarise(found)
+    print_table(f"study {found.study_name}", ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"],
+                trial_rows(found))
+    if summary.best_trial is None:
+        console.print("no completed trial yet")
+        return
+    best = found.best_trial
+    console.print(f"best: trial #{best.number}, val {summary.objective} {best.value:.4f}")
+    console.print(f"      {format_params(best.params)}")
+    ranked = importances(found)
+    if isinstance(ranked, str):
+        console.print(f"parameter importances: {ranked}")
+    else:
+        print_table("parameter importances (fANOVA)", ["parameter", "importance", ""],
+                    [[name, f"{value:.3f}", "█" * round(40 * value)] for name, value in ranked.items()])
+
+
+@command()
+def report(
+    study: Annotated[Optional[str], typer.Argument(help="Study name (default: the only one).")] = None,
+    storage: StorageOption = None,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file (default studies/STUDY/report.html).")] = None,
+) -> None:
+    """Write a static HTML report: history, importances, learning curves, confusion matrix, mistakes."""
+    from automl_img.console import console
+    from automl_img.report import write_report
+
+    console.print(f"wrote {write_report(_registry(), study, storage, out)}")
+
+
+@command()
+def dashboard(
+    study: Annotated[Optional[str], typer.Argument(help="Study to open (default: the only one).")] = None,
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option(help="Address to serve on; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's storage (Ctrl-C stops it)."""
+    from automl_img.console import console
+    from automl_img.study.storage import load_study, open_storage
+
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise AutomlImgError("the dashboard needs optuna-dashboard: pip install 'automl-img[dashboard]'") from None
+    opened = open_storage(storage)
+    found = load_study(opened, study, storage)
+    console.print(f"optuna-dashboard for study {found.study_name}: "
+                  f"http://{host}:{port}/dashboard/studies/{found._study_id}  (Ctrl-C stops it)")
+    run_server(opened, host=host, port=port)
+
+
+@command()
+def plugins() -> None:
+    """List the dataset loaders, architectures and export formats, and where each comes from."""
+    from automl_img.console import print_table
+    from automl_img.plugins import HOOKS
 
     registry = _registry()
     rows = [[entry.kind, entry.name, entry.source, entry.description]
-            for kind in ("dataset", "architecture") for entry in registry.of_kind(kind)]
+            for kind in HOOKS for entry in registry.of_kind(kind)]
     print_table(None, ["kind", "name", "from", "description"], rows)
 
 

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from automl_img.study.config import StudyConfig, StudyData, describe_skips
+from automl_img.metrics import OBJECTIVES
+from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
 from automl_img.study.search import SearchListener, SearchSummary
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
@@ -43,13 +44,19 @@ class SearchDisplay(SearchListener):
         self.finished_here = 0
         self.finished_before = 0
         self.decoding: Progress | None = None
+        self.pruned = 0
+        self.best: tuple[int, float] | None = None  # (trial number, value) of the best so far
+        self.larger_is_better = True
 
     def _emit(self, event: str, **fields: Any) -> None:
         sys.stdout.write(json.dumps({"event": event, **fields}, default=str) + "\n")
         sys.stdout.flush()
 
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int) -> None:
+    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
+                    best: FrozenTrial | None = None) -> None:
         self.objective, self.finished_before = config.objective, done
+        self.larger_is_better = OBJECTIVES[config.objective]
+        self.best = (best.number, best.value) if best is not None else None
         counts = data.split.counts()
         if self.mode == "jsonl":
             return self._emit("study", study=study_name, storage=storage, images=len(data.split.image_set),
@@ -61,6 +68,10 @@ class SearchDisplay(SearchListener):
                       f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
                       f"image sizes searched: {', '.join(map(str, config.image_sizes))} px, "
                       f"{'grayscale' if config.channels == 1 else 'RGB'}")
+        if config.balance_classes:
+            skew = imbalance(data.labels, data.split.indices("train"))
+            console.print(f"classes are unbalanced (largest/smallest {skew:.1f}): the loss weights them by inverse "
+                          "frequency (--class-weights off to stop)")
         if data.loader_skipped:
             console.print(f"[yellow]skipped {describe_skips(list(data.loader_skipped))}[/]")
         if data.not_in_split:
@@ -94,6 +105,11 @@ class SearchDisplay(SearchListener):
 
     def trial_finished(self, trial: FrozenTrial) -> None:
         self.finished_here += trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        self.pruned += trial.state == TrialState.PRUNED
+        if trial.state == TrialState.COMPLETE:
+            value, best = trial.value, self.best[1] if self.best else None
+            if best is None or (value > best if self.larger_is_better else value < best):
+                self.best = (trial.number, value)
         done = self.finished_before + self.finished_here
         elapsed = time.time() - self.started
         remaining = max(self.trials - done, 0)
@@ -111,7 +127,8 @@ class SearchDisplay(SearchListener):
         else:
             outcome = f"[red]failed[/]: {trial.user_attrs.get('fail_reason', 'see the log')}"
         console.print(f"trial #{trial.number} {outcome}, {format_seconds(trial.user_attrs.get('seconds', 0))}"
-                      f" | {done}/{self.trials} finished"
+                      f" | {done}/{self.trials} finished ({self.pruned} pruned this run)"
+                      + (f", best #{self.best[0]} {self.best[1]:.4f}" if self.best else "")
                       + (f", ETA {format_seconds(eta)}" if eta is not None and remaining else ""))
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import platform
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_img.data.imageset import PARTS
@@ -21,8 +24,8 @@ from automl_img.study.config import StudyConfig, open_data, study_dir
 from automl_img.study.storage import load_study, open_storage
 
 BUNDLE_FORMAT = 1
-MODEL_FILE = "model.keras"
 BUNDLE_FILE = "bundle.json"
+PARITY_IMAGES = 256  # test images every exported format must classify like the Keras model
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,18 @@ class ExportResult:
 
 
 def export_best(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
-                out: Path | None = None) -> ExportResult:
-    """Rebuild the best trial's model, evaluate it once on the test split, write the bundle folder."""
+                out: Path | None = None, formats: Sequence[str] = (), refit: bool = False) -> ExportResult:
+    """Rebuild the best trial's model, evaluate it once on the test split, write the bundle folder.
+
+    Args:
+        formats: extra formats besides ``keras`` (exporter plugin names), each checked against Keras.
+        refit: retrain the best configuration on train+val for the epochs its trial needed first.
+    """
     study = load_study(open_storage(storage_url), study_name, storage_url)
     config = StudyConfig.of(study)
     if config is None:
         raise StudyError(f"study {study.study_name!r} was not made by automl-img search (no configuration stored)")
+    exporters = [registry.get("exporter", name) for name in dict.fromkeys(["keras", *formats])]
     best = _best_trial(study)
     weights = study_dir(study.study_name) / best.user_attrs["weights"]
     if not weights.exists():
@@ -53,18 +62,26 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
                      config.split_seed, expected_hash=config.split_hash)
     hp = StoredHyperParameters(best.params)
     params = sample_training_params(hp, config.image_sizes)
-    architecture = registry.get("architecture", config.architecture)
-    model = training.build_model(architecture.obj, hp, params.image_size, config.channels, len(config.class_names))
+    build = registry.get("architecture", config.architecture).obj
+    model = training.build_model(build, hp, params.image_size, config.channels, len(config.class_names))
     model.load_weights(weights)
     decoded = data.cache.load(params.image_size, config.channels)
-    labels = data.labels
-    val_rows, test_rows = data.rows("val", decoded), data.rows("test", decoded)
-    val_scores = metrics.scores(labels[val_rows], training.predict(model, decoded.images, val_rows))
-    test_report = metrics.report(labels[test_rows], training.predict(model, decoded.images, test_rows),
-                                 config.class_names)
+    images, labels = decoded.images, data.labels
+    rows = {part: data.rows(part, decoded) for part in PARTS}
+    val_scores = metrics.scores(labels[rows["val"]], training.predict(model, images, rows["val"]))
+    refit_record = None
+    if refit:
+        epochs = int(best.user_attrs.get("best_epoch") or 1)
+        training.keras.utils.set_random_seed(int(best.user_attrs.get("seed", 0)))
+        model = training.build_model(build, StoredHyperParameters(best.params), params.image_size, config.channels,
+                                     len(config.class_names), params.learning_rate)
+        train_and_val = np.concatenate([rows["train"], rows["val"]])
+        training.refit(model, images, labels, train_and_val, params, epochs, config.class_weights(labels, rows["train"]))
+        refit_record = {"epochs": epochs, "images": int(len(train_and_val))}
+    test_probabilities = training.predict(model, images, rows["test"])
     bundle = {
         "format": BUNDLE_FORMAT,
-        "model": MODEL_FILE,
+        "model": exporters[0].obj.file,
         "class_names": config.class_names,
         "preprocessing": {
             "image_size": params.image_size,
@@ -78,19 +95,23 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
         "trial": best.number,
         "architecture": config.architecture,
         "dataset": {"loader": config.dataset, "source": config.source, "split_hash": config.split_hash,
-                    "split": {part: int(len(data.rows(part, decoded))) for part in PARTS}},
+                    "split": {part: int(len(part_rows)) for part, part_rows in rows.items()}},
         "objective": config.objective,
         "params": best.params,
         "best_epoch": best.user_attrs.get("best_epoch"),
+        "refit": refit_record,
         "val_scores": val_scores,
         "val_scores_stored": best.user_attrs.get("val_scores"),
-        "test": test_report,
+        "test": metrics.report(labels[rows["test"]], test_probabilities, config.class_names),
+        "reproduce": {"search_command": best.user_attrs.get("command"), "seed": best.user_attrs.get("seed"),
+                      "export_command": " ".join(sys.argv)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "created_on": {"host": socket.gethostname(), "python": platform.python_version(),
-                       **_library_versions()},
+        "created_on": {"host": socket.gethostname(), "python": platform.python_version(), **_library_versions()},
     }
+    test_files = [str(data.split.image_set.absolute(data.split.image_set.paths[row])) for row in rows["test"]]
     folder = Path(out) if out else study_dir(study.study_name) / "export"
-    _write_bundle(folder, model, bundle)
+    _write_bundle(folder, model, exporters, bundle, images[rows["test"][:PARITY_IMAGES]],
+                  list(zip(test_files, labels[rows["test"]], test_probabilities)))
     return ExportResult(folder, best, bundle)
 
 
@@ -107,16 +128,35 @@ def _best_trial(study) -> FrozenTrial:
     return study.best_trial
 
 
-def _write_bundle(folder: Path, model, bundle: dict[str, Any]) -> None:
+def _write_bundle(folder: Path, model, exporters, bundle: dict[str, Any], parity_images: np.ndarray,
+                  test_predictions: list) -> None:
     """Write the whole bundle beside the target, then swap it in: never half a bundle at ``folder``."""
     folder = folder.resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    model.save(staging / MODEL_FILE)
+    reference = np.asarray(model.predict(parity_images, verbose=0))
+    bundle["formats"] = {}
+    for exporter in exporters:
+        path = staging / exporter.obj.file
+        exporter.obj.export(model, path)
+        predicted = exporter.obj.load(path)(np.ascontiguousarray(parity_images))
+        difference = float(np.abs(predicted - reference).max())
+        agreement = float((predicted.argmax(axis=1) == reference.argmax(axis=1)).mean())
+        bundle["formats"][exporter.name] = {
+            "file": exporter.obj.file, "bytes": _size(path), "checked_on_test_images": int(len(parity_images)),
+            "max_abs_probability_difference": difference, "same_class_fraction": agreement,
+            "ok": agreement == 1.0 and difference < 1e-3,
+        }
     (staging / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2, default=str), encoding="utf-8")
     (staging / "report.txt").write_text(_report_text(bundle), encoding="utf-8")
+    with open(staging / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true_class", "predicted_class", "probability"])
+        names = bundle["class_names"]
+        for path, label, row in test_predictions:
+            writer.writerow([path, names[label], names[int(row.argmax())], f"{row.max():.6f}"])
     if folder.exists():
         retired = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
@@ -127,13 +167,17 @@ def _write_bundle(folder: Path, model, bundle: dict[str, Any]) -> None:
         staging.rename(folder)
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def _report_text(bundle: dict[str, Any]) -> str:
     test = bundle["test"]
     names = bundle["class_names"]
     width = max(len(n) for n in names) + 2
     lines = [
         f"study {bundle['study']}, trial #{bundle['trial']} ({bundle['architecture']}), "
-        f"image size {bundle['preprocessing']['image_size']}",
+        f"image size {bundle['preprocessing']['image_size']}" + (", refit on train+val" if bundle["refit"] else ""),
         f"test images: {test['images']}   accuracy {test['accuracy']:.4f}   balanced accuracy "
         f"{test['balanced_accuracy']:.4f}   macro F1 {test['macro_f1']:.4f}",
         "",
@@ -144,6 +188,10 @@ def _report_text(bundle: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}}{row['precision']:<11.3f}{row['recall']:<8.3f}{row['f1']:<8.3f}{row['support']}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     lines += [f"{name:<{width}}" + " ".join(f"{n:>5}" for n in row) for name, row in zip(names, test["confusion_matrix"])]
+    lines += ["", "formats (checked against the Keras model on test images)"]
+    for name, check in bundle["formats"].items():
+        lines.append(f"{name:<12}{check['file']:<16}{check['bytes']:>10} bytes   same class "
+                     f"{check['same_class_fraction']:.3f}   max |dp| {check['max_abs_probability_difference']:.2e}")
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +199,8 @@ def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("automl-img", "tensorflow", "keras", "optuna", "opencv-python", "numpy", "scikit-learn"):
+    for name in ("automl-img", "tensorflow", "keras", "optuna", "opencv-python", "numpy", "scikit-learn",
+                 "tf2onnx", "onnxruntime", "ai-edge-litert"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -18,3 +18,8 @@ def register_dataset_loaders(register: Callable[..., None]) -> None:
 @hookspec
 def register_architectures(register: Callable[..., None]) -> None:
     """Register architectures: ``register(name, build, channels=None)``, ``build(hp, input_shape, num_classes)``."""
+
+
+@hookspec
+def register_exporters(register: Callable[..., None]) -> None:
+    """Register export formats: ``register(name, exporter)``; ``exporter.file``, ``.export(model, path)``, ``.load(path)``."""

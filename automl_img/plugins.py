@@ -20,7 +20,10 @@ DEFAULT_PLUGINS = (
     "automl_img.default_plugins.folder",
     "automl_img.default_plugins.digits",
     "automl_img.default_plugins.blog_cnn",
+    "automl_img.default_plugins.formats",
 )
+HOOKS = {"dataset": "register_dataset_loaders", "architecture": "register_architectures",
+         "exporter": "register_exporters"}
 ENTRY_POINT_GROUP = "automl_img"
 LOCAL_PLUGINS_DIR = Path("plugins")
 DISABLE_ENV = "AUTOML_IMG_NO_PLUGINS"  # set to 1: built-ins only, for untrusted working directories
@@ -38,7 +41,7 @@ class Entry:
 
     @property
     def description(self) -> str:
-        doc = inspect.getdoc(self.obj) or ""
+        doc = inspect.getdoc(self.obj if callable(self.obj) else type(self.obj)) or ""
         return doc.splitlines()[0] if doc else ""
 
 
@@ -55,7 +58,10 @@ class Registry:
     def add(self, entry: Entry) -> None:
         if not isinstance(entry.name, str) or not entry.name:
             raise PluginError(f"{entry.source} registered a {entry.kind} without a name")
-        if not callable(entry.obj):
+        if entry.kind == "exporter":
+            if not all(hasattr(entry.obj, attribute) for attribute in ("file", "export", "load")):
+                raise PluginError(f"{entry.source}: exporter {entry.name!r} needs .file, .export(model, path) and .load(path)")
+        elif not callable(entry.obj):
             raise PluginError(f"{entry.source} registered {entry.kind} {entry.name!r} with something not callable")
         if entry.channels not in (None, 1, 3):
             raise PluginError(f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
@@ -133,7 +139,7 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
         raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
     registry = Registry(plugin_sources=[f"{name}: {src}" for name, src in sources.items()],
                         plugin_dirs=plugin_dirs, third_party=third_party)
-    for kind, hook in (("dataset", "register_dataset_loaders"), ("architecture", "register_architectures")):
+    for kind, hook in HOOKS.items():
         _collect(manager, hook, kind, sources, registry)
     return registry
 

@@ -14,6 +14,7 @@ import numpy as np
 from automl_img.data.decode import UnreadableImage, load_image
 from automl_img.data.imageset import IMAGE_EXTENSIONS
 from automl_img.errors import AutomlImgError, DataError
+from automl_img.plugins import Registry
 
 BATCH = 256
 
@@ -27,9 +28,9 @@ class Prediction:
 
 
 class Bundle:
-    """An exported model with the preprocessing and class names it needs."""
+    """An exported model, in any format the bundle holds, with the preprocessing and class names it needs."""
 
-    def __init__(self, folder: str | os.PathLike, safe_mode: bool = True):
+    def __init__(self, folder: str | os.PathLike, registry: Registry, format: str = "keras", safe_mode: bool = True):
         from automl_img.export import BUNDLE_FILE
 
         self.folder = Path(folder)
@@ -41,10 +42,12 @@ class Bundle:
         self.class_names: list[str] = self.meta["class_names"]
         self.image_size: int = self.meta["preprocessing"]["image_size"]
         self.channels: int = self.meta["preprocessing"]["channels"]
-        self.model = _load_model(self.folder / self.meta["model"], safe_mode)
-
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(images, batch_size=BATCH, verbose=0))
+        exporter = registry.get("exporter", format).obj
+        if not (self.folder / exporter.file).exists():
+            written = ", ".join(self.meta.get("formats", {})) or "keras"
+            raise AutomlImgError(f"{self.folder} has no {format} model (it has: {written}); "
+                                 f"export it with `automl-img export-best --format {format}`")
+        self.predict_arrays = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
 
     def predict_files(self, files: list[Path]) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predictions for readable files, and ``(path, reason)`` for the others."""
@@ -70,22 +73,6 @@ class Bundle:
             return load_image(path, self.image_size, self.channels)
         except UnreadableImage as exc:
             return str(exc)
-
-
-def _load_model(path: Path, safe_mode: bool):
-    from automl_img.backend import keras
-
-    try:
-        return keras.saving.load_model(path, safe_mode=safe_mode)
-    except Exception as exc:  # Keras raises many kinds for a file it cannot rebuild
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise AutomlImgError(
-                f"{path} contains code (a Lambda layer) that would run on load; if you trust where the bundle "
-                "came from, rerun with --unsafe"
-            ) from None
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutomlImgError(f"cannot load {path}: {first_line}; if it uses a plugin's custom layers, "
-                             "install that plugin") from None
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -143,6 +143,13 @@ def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
     return result
 
 
+def refit(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, params: TrainingParams, epochs: int,
+          class_weight: dict[int, float] | None = None, seed: int = 0) -> None:
+    """Train a fresh model on ``rows`` for a fixed number of epochs (no validation left to stop on)."""
+    model.fit(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed), epochs=epochs, verbose=0,
+              class_weight=class_weight, shuffle=False)
+
+
 class _EpochWatch(keras.callbacks.Callback):
     """After each epoch: score val, keep the best weights, report to the pruner, apply the limits."""
 

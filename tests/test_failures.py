@@ -60,7 +60,7 @@ def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits
 
 def test_diverging_trials_are_failed_with_the_reason_and_repeated_failure_stops(workdir, digits_dir):
     result = run("search", digits_dir, "--trials", 5, "--epochs", 3, "--max-failures", 2,
-                 "-p", "learning_rate=1e9", "-p", "image_size=8", expect=1)
+                 "-p", "learning_rate=1e9", "-p", "batch_norm=false", "-p", "image_size=8", expect=1)
     assert "stopped after 2 failed trials in a row; the last one: training diverged" in result.output
     recorded = trials("digits")
     assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] * 2

@@ -32,6 +32,14 @@ class StudyConfig:
     split_seed: int
     split_hash: str
     class_names: list[str]
+    balance_classes: bool = False  # weight the loss by inverse class frequency
+
+    def class_weights(self, labels: np.ndarray, train_rows: np.ndarray) -> dict[int, float] | None:
+        """Keras class weights (``n / (classes * count)``) when the study balances classes, else None."""
+        if not self.balance_classes:
+            return None
+        counts = np.bincount(labels[train_rows], minlength=len(self.class_names))
+        return {c: float(len(train_rows) / (len(counts) * n)) for c, n in enumerate(counts) if n > 0}
 
     def save(self, study: optuna.Study) -> None:
         study.set_user_attr(CONFIG_ATTR, asdict(self))
@@ -114,6 +122,13 @@ def open_data(study_name: str, loader: Entry, source: str | None, split_seed: in
         split.save(manifest)
     cache = ImageCache(studies_dir() / "cache", split.image_set)
     return StudyData(split, cache, image_set.skipped, not_in_split)
+
+
+def imbalance(labels: np.ndarray, train_rows: np.ndarray) -> float:
+    """Largest over smallest class count in the train split."""
+    counts = np.bincount(labels[train_rows])
+    counts = counts[counts > 0]
+    return float(counts.max() / counts.min()) if len(counts) else 1.0
 
 
 def describe_skips(items: list[tuple[str, str]], limit: int = 5) -> str:

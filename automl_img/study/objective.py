@@ -30,6 +30,7 @@ class TrialSettings:
     seed: int | None = None
     deadline: float | None = None  # time.time() after which no epoch starts
     trial_timeout: float | None = None
+    command: str = ""
 
 
 class Objective:
@@ -74,6 +75,7 @@ class Objective:
             raise DataError("no readable images left in the train or val split; check the skipped files listed above")
         seed = (settings.seed or 0) + trial.number
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("command", settings.command)
         training.keras.utils.set_random_seed(seed)
         try:
             model = training.build_model(self.build, hp, params.image_size, self.config.channels,
@@ -85,7 +87,8 @@ class Objective:
             self.emit("trial_started", trial.number, dict(trial.params))
             limits = training.Limits(settings.epochs, settings.patience, settings.deadline, settings.trial_timeout)
             result = training.train(model, decoded.images, self.data.labels, train_rows, val_rows, params, limits,
-                                    settings.objective, _Reporter(trial, self.emit), seed=seed)
+                                    settings.objective, _Reporter(trial, self.emit), seed=seed,
+                                    class_weight=self.config.class_weights(self.data.labels, train_rows))
             trial.set_user_attr("history", result.history)
             trial.set_user_attr("stopped_by", result.stopped_by)
             trial.set_user_attr("seconds", round(result.seconds, 2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import time
@@ -17,8 +18,8 @@ from automl_img.data.decode import probe_native_shape
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry, in_process_plugins
-from automl_img.space import Override, default_image_sizes
-from automl_img.study.config import StudyConfig, StudyData, default_study_name, open_data
+from automl_img.space import Override, Range, default_image_sizes
+from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
 from automl_img.study.objective import FINISHED, TrialSettings, process_start
 from automl_img.study.storage import default_storage_url, open_storage, redact, study_names
 from automl_img.study.worker import TrialRun, TrialJob, run_trial_process
@@ -42,6 +43,24 @@ class SearchOptions:
     objective: str = "accuracy"
     sampler: str = "tpe"
     pruner: str = "median"
+    class_weights: str = "auto"  # auto: on when the largest class is 1.5x the smallest or more; on; off
+
+    def as_command(self) -> str:
+        """The equivalent ``automl-img search`` command line (recorded with each trial, to reproduce it)."""
+        defaults = SearchOptions()
+        words = ["automl-img", "search"] + ([self.source] if self.source else [])
+        for name in ("dataset", "architecture", "study", "trials", "timeout", "epochs", "patience",
+                     "trial_timeout", "seed", "objective", "sampler", "pruner", "class_weights"):
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                words += [f"--{name.replace('_', '-')}", str(value)]
+        for name, override in self.overrides.items():
+            text = (f"{override.low}..{override.high}" if isinstance(override, Range)
+                    else ",".join(map(str, override)) if isinstance(override, list) else str(override))
+            words += ["-p", f"{name}={text.lower() if isinstance(override, bool) else text}"]
+        if self.storage:
+            words += ["--storage", redact(self.storage)]
+        return shlex.join(words)
     overrides: dict[str, Override] = field(default_factory=dict)
     max_consecutive_failures: int = 5
 
@@ -49,7 +68,8 @@ class SearchOptions:
 class SearchListener:
     """What the search tells its caller as it goes; every method is optional."""
 
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int) -> None: ...
+    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
+                    best: FrozenTrial | None = None) -> None: ...
 
     def decode_progress(self, image_size: int, done: int, total: int) -> None: ...
 
@@ -89,20 +109,22 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     for kind, value, known in (("objective", options.objective, OBJECTIVES), ("sampler", options.sampler, SAMPLERS),
-                               ("pruner", options.pruner, PRUNERS)):
+                               ("pruner", options.pruner, PRUNERS),
+                               ("class weights setting", options.class_weights, CLASS_WEIGHTS)):
         if value not in known:
             raise StudyError(f"unknown {kind} {value!r}; choose from {', '.join(known)}")
     study, config, data = prepare_study(options, registry)
     name = study.study_name
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
     storage_shown = redact(options.storage) if options.storage else None
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     listener.study_ready(name, storage_shown or f"the default storage ({default_storage_url()})", data, config,
-                         _count(study, FINISHED))
+                         _count(study, FINISHED), study.best_trial if completed else None)
 
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
     settings = TrialSettings(options.trials, options.epochs, options.patience, options.objective,
-                             options.overrides, options.seed, deadline, options.trial_timeout)
+                             options.overrides, options.seed, deadline, options.trial_timeout, options.as_command())
     unreadable: list[tuple[str, str]] = []
     failures: list[str] = []  # reasons of this run's consecutive failed trials
     stopped_because = ""
@@ -195,6 +217,7 @@ def _exit_reason(exit_code: int | None) -> str:
 def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) -> StudyConfig:
     image_set = data.split.image_set
     native = probe_native_shape([image_set.absolute(p) for p in image_set.paths], seed=options.seed or 0)
+    skew = imbalance(image_set.labels, data.split.indices("train"))
     return StudyConfig(
         dataset=options.dataset,
         source=str(image_set.root.resolve()) if options.source else None,
@@ -205,10 +228,13 @@ def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) ->
         split_seed=data.split.seed,
         split_hash=data.split.hash,
         class_names=list(image_set.class_names),
+        balance_classes=options.class_weights == "on" or (options.class_weights == "auto" and skew >= IMBALANCE_THRESHOLD),
     )
 
 
 SAMPLERS = ("tpe", "random")
+CLASS_WEIGHTS = ("auto", "on", "off")
+IMBALANCE_THRESHOLD = 1.5
 PRUNERS = ("median", "hyperband", "none")
 
 

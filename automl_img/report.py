@@ -1,0 +1,219 @@
+"""report: one self-contained HTML page about a study, with its pictures inlined (no JavaScript)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import optuna
+
+from automl_img.errors import StudyError
+from automl_img.overview import importances, summarise, trial_rows
+from automl_img.plugins import Registry
+from automl_img.study.config import StudyConfig, study_dir
+from automl_img.study.storage import load_study, open_storage, redact
+
+MISCLASSIFIED_SHOWN = 24
+
+
+def write_report(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
+                 out: Path | None = None) -> Path:
+    """Write the report; exports the best trial first when its bundle is missing or stale."""
+    from automl_img.export import BUNDLE_FILE, export_best
+
+    study = load_study(open_storage(storage_url), study_name, storage_url)
+    config = StudyConfig.of(study)
+    if config is None:
+        raise StudyError(f"study {study.study_name!r} was not made by automl-img search")
+    summary = summarise(study)
+    bundle_dir = study_dir(study.study_name) / "export"
+    bundle = None
+    if summary.best_trial is not None:
+        if not (bundle_dir / BUNDLE_FILE).exists() or \
+                json.loads((bundle_dir / BUNDLE_FILE).read_text())["trial"] != summary.best_trial:
+            export_best(registry, study.study_name, storage_url, bundle_dir)
+        bundle = json.loads((bundle_dir / BUNDLE_FILE).read_text())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sections = [_header(study, config, summary, storage_url)]
+    sections += [_figure(title, draw) for title, draw in _search_figures(study)]
+    if bundle is not None:
+        best = study.best_trial
+        sections.append(_figure(f"Learning curves of the best trial (#{best.number})", lambda: _curves(best)))
+        sections.append(_test_section(bundle))
+        sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
+        sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir, bundle)))
+    sections.append(_trials_table(study))
+    page = _PAGE.format(title=html.escape(f"automl-img: {study.study_name}"), body="\n".join(sections),
+                        created=time.strftime("%Y-%m-%d %H:%M"))
+    target = Path(out) if out else study_dir(study.study_name) / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def _header(study: optuna.Study, config: StudyConfig, summary, storage_url: str | None) -> str:
+    best = (f"trial #{summary.best_trial}, val {config.objective} {summary.best_value:.4f}"
+            if summary.best_trial is not None else "none yet")
+    facts = [
+        ("data", f"{config.source or config.dataset} ({len(config.class_names)} classes)"),
+        ("architecture", config.architecture),
+        ("objective", f"val {config.objective}"),
+        ("trials", f"{summary.completed} completed, {summary.pruned} pruned, {summary.failed} failed"),
+        ("best", best),
+        ("storage", redact(storage_url) if storage_url else "the default SQLite storage"),
+    ]
+    rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return f"<h1>Study {html.escape(study.study_name)}</h1><table class='facts'>{rows}</table>"
+
+
+def _search_figures(study: optuna.Study) -> list[tuple[str, Callable]]:
+    from optuna.visualization import matplotlib as optuna_plots
+
+    found = importances(study)
+    top = list(found)[:6] if isinstance(found, dict) else None
+    return [
+        ("Optimisation history", lambda: optuna_plots.plot_optimization_history(study)),
+        ("Parameter importances (fANOVA)", lambda: _importances(found)),
+        ("Parallel coordinates of the most important parameters",
+         lambda: optuna_plots.plot_parallel_coordinate(study, params=top)),
+        ("Slices: objective against each important parameter", lambda: optuna_plots.plot_slice(study, params=top)),
+    ]
+
+
+def _figure(title: str, draw: Callable) -> str:
+    """Draw with matplotlib and inline the PNG; a figure that cannot be drawn yet says why instead."""
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            drawn = draw()
+    except Exception as exc:  # e.g. too few trials for a plot; the page still renders
+        return f"<h2>{html.escape(title)}</h2><p class='note'>Not drawn: {html.escape(str(exc))}</p>"
+    if isinstance(drawn, str):
+        return f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(drawn)}</p>"
+    figure = plt.gcf()
+    figure.set_size_inches(max(figure.get_size_inches()[0], 9), max(figure.get_size_inches()[1], 4.5))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close("all")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+
+
+def _importances(found: dict[str, float] | str):
+    import matplotlib.pyplot as plt
+
+    if isinstance(found, str):
+        return found
+    names = list(found)[::-1]
+    _, axes = plt.subplots(figsize=(9, 0.35 * len(names) + 1))
+    axes.barh(names, [found[n] for n in names], color="#4c72b0")
+    axes.set_xlabel("importance (share of explained variance)")
+
+
+def _curves(trial) -> None:
+    import matplotlib.pyplot as plt
+
+    history = trial.user_attrs.get("history", [])
+    epochs = [row["epoch"] for row in history]
+    _, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(epochs, [row["train_loss"] for row in history], label="train loss")
+    left.plot(epochs, [row["val_loss"] for row in history], label="val loss")
+    left.set_xlabel("epoch")
+    left.legend()
+    right.plot(epochs, [row["val_accuracy"] for row in history], label="val accuracy", color="#55a868")
+    if trial.user_attrs.get("best_epoch"):
+        right.axvline(trial.user_attrs["best_epoch"], color="grey", linestyle=":", label="best epoch (kept)")
+    right.set_xlabel("epoch")
+    right.legend()
+
+
+def _test_section(bundle: dict) -> str:
+    test = bundle["test"]
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{row['precision']:.3f}</td><td>{row['recall']:.3f}</td>"
+        f"<td>{row['f1']:.3f}</td><td>{row['support']}</td></tr>" for name, row in test["per_class"].items())
+    return (f"<h2>Test split (evaluated once, at export)</h2><p>{test['images']} images: accuracy "
+            f"<b>{test['accuracy']:.4f}</b>, balanced accuracy {test['balanced_accuracy']:.4f}, macro F1 "
+            f"{test['macro_f1']:.4f}.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+            f"<th>images</th></tr>{rows}</table>")
+
+
+def _confusion(bundle: dict) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    matrix = np.array(bundle["test"]["confusion_matrix"])
+    names = bundle["class_names"]
+    size = max(5.0, 0.6 * len(names) + 2)
+    _, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes.set_yticks(range(len(names)), names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, str(count), ha="center", va="center",
+                  color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+
+
+def _misclassified(bundle_dir: Path, bundle: dict) -> str | None:
+    import matplotlib.pyplot as plt
+
+    from automl_img.data.decode import UnreadableImage, read_image
+
+    with open(bundle_dir / "test_predictions.csv", newline="", encoding="utf-8") as handle:
+        wrong = [row for row in csv.DictReader(handle) if row["true_class"] != row["predicted_class"]]
+    if not wrong:
+        return "None: every test image was classified correctly."
+    wrong.sort(key=lambda row: -float(row["probability"]))  # the most confident mistakes first
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    columns = 6
+    rows = -(-len(shown) // columns)
+    _, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row in zip(axes.flat, shown):
+        try:
+            image = read_image(row["path"])
+            axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
+        except UnreadableImage:
+            axis.text(0.5, 0.5, "file gone", ha="center")
+        axis.set_title(f"true {row['true_class']}\npred {row['predicted_class']} {float(row['probability']):.2f}",
+                       fontsize=8)
+    plt.suptitle(f"{len(shown)} of {len(wrong)} misclassified test images, most confident first", fontsize=10)
+    return None
+
+
+def _trials_table(study: optuna.Study) -> str:
+    header = "".join(f"<th>{h}</th>" for h in ("#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
+                   for row in trial_rows(study))
+    return f"<h2>Trials</h2><table class='trials'><tr>{header}</tr>{body}</table>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ padding: 2px 10px; text-align: left; }}
+table.trials tr:nth-child(even), table.facts tr:nth-child(even) {{ background: #f5f5f5; }}
+img {{ max-width: 100%; }} .note {{ color: #777; font-style: italic; }}
+</style></head>
+<body>
+{body}
+<p class="note">Written by automl-img on {created}.</p>
+</body></html>
+"""

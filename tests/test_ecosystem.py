@@ -1,0 +1,246 @@
+"""Seeing a study (studies, show, report, dashboard), deployable exports, and results users can trust."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from helpers import run
+
+from automl_img import hookimpl
+from automl_img.plugins import pm
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory, digits_dir):
+    """A finished 3-trial search on the digits, shared by the read-only tests below."""
+    with pytest.MonkeyPatch.context() as patch:
+        work = tmp_path_factory.mktemp("ecosystem")
+        patch.chdir(work)
+        run("search", digits_dir, "--trials", 3, "--epochs", 6, "--seed", 5, "-p", "image_size=8",
+            "-p", "learning_rate=0.002..0.01")
+        yield work
+
+
+def test_studies_lists_counts_best_and_update(study_dir, digits_dir):
+    result = run("studies")
+    row = next(line for line in result.output.splitlines() if line.strip().startswith("digits"))
+    study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
+    assert f"#{study.best_trial.number} accuracy {study.best_value:.4f}" in row
+    assert str(digits_dir) in row and " 3 " in row
+
+
+def test_show_prints_trials_best_params_and_importances(study_dir):
+    out = run("show", "digits").output
+    assert "best: trial #" in out and "learning_rate=" in out
+    assert "parameter importances (fANOVA)" in out
+    assert out.count("complete") >= 3
+
+
+def test_report_renders_in_headless_chromium(study_dir, tmp_path):
+    from selenium import webdriver
+
+    run("report", "digits", "--out", tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    for heading in ("Optimisation history", "Parameter importances", "Parallel coordinates", "Learning curves",
+                    "Confusion matrix on the test split", "Misclassified test images", "Trials"):
+        assert heading in page
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,900"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options,
+                              service=webdriver.ChromeService(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    try:
+        driver.get((tmp_path / "report.html").as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        assert len(images) >= 6 and all(ok for _, ok in images), images
+        assert not [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert driver.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        driver.quit()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_dashboard_serves_the_study_on_loopback(study_dir):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "automl_img", "dashboard", "digits", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard never answered"
+        assert [s["study_name"] for s in studies["study_summaries"]] == ["digits"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5) as response:
+            assert response.status == 200 and b"<html" in response.read().lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_every_export_format_is_checked_and_predicts_like_keras(study_dir, digits_dir, tmp_path):
+    out = tmp_path / "bundle"
+    result = run("export-best", "--out", out, "--format", "savedmodel,tflite", "--format", "onnx")
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert set(bundle["formats"]) == {"keras", "savedmodel", "tflite", "onnx"}
+    for name, check in bundle["formats"].items():
+        assert check["ok"] and check["bytes"] > 1000 and check["checked_on_test_images"] > 200, (name, check)
+        assert name in result.output
+    classes = {}
+    for name in bundle["formats"]:
+        run("predict", out, digits_dir / "4", "--format", name, "--csv", tmp_path / f"{name}.csv")
+        classes[name] = [line.split(",")[1] for line in (tmp_path / f"{name}.csv").read_text().splitlines()[1:]]
+    assert all(found == classes["keras"] for found in classes.values())
+    assert len(classes["keras"]) == len(list((digits_dir / "4").glob("*.png")))
+
+
+def test_refit_trains_on_train_and_val_for_the_best_epoch_count(study_dir, tmp_path):
+    run("export-best", "--out", tmp_path / "refit", "--refit")
+    bundle = json.loads((tmp_path / "refit" / "bundle.json").read_text())
+    study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
+    assert bundle["refit"]["epochs"] == study.best_trial.user_attrs["best_epoch"]
+    assert bundle["refit"]["images"] == bundle["dataset"]["split"]["train"] + bundle["dataset"]["split"]["val"]
+    assert bundle["test"]["accuracy"] > 0.8
+
+
+def test_bundle_records_how_to_reproduce_it(study_dir, tmp_path):
+    run("export-best", "--out", tmp_path / "b")
+    bundle = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert {"tensorflow", "keras", "optuna", "numpy"} <= set(bundle["created_on"])
+    assert len(bundle["dataset"]["split_hash"]) == 16
+    command = bundle["reproduce"]["search_command"]
+    assert command.startswith("automl-img search ") and "--seed 5" in command and "-p image_size=8" in command
+    assert bundle["reproduce"]["seed"] == 5 + bundle["trial"]
+
+
+def test_same_seed_same_parameters_and_scores(workdir, digits_dir):
+    for study in ("first", "second"):
+        run("search", digits_dir, "--study", study, "--trials", 2, "--epochs", 2, "--seed", 11,
+            "-p", "image_size=8")
+    first, second = (optuna.load_study(study_name=s, storage="sqlite:///studies/automl-img.db").trials
+                     for s in ("first", "second"))
+    assert [t.params for t in first] == [t.params for t in second]
+    assert [t.value for t in first] == [t.value for t in second]
+
+
+def test_unbalanced_classes_get_class_weights_and_say_so(workdir, digits_dir, tmp_path):
+    data = tmp_path / "unbalanced"
+    for digit, count in (("0", 90), ("1", 30), ("2", 15)):
+        (data / digit).mkdir(parents=True)
+        for file in sorted((digits_dir / digit).glob("*.png"))[:count]:
+            shutil.copy(file, data / digit / file.name)
+    weighted = run("search", data, "--trials", 1, "--epochs", 1, "-p", "image_size=8")
+    split = json.loads((workdir / "studies" / "unbalanced" / "split.json").read_text())
+    train = [label for _, label, part in split["files"] if part == "train"]
+    skew = max(map(train.count, set(train))) / min(map(train.count, set(train)))
+    assert f"classes are unbalanced (largest/smallest {skew:.1f})" in weighted.output
+    plain = run("search", data, "--study", "plain", "--trials", 1, "--epochs", 1, "-p", "image_size=8",
+                "--class-weights", "off")
+    assert "unbalanced" not in plain.output
+    from automl_img.study.config import StudyConfig
+
+    configs = {s: StudyConfig.of(optuna.load_study(study_name=s, storage="sqlite:///studies/automl-img.db"))
+               for s in ("unbalanced", "plain")}
+    assert configs["unbalanced"].balance_classes and not configs["plain"].balance_classes
+    weights = configs["unbalanced"].class_weights(np.array([0] * 6 + [1] * 2 + [2]), np.arange(9))
+    assert weights == pytest.approx({0: 0.5, 1: 1.5, 2: 3.0})
+
+
+@pytest.mark.parametrize("objective, scored", [("balanced_accuracy", "balanced_accuracy"), ("loss", "loss")])
+def test_objective_is_selectable(workdir, digits_dir, objective, scored):
+    run("search", digits_dir, "--trials", 1, "--epochs", 2, "--objective", objective, "-p", "image_size=8")
+    study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
+    trial = study.trials[0]
+    assert trial.value == pytest.approx(trial.user_attrs["val_scores"][scored])
+    assert study.direction.name == ("MINIMIZE" if objective == "loss" else "MAXIMIZE")
+
+
+def test_json_lines_mode_is_one_object_per_line(workdir, digits_dir):
+    out = run("search", digits_dir, "--trials", 1, "--epochs", 2, "-p", "image_size=8", "--json").output
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "study" and kinds[-1] == "summary"
+    assert kinds.count("epoch") == 2 and "trial_start" in kinds and "trial_end" in kinds
+    assert events[-1]["completed"] == 1
+
+
+def test_quiet_mode_prints_only_the_summary(workdir, digits_dir):
+    out = run("search", digits_dir, "--trials", 1, "--epochs", 1, "-p", "image_size=8", "--quiet").output
+    assert "epoch" not in out and "search ended" in out and "best: trial #0" in out
+
+
+class KerasH5:
+    """Keras' legacy HDF5 file (a real second format, registered the way a plugin would)."""
+
+    file = "model.h5"
+
+    def export(self, model, path):
+        model.save(path)
+
+    def load(self, path, safe_mode=True):
+        from automl_img.backend import keras
+
+        model = keras.saving.load_model(path, safe_mode=safe_mode)
+        return lambda images: np.asarray(model.predict(images, verbose=0))
+
+
+class H5Plugin:
+    @hookimpl
+    def register_exporters(self, register):
+        register("h5", KerasH5())
+
+
+def test_exporter_plugin_is_listed_checked_and_used(study_dir, digits_dir, tmp_path):
+    plugin = H5Plugin()
+    pm.register(plugin, name="h5")
+    try:
+        assert "h5" in run("plugins").output
+        run("export-best", "--out", tmp_path / "b", "--format", "h5")
+        check = json.loads((tmp_path / "b" / "bundle.json").read_text())["formats"]["h5"]
+        assert check["ok"] and (tmp_path / "b" / "model.h5").exists()
+        out = run("predict", tmp_path / "b", digits_dir / "1", "--format", "h5").output
+        assert "probability" in out
+    finally:
+        pm.unregister(plugin)
+
+
+def test_missing_format_in_bundle_says_how_to_add_it(study_dir, digits_dir, tmp_path):
+    run("export-best", "--out", tmp_path / "keras-only")
+    out = run("predict", tmp_path / "keras-only", digits_dir / "1", "--format", "onnx", expect=1).output
+    assert "has no onnx model" in out and "--format onnx" in out
+
+
+def test_installed_plugin_package_shows_up_and_is_searched(workdir, digits_dir, tmp_path):
+    target = tmp_path / "site"
+    source = Path(__file__).parent / "data" / "hello-plugin"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(source)], check=True)
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    listing = subprocess.run([sys.executable, "-m", "automl_img", "plugins"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+    assert "hello-mlp" in listing and "entry point (automl-img-hello 0.1.0)" in listing
+    search = subprocess.run([sys.executable, "-m", "automl_img", "search", str(digits_dir), "--architecture",
+                             "hello-mlp", "--trials", "1", "--epochs", "1", "-p", "image_size=8"],
+                            env=env, capture_output=True, text=True)
+    assert search.returncode == 0, search.stdout + search.stderr
+    trial = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db").trials[0]
+    assert trial.state.name == "COMPLETE" and "hello_units" in trial.params
