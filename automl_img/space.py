@@ -39,25 +39,25 @@ class HyperParameters:
             default: int | None = None, parent_name: str | None = None, parent_values: Any = None) -> int | None:
         log = sampling in ("log", "reverse_log")
         dist = IntDistribution(int(min_value), int(max_value), log=log, step=1 if log else int(step or 1))
-        return self._value(name, dist, parent_name, parent_values)
+        return self._value(name, dist, parent_name, parent_values, default)
 
     def Float(self, name: str, min_value: float, max_value: float, step: float | None = None,
               sampling: str = "linear", default: float | None = None, parent_name: str | None = None,
               parent_values: Any = None) -> float | None:
         log = sampling in ("log", "reverse_log")
         dist = FloatDistribution(float(min_value), float(max_value), log=log, step=None if log else step)
-        return self._value(name, dist, parent_name, parent_values)
+        return self._value(name, dist, parent_name, parent_values, default)
 
     def Choice(self, name: str, values: Sequence[Any], ordered: bool | None = None, default: Any = None,
                parent_name: str | None = None, parent_values: Any = None) -> Any:
-        return self._value(name, CategoricalDistribution(list(values)), parent_name, parent_values)
+        return self._value(name, CategoricalDistribution(list(values)), parent_name, parent_values, default)
 
     def Boolean(self, name: str, default: bool = False, parent_name: str | None = None,
                 parent_values: Any = None) -> bool | None:
-        return self._value(name, CategoricalDistribution([False, True]), parent_name, parent_values)
+        return self._value(name, CategoricalDistribution([False, True]), parent_name, parent_values, default)
 
     def Fixed(self, name: str, value: Any, parent_name: str | None = None, parent_values: Any = None) -> Any:
-        return self._value(name, CategoricalDistribution([value]), parent_name, parent_values)
+        return self._value(name, CategoricalDistribution([value]), parent_name, parent_values, value)
 
     @contextlib.contextmanager
     def conditional_scope(self, parent_name: str, parent_values: Any) -> Iterator[None]:
@@ -76,15 +76,16 @@ class HyperParameters:
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
 
-    def _value(self, name: str, dist: BaseDistribution, parent_name: str | None, parent_values: Any) -> Any:
+    def _value(self, name: str, dist: BaseDistribution, parent_name: str | None, parent_values: Any,
+               default: Any = None) -> Any:
         conditions = self._conditions + ([(parent_name, _as_list(parent_values))] if parent_name else [])
         if not all(self.values.get(parent) in allowed for parent, allowed in conditions):
             return None  # as KerasTuner does: an inactive parameter has no value to rely on
-        value = self._resolve(name, dist)
+        value = self._resolve(name, dist, default)
         self.values[name] = value
         return value
 
-    def _resolve(self, name: str, dist: BaseDistribution) -> Any:
+    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
         raise NotImplementedError
 
 
@@ -96,7 +97,7 @@ class TrialHyperParameters(HyperParameters):
         self.trial = trial
         self.overrides = overrides or {}
 
-    def _resolve(self, name: str, dist: BaseDistribution) -> Any:
+    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
         if name in self.overrides:
             dist = _narrow(name, dist, self.overrides[name])
         if isinstance(dist, IntDistribution):
@@ -116,13 +117,29 @@ class StoredHyperParameters(HyperParameters):
         super().__init__()
         self.params = params
 
-    def _resolve(self, name: str, dist: BaseDistribution) -> Any:
+    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
         if name not in self.params:
             raise StudyError(
                 f"the stored trial has no value for {name!r}: the architecture changed since the trial ran; "
                 "install the plugin version the study used"
             )
         return self.params[name]
+
+
+class DefaultHyperParameters(HyperParameters):
+    """Every parameter at its declared default (for the built-ins: the recipe), within the user's overrides."""
+
+    def __init__(self, overrides: dict[str, Override] | None = None) -> None:
+        super().__init__()
+        self.overrides = overrides or {}
+
+    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
+        if name in self.overrides:
+            dist = _narrow(name, dist, self.overrides[name])
+        if isinstance(dist, CategoricalDistribution):
+            return default if default in dist.choices else dist.choices[0]
+        value = dist.low if default is None else min(max(default, dist.low), dist.high)
+        return int(value) if isinstance(dist, IntDistribution) else float(value)
 
 
 def _as_list(values: Any) -> list:
@@ -163,16 +180,16 @@ class TrainingParams:
 
 
 def sample_training_params(hp: HyperParameters, image_sizes: Sequence[int]) -> TrainingParams:
-    """Declare the training parameters; the recipe's values (lr 1e-3, rotation 30, zoom 0.2...) lie inside."""
+    """Declare the training parameters; the defaults are the recipe's (largest size, lr 1e-3, rotation 30...)."""
     return TrainingParams(
-        image_size=hp.Choice("image_size", list(image_sizes), ordered=True),
-        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True),
-        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"),
-        rotation=hp.Float("rotation", 0.0, 30.0),
-        zoom=hp.Float("zoom", 0.0, 0.2),
-        width_shift=hp.Float("width_shift", 0.0, 0.15),
-        height_shift=hp.Float("height_shift", 0.0, 0.15),
-        horizontal_flip=hp.Boolean("horizontal_flip"),
+        image_size=hp.Choice("image_size", list(image_sizes), ordered=True, default=max(image_sizes)),
+        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True, default=32),
+        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3),
+        rotation=hp.Float("rotation", 0.0, 30.0, default=30.0),
+        zoom=hp.Float("zoom", 0.0, 0.2, default=0.2),
+        width_shift=hp.Float("width_shift", 0.0, 0.15, default=0.1),
+        height_shift=hp.Float("height_shift", 0.0, 0.15, default=0.1),
+        horizontal_flip=hp.Boolean("horizontal_flip", default=True),
     )
 
 

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
-from automl_img.space import Override, TrialHyperParameters, sample_training_params
+from automl_img.space import DefaultHyperParameters, Override, TrialHyperParameters, sample_training_params
 from automl_img.study.config import StudyConfig, StudyData, study_dir
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -121,6 +121,22 @@ class _Reporter:
 
     def should_prune(self) -> bool:
         return self.trial.should_prune()
+
+
+def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: StudyConfig, build: Callable[..., Any]) -> None:
+    """A new study's first trial is every parameter's default: for the built-ins, the blog recipe.
+
+    The search then starts from a known, decent model (exportable early) and improves on it.
+    """
+    from automl_img import training
+
+    hp = DefaultHyperParameters(settings.overrides)
+    params = sample_training_params(hp, config.image_sizes)
+    try:
+        build(hp, (params.image_size, params.image_size, config.channels), len(config.class_names))
+    finally:
+        training.keras.backend.clear_session()
+    study.enqueue_trial(hp.values, skip_if_exists=True)
 
 
 def worker_identity() -> dict[str, Any]:

@@ -109,7 +109,7 @@ def _child_main(job: TrialJob, parent_pid: int, events) -> None:
     import optuna
 
     from automl_img.plugins import load_plugins, pm
-    from automl_img.study.objective import Objective
+    from automl_img.study.objective import Objective, enqueue_defaults
     from automl_img.study.search import make_pruner, make_sampler
     from automl_img.study.storage import open_storage
 
@@ -126,6 +126,8 @@ def _child_main(job: TrialJob, parent_pid: int, events) -> None:
         study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage_url),
                                   sampler=make_sampler(job.sampler, job.sampler_seed),
                                   pruner=make_pruner(job.pruner, job.settings.epochs))
+        if not study.trials:
+            enqueue_defaults(study, job.settings, job.config, build)
         objective = Objective(job.settings, job.config, job.data, build, emit)
         study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
     except errors.AutomlImgError as exc:
