@@ -93,7 +93,7 @@ def search(
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Search for the best model: an Optuna study that resumes when run again."""
-    from automl_img.console import SearchDisplay, print_search_summary
+    from automl_img.console import SearchDisplay, console, print_search_summary
     from automl_img.space import load_overrides, parse_override
     from automl_img.study.search import SearchOptions, run_search
 
@@ -106,7 +106,10 @@ def search(
         max_consecutive_failures=max_failures, class_weights=class_weights,
     )
     mode = "jsonl" if json_lines else "quiet" if quiet else "normal"
-    summary = run_search(options, _registry(), SearchDisplay(trials, mode))
+    registry = _registry()
+    if registry.loaded_from() and mode == "normal":
+        console.print(f"plugins: {'; '.join(registry.loaded_from())}")
+    summary = run_search(options, registry, SearchDisplay(trials, mode))
     print_search_summary(summary, mode)
     if not summary.ok:
         raise typer.Exit(130 if summary.interrupted else 1)

@@ -50,7 +50,7 @@ class Registry:
     """Dataset loaders and architectures by name."""
 
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
-    plugin_sources: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it was loaded from
     # How it was loaded, so a trial process can load the same plugins.
     plugin_dirs: list[Path] | None = None
     third_party: bool | None = None
@@ -79,6 +79,10 @@ class Registry:
         except KeyError:
             known = ", ".join(self.names(kind)) or "none"
             raise PluginError(f"unknown {kind} {name!r}; known: {known} (see `automl-img plugins`)") from None
+
+    def loaded_from(self) -> list[str]:
+        """Where every plugin that is not built in came from, for the user to see what runs."""
+        return sorted(source for source in self.sources.values() if source != "built-in")
 
     def names(self, kind: str) -> list[str]:
         return sorted(name for entry_kind, name in self.entries if entry_kind == kind)
@@ -137,7 +141,7 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     except pluggy.PluginValidationError as exc:
         name = manager.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
-    registry = Registry(plugin_sources=[f"{name}: {src}" for name, src in sources.items()],
+    registry = Registry(sources=sources,
                         plugin_dirs=plugin_dirs, third_party=third_party)
     for kind, hook in HOOKS.items():
         _collect(manager, hook, kind, sources, registry)

@@ -56,6 +56,9 @@ def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_cla
     outputs = np.asarray(model(probe, training=False))
     if outputs.shape != (2, num_classes):
         raise PluginError(f"the architecture outputs shape {outputs.shape[1:]}, expected ({num_classes},) class scores")
+    if not np.all(np.isfinite(outputs)):
+        raise PluginError("the untrained model already outputs NaN or infinity; check the architecture's "
+                          "initialisers and layers")
     if not (np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)):
         raise PluginError("the architecture must end in a softmax (its outputs are not probabilities)")
 

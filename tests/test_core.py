@@ -148,7 +148,9 @@ def test_local_plugins_folder_is_loaded_and_searched(workdir, digits_dir):
         for digit in range(10):
             for file in sorted((digits_dir / str(digit)).glob("*.png"))[:20]:
                 writer.writerow([str(file), f"digit-{digit}"])
-    run("search", table, "--dataset", "csv", "--architecture", "small-resnet", "--trials", 1, "--epochs", 1)
+    searched = run("search", table, "--dataset", "csv", "--architecture", "small-resnet", "--trials", 1,
+                   "--epochs", 1)
+    assert "plugins: local file plugins/csv_labels.py; local file plugins/small_resnet.py" in searched.output
     trial = load("labels.csv").trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert {"base_filters", "blocks_per_stage", "stages"} <= set(trial.params)

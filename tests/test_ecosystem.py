@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -46,7 +47,20 @@ def test_show_prints_trials_best_params_and_importances(study_dir):
     assert out.count("complete") >= 3
 
 
-def test_report_renders_in_headless_chromium(study_dir, tmp_path):
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """Debian's Chromium and ChromeDriver, installed with apt-get when missing (as root)."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")) and shutil.which("apt-get") \
+            and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.fail("chromium and chromedriver are needed: apt-get install chromium chromium-driver (.ci/run does)")
+    return browser, driver
+
+
+def test_report_renders_in_headless_chromium(study_dir, tmp_path, chromium):
     from selenium import webdriver
 
     run("report", "digits", "--out", tmp_path / "report.html")
@@ -58,10 +72,9 @@ def test_report_renders_in_headless_chromium(study_dir, tmp_path):
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,900"):
         options.add_argument(flag)
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    options.binary_location = chromium[0]
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options,
-                              service=webdriver.ChromeService(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(chromium[1]))
     try:
         driver.get((tmp_path / "report.html").as_uri())
         images = driver.execute_script(
@@ -234,7 +247,7 @@ def test_installed_plugin_package_shows_up_and_is_searched(workdir, digits_dir, 
     source = Path(__file__).parent / "data" / "hello-plugin"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(source)], check=True)
-    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    env = {**os.environ, "PYTHONPATH": str(target)}
     listing = subprocess.run([sys.executable, "-m", "automl_img", "plugins"], env=env, capture_output=True,
                              text=True, check=True).stdout
     assert "hello-mlp" in listing and "entry point (automl-img-hello 0.1.0)" in listing

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 from helpers import run
@@ -17,50 +15,62 @@ def trials(study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage="sqlite:///studies/automl-img.db").trials
 
 
-class FirstBuildFails:
-    """An architecture plugin with a bug that bites once: its first build raises."""
-
-    def __init__(self, counter: Path):
-        self.counter = counter
+class BuggyPlugins:
+    """Architecture plugins with bugs: one raises at its default width, one's model gives NaN in training."""
 
     @hookimpl
     def register_architectures(self, register):
-        register("first-build-fails", self.build)
+        register("buggy-at-default", self.buggy_at_default)
+        register("outputs-nan", self.outputs_nan)
 
-    def build(self, hp, input_shape, num_classes):
+    @staticmethod
+    def buggy_at_default(hp, input_shape, num_classes):
         from automl_img.backend import keras
 
-        calls = int(self.counter.read_text() or 0) if self.counter.exists() else 0
-        self.counter.write_text(str(calls + 1))  # trials run in separate processes: count on disk
-        if calls == 0:
-            raise ValueError("plugin bug on the first call")
+        units = hp.Int("units", 1, 1000, default=1)
+        if units == 1:  # the first trial is every parameter's default: it meets the bug
+            raise ValueError("plugin bug with units=1")
         inputs = keras.Input(input_shape)
-        outputs = keras.layers.Dense(num_classes, activation="softmax")(keras.layers.Flatten()(inputs))
-        return keras.Model(inputs, outputs)
+        hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(hidden))
+
+    @staticmethod
+    def outputs_nan(hp, input_shape, num_classes):
+        from automl_img.backend import keras
+
+        class NaNWhileTraining(keras.layers.Layer):
+            def call(self, x, training=None):
+                return x * float("nan") if training else x
+
+        inputs = keras.Input(input_shape)
+        hidden = NaNWhileTraining()(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(hidden))
 
 
 @pytest.fixture
-def first_build_fails(tmp_path):
-    plugin = FirstBuildFails(tmp_path / "calls")
-    pm.register(plugin, name="first-build-fails")
+def buggy_plugins():
+    plugin = BuggyPlugins()
+    pm.register(plugin, name="buggy-plugins")
     try:
         yield plugin
     finally:
         pm.unregister(plugin)
 
 
-def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits_dir, first_build_fails):
-    result = run("search", digits_dir, "--architecture", "first-build-fails", "--trials", 2, "--epochs", 1)
-    assert "trial #0 failed: ValueError: plugin bug on the first call" in result.output
+def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits_dir, buggy_plugins):
+    result = run("search", digits_dir, "--architecture", "buggy-at-default", "--trials", 2, "--epochs", 1,
+                 "--seed", 0)
+    assert "trial #0 failed: ValueError: plugin bug with units=1" in result.output
     assert "2 completed, 0 pruned, 1 failed" in result.output
-    states = [t.state for t in trials("digits")]
-    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
-    assert trials("digits")[0].user_attrs["fail_reason"] == "ValueError: plugin bug on the first call"
+    recorded = trials("digits")
+    assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+    assert recorded[0].user_attrs["fail_reason"] == "ValueError: plugin bug with units=1"
+    assert recorded[0].params["units"] == 1 and all(t.params["units"] != 1 for t in recorded[1:])
 
 
-def test_diverging_trials_are_failed_with_the_reason_and_repeated_failure_stops(workdir, digits_dir):
-    result = run("search", digits_dir, "--trials", 5, "--epochs", 3, "--max-failures", 2,
-                 "-p", "learning_rate=1e9", "-p", "batch_norm=false", "-p", "image_size=8", expect=1)
+def test_diverging_trials_are_failed_with_the_reason_and_repeated_failure_stops(workdir, digits_dir, buggy_plugins):
+    result = run("search", digits_dir, "--architecture", "outputs-nan", "--trials", 5, "--epochs", 3,
+                 "--max-failures", 2, "-p", "image_size=8", expect=1)
     assert "stopped after 2 failed trials in a row; the last one: training diverged" in result.output
     recorded = trials("digits")
     assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] * 2

@@ -132,8 +132,10 @@ def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: Study
 
     hp = DefaultHyperParameters(settings.overrides)
     params = sample_training_params(hp, config.image_sizes)
-    try:
+    try:  # building declares the architecture's parameters, so their defaults are fixed too
         build(hp, (params.image_size, params.image_size, config.channels), len(config.class_names))
+    except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
+        pass
     finally:
         training.keras.backend.clear_session()
     study.enqueue_trial(hp.values, skip_if_exists=True)

@@ -22,7 +22,12 @@ from automl_img.space import Override, Range, default_image_sizes
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
 from automl_img.study.objective import FINISHED, TrialSettings, process_start
 from automl_img.study.storage import default_storage_url, open_storage, redact, study_names
-from automl_img.study.worker import TrialRun, TrialJob, run_trial_process
+from automl_img.study.worker import TrialJob, TrialRun, run_trial_process
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+CLASS_WEIGHTS = ("auto", "on", "off")
+IMBALANCE_THRESHOLD = 1.5  # largest / smallest class in train: class weights switch on from here
 
 
 @dataclass
@@ -44,16 +49,19 @@ class SearchOptions:
     sampler: str = "tpe"
     pruner: str = "median"
     class_weights: str = "auto"  # auto: on when the largest class is 1.5x the smallest or more; on; off
+    overrides: dict[str, Override] = field(default_factory=dict)
+    max_consecutive_failures: int = 5
 
     def as_command(self) -> str:
         """The equivalent ``automl-img search`` command line (recorded with each trial, to reproduce it)."""
         defaults = SearchOptions()
         words = ["automl-img", "search"] + ([self.source] if self.source else [])
-        for name in ("dataset", "architecture", "study", "trials", "timeout", "epochs", "patience",
-                     "trial_timeout", "seed", "objective", "sampler", "pruner", "class_weights"):
+        flags = {"max_consecutive_failures": "--max-failures"}
+        for name in ("dataset", "architecture", "study", "trials", "timeout", "epochs", "patience", "trial_timeout",
+                     "max_consecutive_failures", "seed", "objective", "sampler", "pruner", "class_weights"):
             value = getattr(self, name)
             if value != getattr(defaults, name):
-                words += [f"--{name.replace('_', '-')}", str(value)]
+                words += [flags.get(name, f"--{name.replace('_', '-')}"), str(value)]
         for name, override in self.overrides.items():
             text = (f"{override.low}..{override.high}" if isinstance(override, Range)
                     else ",".join(map(str, override)) if isinstance(override, list) else str(override))
@@ -61,8 +69,6 @@ class SearchOptions:
         if self.storage:
             words += ["--storage", redact(self.storage)]
         return shlex.join(words)
-    overrides: dict[str, Override] = field(default_factory=dict)
-    max_consecutive_failures: int = 5
 
 
 class SearchListener:
@@ -228,14 +234,9 @@ def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) ->
         split_seed=data.split.seed,
         split_hash=data.split.hash,
         class_names=list(image_set.class_names),
-        balance_classes=options.class_weights == "on" or (options.class_weights == "auto" and skew >= IMBALANCE_THRESHOLD),
+        balance_classes=options.class_weights == "on"
+        or (options.class_weights == "auto" and skew >= IMBALANCE_THRESHOLD),
     )
-
-
-SAMPLERS = ("tpe", "random")
-CLASS_WEIGHTS = ("auto", "on", "off")
-IMBALANCE_THRESHOLD = 1.5
-PRUNERS = ("median", "hyperband", "none")
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

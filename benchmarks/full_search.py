@@ -1,0 +1,90 @@
+"""One real search against a time budget: what a user gets, and what it costs the machine.
+
+    python benchmarks/full_search.py [--data benchmarks/data/fashion-mnist] [--timeout 3600]
+
+Runs `automl-img search DATA --timeout T --seed 0` and `automl-img export-best` as a user would,
+sampling the resident memory of the search process and its trial processes every second. Reports
+the exported model's test accuracy, trials completed/pruned/failed, wall time, the peak resident
+memory of the whole process tree (search + trial process), and the seconds between trials spent
+outside training (process start, TensorFlow import, checkpointing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import optuna
+from _common import DATA, write_result
+
+
+def tree_resident_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                pending += [int(child) for child in children.read().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA / "fashion-mnist")
+    parser.add_argument("--timeout", type=int, default=3600)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="full-search-"))
+    cli = str(Path(sys.executable).parent / "automl-img")
+    command = [cli, "search", str(args.data.resolve()), "--study", "full", "--trials", "100000", "--timeout",
+               str(args.timeout), "--seed", "0", "--quiet"]
+    started = time.time()
+    search = subprocess.Popen(command, cwd=work)
+    peak = [0.0]
+
+    def sample() -> None:
+        while search.poll() is None:
+            peak[0] = max(peak[0], tree_resident_mb(search.pid))
+            time.sleep(1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    search.wait()
+    search_seconds = time.time() - started
+    sampler.join()
+    subprocess.run([cli, "export-best", "--study", "full"], cwd=work, check=True, stdout=subprocess.DEVNULL)
+    total_seconds = time.time() - started
+    bundle = json.loads((work / "studies" / "full" / "export" / "bundle.json").read_text())
+    trials = optuna.load_study(study_name="full", storage=f"sqlite:///{work}/studies/automl-img.db").trials
+    states = [t.state.name for t in trials]
+    ended = sorted((t.datetime_complete.timestamp(), t) for t in trials if t.datetime_complete)
+    gaps = [later.datetime_start.timestamp() - earlier_end
+            for (earlier_end, _), (_, later) in zip(ended, ended[1:])]
+    outside = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["seconds"]
+               for t in trials if t.datetime_complete and "seconds" in t.user_attrs]
+    write_result(f"full_search-{args.data.name}-{args.timeout}s", {
+        "command": " ".join(["automl-img", *command[1:]]),
+        "test_accuracy": bundle["test"]["accuracy"], "test_images": bundle["test"]["images"],
+        "val_accuracy": bundle["val_scores"]["accuracy"], "best_trial": bundle["trial"],
+        "best_params": bundle["params"],
+        "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
+        "trials_failed": states.count("FAIL"),
+        "search_seconds": round(search_seconds, 1), "search_and_export_seconds": round(total_seconds, 1),
+        "peak_resident_mb_search_and_trial_process": round(peak[0], 1),
+        "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
+        "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2) if outside else None,
+    })
+
+
+if __name__ == "__main__":
+    main()
