@@ -68,6 +68,7 @@ def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size
     """A tf.data pipeline over uint8 rows of a (memory-mapped) array, shuffled and augmented on request."""
     rows = np.asarray(rows)
     rng = np.random.default_rng(shuffle_seed)
+    augments = augment is not None and augment.augments
 
     def generate():
         order = rng.permutation(rows) if shuffle_seed is not None else rows
@@ -75,13 +76,19 @@ def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size
             chunk = order[start:start + batch_size]
             if shuffle_seed is not None:
                 chunk = np.sort(chunk)  # ascending reads from the memory map; batch order is irrelevant
-            yield images[chunk], labels[chunk]
+            if augments:  # each batch carries its augmentation seed, drawn in order like the shuffle
+                yield images[chunk], labels[chunk], rng.integers(0, 2**31 - 1, size=2)
+            else:
+                yield images[chunk], labels[chunk]
 
     spec = (tf.TensorSpec((None, *images.shape[1:]), tf.uint8), tf.TensorSpec((None,), tf.int64))
+    if augments:
+        spec += (tf.TensorSpec((2,), tf.int64),)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-len(rows) // batch_size)))
-    if augment is not None and augment.augments:
-        dataset = dataset.map(lambda x, y: (random_affine(x, augment), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augments:
+        dataset = dataset.map(lambda x, y, seed: (random_affine(x, augment, seed), y),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
