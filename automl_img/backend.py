@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import os
 
+from automl_img.quiet import muted_stderr
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _import_quietly():
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    with muted_stderr():
         import keras
         import tensorflow
 
         tensorflow.config.list_physical_devices()  # device discovery is where cuInit complains
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     return tensorflow, keras
 
 

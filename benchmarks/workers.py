@@ -45,8 +45,7 @@ def run_variant(name: str, storage: str, opened, digits: Path, workers: int, tri
         "duplicated_numbers": len(study.trials) - len({t.number for t in study.trials}),
         "surplus_given_back": sum(bool(t.user_attrs.get("surplus")) for t in study.trials),
         "trials_per_worker": sorted(
-            sum(t.user_attrs.get("worker", {}).get("pid") == pid for t in study.trials)
-            for pid in {t.user_attrs.get("worker", {}).get("pid") for t in study.trials}),
+            sum(t.user_attrs.get("worker", {}).get("search_pid") == p.pid for t in study.trials) for p in processes),
         "worker_exit_codes": [p.returncode for p in processes], "storage_errors_in_output": errors,
     }
 

@@ -133,6 +133,7 @@ def test_wrong_layouts_get_one_line_errors(workdir, tmp_path, make, message):
     result = run("search", make(root), "--trials", 1, expect=1)
     assert message in result.output and "Traceback" not in result.output
     assert result.output.strip().startswith("Error:") and result.output.strip().count("\n") == 0
+    assert optuna.get_all_study_names("sqlite:///studies/automl-img.db") == []  # no empty study left behind
 
 
 def test_class_with_too_few_images_is_named(workdir, tmp_path, digits_dir):

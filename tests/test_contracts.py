@@ -63,6 +63,19 @@ def test_contract_catches_an_architecture_that_forgets_softmax():
         check_architecture(logits)
 
 
+def test_contract_catches_an_architecture_that_outputs_nan():
+    def nan_weights(hp, input_shape, num_classes):
+        import keras
+
+        inputs = keras.Input(input_shape)
+        nan = keras.initializers.Constant(float("nan"))
+        dense = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=nan)
+        return keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+
+    with pytest.raises(Exception, match="already outputs NaN"):
+        check_architecture(nan_weights)
+
+
 def test_contract_catches_a_choice_made_outside_hp():
     import random
 

@@ -31,7 +31,9 @@ def check_shared_study(workers: list[subprocess.Popen], storage: str, trials: in
     assert len(finished) == trials, [(t.number, t.state.name, t.user_attrs) for t in study.trials]
     assert not [t for t in counted if t.state.name in ("FAIL", "RUNNING")]
     assert len({t.number for t in study.trials}) == len(study.trials)  # no duplicates
-    assert len({t.user_attrs["worker"]["pid"] for t in finished}) >= 2  # the work was shared
+    searches = {worker.pid for worker in workers}
+    assert {t.user_attrs["worker"]["search_pid"] for t in finished} <= searches
+    assert len({t.user_attrs["worker"]["search_pid"] for t in finished}) >= 2  # the work was shared
     complete = [t for t in finished if t.state.name == "COMPLETE"]
     assert study.best_trial.value == max(t.value for t in complete)
     return outputs

@@ -7,6 +7,7 @@ the Keras model and predict can use any of them.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from automl_img.errors import AutomlImgError
 from automl_img.hookspecs import hookimpl
+from automl_img.quiet import muted_stderr
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -85,12 +87,14 @@ class LiteRT:
 
     def load(self, path: Path, safe_mode: bool = True) -> Predictor:
         interpreter_module = _needs("ai_edge_litert.interpreter")
-        interpreter = interpreter_module.Interpreter(model_path=str(path))
+        with muted_stderr():  # the XNNPACK delegate announces itself on stderr
+            interpreter = interpreter_module.Interpreter(model_path=str(path))
         source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
         def predict(images: np.ndarray) -> np.ndarray:
             interpreter.resize_tensor_input(source["index"], images.shape)
-            interpreter.allocate_tensors()
+            with muted_stderr():
+                interpreter.allocate_tensors()
             interpreter.set_tensor(source["index"], images.astype(source["dtype"]))
             interpreter.invoke()
             return interpreter.get_tensor(target["index"]).copy()
@@ -105,7 +109,9 @@ class Onnx:
 
     def export(self, model, path: Path) -> None:
         _needs("tf2onnx")
-        model.export(str(path), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
+            warnings.simplefilter("ignore", FutureWarning)
+            model.export(str(path), format="onnx", verbose=False)
 
     def load(self, path: Path, safe_mode: bool = True) -> Predictor:
         runtime = _needs("onnxruntime")

@@ -142,7 +142,9 @@ def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: Study
 
 
 def worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": process_start(os.getpid())}
+    """Where a trial runs: its host, its trial process (pid) and the search that started it (search_pid)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": process_start(os.getpid()),
+            "search_pid": os.getppid()}
 
 
 def process_start(pid: int) -> str | None:

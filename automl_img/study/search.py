@@ -182,18 +182,19 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[optuna.St
     storage = open_storage(options.storage)
     name = options.study or default_study_name(options.dataset, options.source)
     existing = name in study_names(storage)
+    if not existing:  # read the data first: a wrong path or layout leaves no empty study behind
+        data = open_data(name, loader, options.source, options.seed or 0)
+        config = _new_config(options, architecture, data)
     study = optuna.create_study(
         study_name=name, storage=storage, load_if_exists=True,
         direction="maximize" if OBJECTIVES[options.objective] else "minimize",
     )
-    config = StudyConfig.of(study) if existing else None
-    if config is not None:
+    if existing:
+        config = StudyConfig.of(study)
         config.check_same_search(name, dataset=options.dataset, architecture=options.architecture,
                                  objective=options.objective)
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:
-        data = open_data(name, loader, options.source, options.seed or 0)
-        config = _new_config(options, architecture, data)
         config.save(study)
     return study, config, data
 
