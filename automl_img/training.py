@@ -21,6 +21,8 @@ from automl_img.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, TrainingParams
 
 PREDICT_BATCH = 256
+# Rows of pixels up to this size are batched inside the graph; larger sets stream from the memory map.
+IN_MEMORY_BYTES = 1 << 30
 
 
 class Reporter(Protocol):
@@ -65,10 +67,36 @@ def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_cla
 
 def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int,
             augment: TrainingParams | None = None, shuffle_seed: int | None = None):
-    """A tf.data pipeline over uint8 rows of a (memory-mapped) array, shuffled and augmented on request."""
-    rows = np.asarray(rows)
+    """A tf.data pipeline over uint8 rows of a (memory-mapped) array, shuffled and augmented on request.
+
+    Rows that fit in IN_MEMORY_BYTES are copied into a tensor once and batched inside the graph,
+    as ``model.fit`` does with arrays; larger sets stream from the memory map through Python.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) * math.prod(images.shape[1:]) <= IN_MEMORY_BYTES:
+        dataset = _in_memory(images, labels, rows, batch_size, shuffle_seed)
+    else:
+        dataset = _streamed(images, labels, rows, batch_size, shuffle_seed)
+    if augment is not None and augment.augments:
+        # Each batch has its own seed from a seeded stream: batches augmented in parallel draw the
+        # same values whatever order they run in, and every epoch draws new ones.
+        seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda batch, seed: (random_affine(batch[0], augment, seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _in_memory(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int, shuffle_seed: int | None):
+    pixels, targets = tf.constant(images[rows]), tf.constant(labels[rows])
+    order = tf.data.Dataset.range(len(rows))
+    if shuffle_seed is not None:
+        order = order.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return order.batch(batch_size).map(lambda picked: (tf.gather(pixels, picked), tf.gather(targets, picked)),
+                                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _streamed(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int, shuffle_seed: int | None):
     rng = np.random.default_rng(shuffle_seed)
-    augments = augment is not None and augment.augments
 
     def generate():
         order = rng.permutation(rows) if shuffle_seed is not None else rows
@@ -76,20 +104,11 @@ def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size
             chunk = order[start:start + batch_size]
             if shuffle_seed is not None:
                 chunk = np.sort(chunk)  # ascending reads from the memory map; batch order is irrelevant
-            if augments:  # each batch carries its augmentation seed, drawn in order like the shuffle
-                yield images[chunk], labels[chunk], rng.integers(0, 2**31 - 1, size=2)
-            else:
-                yield images[chunk], labels[chunk]
+            yield images[chunk], labels[chunk]
 
     spec = (tf.TensorSpec((None, *images.shape[1:]), tf.uint8), tf.TensorSpec((None,), tf.int64))
-    if augments:
-        spec += (tf.TensorSpec((2,), tf.int64),)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-len(rows) // batch_size)))
-    if augments:
-        dataset = dataset.map(lambda x, y, seed: (random_affine(x, augment, seed), y),
-                              num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(rows) // batch_size)))
 
 
 def predict(model, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
