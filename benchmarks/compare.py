@@ -1,7 +1,7 @@
 """Equal wall-clock budget, same folders, same split: (a) the blog's fixed recipe, (b) automl-img
 search, (c) KerasTuner's Hyperband over the same search space.
 
-    python benchmarks/compare.py [--data benchmarks/data/fashion-mnist-6k] [--budget 1200] [--only abc]
+    python benchmarks/compare.py [--data benchmarks/data/fashion-mnist-6k] [--budget 1200] [--only abc] [--work DIR]
 
 (a) is the recipe's values (4-block CNN 32/32/32/64, relu/relu/elu/elu, dropout 0.4, dense 64; Adam
 1e-3; batch 32; rotation 30, zoom 0.2, shifts 0.1, horizontal flip; 40 epochs, early stopping
@@ -12,7 +12,9 @@ over the same space, built by the same build functions: KerasTuner's own HyperPa
 is handed to automl-img's space and architecture code. All three train on the same train split,
 select on the same val split, and are scored once on the same test split. Runs one after the
 other on an otherwise idle machine. "time to val accuracy X" is when the approach first had a
-finished model scoring X on val.
+finished model scoring X on val. With --work, a run that stopped part-way continues in its work
+folder: an approach whose study is already exported there is read back, not run again (its
+clock then starts at its first trial, without the seconds before it).
 """
 
 from __future__ import annotations
@@ -59,22 +61,32 @@ def study_figures(work: Path, study_name: str, started: float, seconds: float) -
             "best_params": bundle["params"]}
 
 
+def run_study(args: list[str], study: str, work: Path) -> dict:
+    """Search and export as a user would; read back instead when an earlier run already did both."""
+    if (work / "studies" / study / "export" / "bundle.json").exists():
+        import optuna
+
+        trials = optuna.load_study(study_name=study, storage=f"sqlite:///{work}/studies/automl-img.db").trials
+        started = min(t.datetime_start.timestamp() for t in trials)
+        seconds = max(t.datetime_complete.timestamp() for t in trials if t.datetime_complete) - started
+        figures = study_figures(work, study, started, seconds)
+        figures["read_back_from_an_earlier_run"] = True
+    else:
+        started = time.time()
+        seconds = cli(*args, work=work) + cli("export-best", "--study", study, work=work)
+        figures = study_figures(work, study, started, seconds)
+    return {"command": "automl-img " + " ".join(args), **figures}
+
+
 def run_recipe(data: Path, budget: int, work: Path) -> dict:
     fixed = [f"-p{k}={v}" for k, v in RECIPE.items()]
-    args = ["search", str(data), "--study", "recipe", "--trials", "1", "--epochs", "40", "--patience", "10",
-            "--objective", "loss", "--timeout", str(budget), "--seed", "0", *fixed]
-    started = time.time()
-    seconds = cli(*args, work=work) + cli("export-best", "--study", "recipe", work=work)
-    return {"command": "automl-img " + " ".join(args), **study_figures(work, "recipe", started, seconds)}
+    return run_study(["search", str(data), "--study", "recipe", "--trials", "1", "--epochs", "40", "--patience", "10",
+                      "--objective", "loss", "--timeout", str(budget), "--seed", "0", *fixed], "recipe", work)
 
 
 def run_automl(data: Path, budget: int, work: Path, study: str = "automl", *extra: str) -> dict:
     args = ["search", str(data), "--study", study, "--trials", "100000", "--timeout", str(budget), *extra]
-    if "--seed" not in extra:
-        args += ["--seed", "0"]
-    started = time.time()
-    seconds = cli(*args, work=work) + cli("export-best", "--study", study, work=work)
-    return {"command": "automl-img " + " ".join(args), **study_figures(work, study, started, seconds)}
+    return run_study(args if "--seed" in extra else [*args, "--seed", "0"], study, work)
 
 
 class BudgetSpent(BaseException):
@@ -165,8 +177,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "fashion-mnist-6k")
     parser.add_argument("--budget", type=int, default=1200, help="seconds per approach")
     parser.add_argument("--only", default="abc", help="which of a (recipe), b (automl-img), c (KerasTuner)")
+    parser.add_argument("--work", type=Path, help="continue in this work folder of an earlier run")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="compare-"))
+    work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="compare-"))
     data = args.data.resolve()
     os.environ.pop("AUTOML_IMG_STORAGE", None)
     results = {}

@@ -74,8 +74,9 @@ def _rdb(url: str, scheme: str) -> optuna.storages.RDBStorage:
                                                   heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
         except Exception as exc:
             # Workers started together on an empty database all create Optuna's tables at once;
-            # the losers of that race see a duplicate-key error and simply open it again.
-            if attempt == 5 or not any(s in str(exc) for s in ("duplicate key", "already exists")):
+            # the losers of that race see a duplicate-key error (PostgreSQL's or SQLite's wording)
+            # and simply open it again.
+            if attempt == 5 or not any(s in str(exc) for s in ("duplicate key", "already exists", "UNIQUE constraint")):
                 raise
             time.sleep(random.uniform(0.2, 1.0) * attempt)
     raise AssertionError("unreachable")
