@@ -127,7 +127,7 @@ class StoredHyperParameters(HyperParameters):
 
 
 class DefaultHyperParameters(HyperParameters):
-    """Every parameter at its declared default (for the built-ins: the recipe), within the user's overrides."""
+    """Every parameter at its declared default (trial 0 of a new study), within the user's overrides."""
 
     def __init__(self, overrides: dict[str, Override] | None = None) -> None:
         super().__init__()
@@ -180,16 +180,20 @@ class TrainingParams:
 
 
 def sample_training_params(hp: HyperParameters, image_sizes: Sequence[int]) -> TrainingParams:
-    """Declare the training parameters; the defaults are the recipe's (largest size, lr 1e-3, rotation 30...)."""
+    """Declare the training parameters; the ranges hold the recipe's values (rotation 30, zoom 0.2, flip...).
+
+    The defaults (trial 0) are the largest size, Adam at 1e-3 and light augmentation: strong
+    augmentation cost accuracy in every search on our development data.
+    """
     return TrainingParams(
         image_size=hp.Choice("image_size", list(image_sizes), ordered=True, default=max(image_sizes)),
-        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True, default=32),
+        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True, default=64),
         learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3),
-        rotation=hp.Float("rotation", 0.0, 30.0, default=30.0),
-        zoom=hp.Float("zoom", 0.0, 0.2, default=0.2),
-        width_shift=hp.Float("width_shift", 0.0, 0.15, default=0.1),
-        height_shift=hp.Float("height_shift", 0.0, 0.15, default=0.1),
-        horizontal_flip=hp.Boolean("horizontal_flip", default=True),
+        rotation=hp.Float("rotation", 0.0, 30.0, default=5.0),
+        zoom=hp.Float("zoom", 0.0, 0.2, default=0.05),
+        width_shift=hp.Float("width_shift", 0.0, 0.15, default=0.05),
+        height_shift=hp.Float("height_shift", 0.0, 0.15, default=0.05),
+        horizontal_flip=hp.Boolean("horizontal_flip", default=False),
     )
 
 

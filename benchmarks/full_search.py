@@ -83,6 +83,9 @@ def main() -> None:
         "peak_resident_mb_search_and_trial_process": round(peak[0], 1),
         "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
         "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2) if outside else None,
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "seconds": t.user_attrs.get("seconds"),
+                    "epochs": len(t.user_attrs.get("history", [])), "stopped_by": t.user_attrs.get("stopped_by"),
+                    "image_size": t.params.get("image_size")} for t in trials],
     })
 
 

@@ -90,11 +90,11 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     assert "0 finished trial(s) so far" in first.output
     before = {t.number: (t.state, t.value, t.params) for t in load().trials}
     assert len(before) == 2
-    assert before[0][2] == {  # a new study starts from the blog recipe, at the largest candidate size
-        "image_size": 8, "batch_size": 32, "learning_rate": 0.001, "rotation": 30.0, "zoom": 0.2,
-        "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True, "activations": "recipe",
-        "batch_norm": False, "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64, "dropout": 0.4,
-        "dense_units": 64}
+    assert before[0][2] == {  # a new study starts from every default, at the largest candidate size
+        "image_size": 8, "batch_size": 64, "learning_rate": 0.001, "rotation": 5.0, "zoom": 0.05,
+        "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False, "activations": "relu",
+        "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128, "dropout": 0.3,
+        "dense_units": 256}
 
     again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
     assert "2 finished trial(s) so far" in again.output

@@ -124,9 +124,10 @@ class _Reporter:
 
 
 def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: StudyConfig, build: Callable[..., Any]) -> None:
-    """A new study's first trial is every parameter's default: for the built-ins, the blog recipe.
+    """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
+    well on our development data (README, "The search space").
 
-    The search then starts from a known, decent model (exportable early) and improves on it.
+    The search then starts from a known, strong model (exportable early) and improves on it.
     """
     from automl_img import training
 
