@@ -55,9 +55,11 @@ def study_figures(work: Path, study_name: str, started: float, seconds: float) -
             best = accuracy
             timeline.append([round(trial.datetime_complete.timestamp() - started, 1), round(accuracy, 4)])
     states = [t.state.name for t in study.trials]
+    first = study.trials[0]  # a new study's trial 0 is every parameter's default: what the search started from
     return {"test_accuracy": bundle["test"]["accuracy"], "val_accuracy": bundle["val_scores"]["accuracy"],
             "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
             "trials_failed": states.count("FAIL"), "seconds": round(seconds, 1), "best_so_far": timeline,
+            "best_trial": bundle["trial"], "trial_0_val_accuracy": first.user_attrs.get("val_scores", {}).get("accuracy"),
             "best_params": bundle["params"]}
 
 

@@ -34,7 +34,8 @@ def main() -> None:
             figures = run_automl(args.data.resolve(), args.budget, work, f"{name}-{seed}", "--sampler", sampler,
                                  "--pruner", pruner, "--seed", str(seed))
             runs.setdefault(name, []).append({k: figures[k] for k in (
-                "test_accuracy", "val_accuracy", "trials_completed", "trials_pruned", "trials_failed", "seconds")})
+                "test_accuracy", "val_accuracy", "trials_completed", "trials_pruned", "trials_failed", "seconds",
+                "best_trial", "trial_0_val_accuracy")})
             print(name, seed, runs[name][-1], flush=True)
     summary = {name: {"mean_test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rs), 4),
                       "mean_val_accuracy": round(statistics.mean(r["val_accuracy"] for r in rs), 4),
