@@ -90,7 +90,7 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     assert "0 finished trial(s) so far" in first.output
     before = {t.number: (t.state, t.value, t.params) for t in load().trials}
     assert len(before) == 2
-    assert before[0][2] == {  # a new study starts from every default, at the largest candidate size
+    assert before[0][2] == {  # a new study starts from every default (8 px: the only size)
         "image_size": 8, "batch_size": 64, "learning_rate": 0.001, "rotation": 5.0, "zoom": 0.05,
         "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False, "activations": "relu",
         "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128, "dropout": 0.3,

@@ -7,8 +7,8 @@ import pytest
 
 from automl_img.errors import StudyError
 from automl_img.space import (
-    Range, StoredHyperParameters, TrialHyperParameters, default_image_sizes, load_overrides, parse_override,
-    sample_training_params,
+    DefaultHyperParameters, Range, StoredHyperParameters, TrialHyperParameters, default_image_sizes, load_overrides,
+    parse_override, sample_training_params,
 )
 
 
@@ -85,6 +85,17 @@ def test_image_size_candidates_never_upscale_by_default():
     assert default_image_sizes(28) == [16, 24, 28]
     assert default_image_sizes(32) == [16, 24, 32]
     assert default_image_sizes(3000) == [64, 96, 128, 192, 256]
+
+
+@pytest.mark.parametrize(("native", "overrides", "first"), [
+    (28, {}, 28),                             # small images: trial 0 at their own size
+    (8, {}, 8),
+    (3000, {}, 64),                           # 1024+ px X-rays: trial 0 at 64 px, not 256 (16x the cost)
+    (3000, {"image_size": [128, 256]}, 128),  # every candidate large: the cheapest of them
+])
+def test_first_trial_trains_at_a_cheap_image_size(native, overrides, first):
+    params = sample_training_params(DefaultHyperParameters(overrides), default_image_sizes(native))
+    assert params.image_size == first
 
 
 def test_recipe_values_lie_inside_the_training_space():
