@@ -124,17 +124,20 @@ def export_best(
         "--format", help="Also write savedmodel, tflite or onnx (repeatable, or comma-separated); each is "
                          "checked against the Keras model.")] = None,
     refit: Annotated[bool, typer.Option(
-        help="Retrain the best configuration on train+val, for the epochs its trial needed, before the test.")] = False,
+        help="Retrain each averaged trial on train+val, for the epochs it needed, before the test.")] = False,
+    ensemble: Annotated[int, typer.Option(
+        min=1, help="Average the predictions of this many best trials; 1 exports the best trial alone.")] = 3,
 ) -> None:
-    """Export the best trial as a bundle: model.keras, class names, preprocessing, test metrics."""
+    """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
     from automl_img.console import console, print_table
     from automl_img.export import export_best as run_export
 
     formats = [name.strip() for value in format or [] for name in value.split(",") if name.strip()]
-    result = run_export(_registry(), study, storage, out, formats, refit)
+    result = run_export(_registry(), study, storage, out, formats, refit, ensemble)
     test = result.bundle["test"]
-    console.print(f"exported trial #{result.trial.number} of study {result.bundle['study']} to {result.folder}"
-                  + (f" (refit on train+val for {result.bundle['refit']['epochs']} epochs)" if refit else ""))
+    trials = ", ".join(f"#{member['trial']}" for member in result.bundle["members"])
+    console.print(f"exported {'the average of trials' if len(result.bundle['members']) > 1 else 'trial'} {trials} "
+                  f"of study {result.bundle['study']} to {result.folder}" + (" (refit on train+val)" if refit else ""))
     console.print(f"test split: {test['images']} images, accuracy [bold]{test['accuracy']:.4f}[/], "
                   f"balanced accuracy {test['balanced_accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}")
     checks = result.bundle["formats"]

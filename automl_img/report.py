@@ -25,8 +25,8 @@ MISCLASSIFIED_SHOWN = 24
 
 def write_report(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
                  out: Path | None = None) -> Path:
-    """Write the report; exports the best trial first when its bundle is missing or stale."""
-    from automl_img.export import BUNDLE_FILE, export_best
+    """Write the report; exports the best trials first when the bundle is missing or stale."""
+    from automl_img.export import BUNDLE_FILE, best_trials, export_best
 
     study = load_study(open_storage(storage_url), study_name, storage_url)
     config = StudyConfig.of(study)
@@ -36,8 +36,9 @@ def write_report(registry: Registry, study_name: str | None = None, storage_url:
     bundle_dir = study_dir(study.study_name) / "export"
     bundle = None
     if summary.best_trial is not None:
-        if not (bundle_dir / BUNDLE_FILE).exists() or \
-                json.loads((bundle_dir / BUNDLE_FILE).read_text())["trial"] != summary.best_trial:
+        file = bundle_dir / BUNDLE_FILE
+        averaged = [m["trial"] for m in json.loads(file.read_text()).get("members", [])] if file.exists() else []
+        if not averaged or averaged != [t.number for t in best_trials(study, len(averaged))]:
             export_best(registry, study.study_name, storage_url, bundle_dir)
         bundle = json.loads((bundle_dir / BUNDLE_FILE).read_text())
     import matplotlib

@@ -34,7 +34,7 @@ class Reporter(Protocol):
 
 
 def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int, channels: int,
-                num_classes: int, learning_rate: float | None = None):
+                num_classes: int, learning_rate: float | None = None, name: str | None = None):
     """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out."""
     shape = (image_size, image_size, channels)
     inputs = keras.Input(shape, dtype="uint8", name="image")
@@ -42,7 +42,7 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
     body = build(hp, shape, num_classes)
     if not isinstance(body, keras.Model):
         raise PluginError(f"the architecture's build() returned {type(body).__name__}, not a keras.Model")
-    model = keras.Model(inputs, body(scaled), name=body.name)
+    model = keras.Model(inputs, body(scaled), name=name or body.name)
     _check_outputs_are_probabilities(model, shape, num_classes)
     if learning_rate is not None:
         # Softmax outputs, so the loss takes probabilities (the recipe's from_logits=True was a bug).
@@ -51,6 +51,29 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
         )
     return model
+
+
+def ensemble(members: list) -> Any:
+    """One model that averages the members' class probabilities (a single member is returned as it is).
+
+    It takes images at the largest member's size; a smaller member sees them shrunk inside the model
+    by area interpolation and rounded to uint8: from images decoded at their own size, the pixels
+    OpenCV's INTER_AREA gives it (measured exact); from images already shrunk, within one grey level. Members are called with ``training=False``: behind a Resizing layer, Keras would
+    otherwise export their dropout active.
+    """
+    if len(members) == 1:
+        return members[0]
+    size = max(member.input_shape[1] for member in members)
+    inputs = keras.Input((size, size, members[0].input_shape[3]), dtype="uint8", name="image")
+    outputs = []
+    for member in members:
+        own = member.input_shape[1]
+        pixels = inputs
+        if own != size:  # + 0.5, then the member's uint8 input truncates: rounding
+            shrunk = keras.layers.Resizing(own, own, interpolation="area", name=f"{member.name}_resize")(inputs)
+            pixels = keras.layers.Rescaling(1.0, offset=0.5, name=f"{member.name}_round")(shrunk)
+        outputs.append(member(pixels, training=False))
+    return keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="ensemble")
 
 
 def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_classes: int) -> None:

@@ -130,7 +130,8 @@ def test_refit_trains_on_train_and_val_for_the_best_epoch_count(study_dir, tmp_p
     run("export-best", "--out", tmp_path / "refit", "--refit")
     bundle = json.loads((tmp_path / "refit" / "bundle.json").read_text())
     study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
-    assert bundle["refit"]["epochs"] == study.best_trial.user_attrs["best_epoch"]
+    assert bundle["refit"]["epochs"] == [study.trials[m["trial"]].user_attrs["best_epoch"] for m in bundle["members"]]
+    assert len(bundle["members"]) == 3
     assert bundle["refit"]["images"] == bundle["dataset"]["split"]["train"] + bundle["dataset"]["split"]["val"]
     assert bundle["test"]["accuracy"] > 0.8
 
