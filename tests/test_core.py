@@ -112,6 +112,12 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     averaged = model.predict(np.stack([load_image(f, 16, 1) for f in files]), verbose=0)
     np.testing.assert_allclose(averaged, np.mean(members, axis=0), atol=1e-5)
 
+    alone = run("export-best", "--study", "large", "--ensemble", 1, "--format", "tflite", "--out", tmp_path / "one")
+    assert f"exported trial #{study.best_trial.number} " in alone.output
+    single = json.loads((tmp_path / "one" / "bundle.json").read_text())
+    assert single["val_scores"]["accuracy"] == pytest.approx(study.best_trial.value, abs=1e-9)
+    assert single["formats"]["tflite"]["ok"]
+
 
 def test_predict_files_and_folders_writes_csv_and_json(searched, digits_dir, tmp_path):
     one_file = next((digits_dir / "7").glob("*.png"))
