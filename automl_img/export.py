@@ -123,14 +123,12 @@ def _member_model(trial: FrozenTrial, study_name: str, config: StudyConfig, data
 
     hp = StoredHyperParameters(trial.params)
     params = sample_training_params(hp, config.image_sizes)
-    name = f"trial_{trial.number}"  # unique inside an ensemble
+    training.keras.utils.set_random_seed(int(trial.user_attrs.get("seed", 0)))  # a refit starts as the trial did
+    model = training.build_model(build, hp, params.image_size, config.channels, len(config.class_names),
+                                 params.learning_rate if refit else None, name=f"trial_{trial.number}")
     if not refit:
-        model = training.build_model(build, hp, params.image_size, config.channels, len(config.class_names), name=name)
         model.load_weights(study_dir(study_name) / trial.user_attrs["weights"])
         return model
-    training.keras.utils.set_random_seed(int(trial.user_attrs.get("seed", 0)))
-    model = training.build_model(build, hp, params.image_size, config.channels, len(config.class_names),
-                                 params.learning_rate, name=name)
     decoded = data.cache.load(params.image_size, config.channels)
     train, val = data.rows("train", decoded), data.rows("val", decoded)
     training.refit(model, decoded.images, data.labels, np.concatenate([train, val]), params, _refit_epochs(trial),

@@ -58,8 +58,9 @@ def ensemble(members: list) -> Any:
 
     It takes images at the largest member's size; a smaller member sees them shrunk inside the model
     by area interpolation and rounded to uint8: from images decoded at their own size, the pixels
-    OpenCV's INTER_AREA gives it (measured exact); from images already shrunk, within one grey level. Members are called with ``training=False``: behind a Resizing layer, Keras would
-    otherwise export their dropout active.
+    OpenCV's INTER_AREA gives it (measured exact); from images already shrunk, within one grey level.
+    Members are called with ``training=False``: behind a Resizing layer, Keras would otherwise export
+    their dropout active.
     """
     if len(members) == 1:
         return members[0]
