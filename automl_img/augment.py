@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from automl_img.backend import tf
+from automl_img.tf_runtime import tf
 
 from automl_img.space import TrainingParams
 

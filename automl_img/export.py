@@ -63,7 +63,7 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
 
     data = open_data(study.study_name, registry.get("dataset", config.dataset), config.source,
                      config.split_seed, expected_hash=config.split_hash)
-    build = registry.get("architecture", config.architecture).obj
+    build = registry.get("architecture", config.architecture).implementation
     models = [_member_model(trial, study.study_name, config, data, build) for trial in members]
     model = training.ensemble(models)
     image_size = model.input_shape[1]
@@ -80,7 +80,7 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
     test_probabilities = training.predict(model, images, rows["test"])
     bundle = {
         "format": BUNDLE_FORMAT,
-        "model": exporters[0].obj.file,
+        "model": exporters[0].implementation.file,
         "class_names": config.class_names,
         "preprocessing": {
             "image_size": image_size,
@@ -178,9 +178,9 @@ def _write_bundle(folder: Path, model, exporters, bundle: dict[str, Any], parity
     reference = np.asarray(model.predict(parity_images, verbose=0))
     bundle["formats"] = {}
     for exporter in exporters:
-        path = staging / exporter.obj.file
+        path = staging / exporter.implementation.file
         try:
-            exporter.obj.export(model, path)
+            exporter.implementation.export(model, path)
         except AutomlImgError:
             raise
         except Exception as exc:  # a converter that cannot express the model
@@ -190,11 +190,11 @@ def _write_bundle(folder: Path, model, exporters, bundle: dict[str, Any], parity
                     "beyond this format: export with --ensemble 1" if len(sizes) > 1 else "")
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise AutomlImgError(f"cannot write the {exporter.name} format: {first_line}{hint}") from None
-        predicted = exporter.obj.load(path)(np.ascontiguousarray(parity_images))
+        predicted = exporter.implementation.load(path)(np.ascontiguousarray(parity_images))
         difference = float(np.abs(predicted - reference).max())
         agreement = float((predicted.argmax(axis=1) == reference.argmax(axis=1)).mean())
         bundle["formats"][exporter.name] = {
-            "file": exporter.obj.file, "bytes": _size(path), "checked_on_test_images": int(len(parity_images)),
+            "file": exporter.implementation.file, "bytes": _size(path), "checked_on_test_images": int(len(parity_images)),
             "max_abs_probability_difference": difference, "same_class_fraction": agreement,
             "ok": agreement == 1.0 and difference < 1e-3,
         }

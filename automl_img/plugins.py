@@ -9,12 +9,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
 from automl_img import hookspecs
 from automl_img.errors import PluginError
+from automl_img.hookspecs import Architecture, DatasetLoader, Exporter
 
 DEFAULT_PLUGINS = (
     "automl_img.default_plugins.folder",
@@ -31,23 +32,24 @@ DISABLE_ENV = "AUTOML_IMG_NO_PLUGINS"  # set to 1: built-ins only, for untrusted
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered loader or architecture and where it came from."""
+    """One registered dataset loader, architecture or exporter, and where it came from."""
 
-    kind: str
+    kind: str  #: "dataset", "architecture" or "exporter"
     name: str
-    obj: Callable[..., Any]
-    source: str
-    channels: int | None = None
+    implementation: DatasetLoader | Architecture | Exporter  #: what the plugin registered under the name
+    source: str  #: which plugin registered it, in words
+    channels: int | None = None  #: architectures only: the channels the model needs (None: the data's)
 
     @property
     def description(self) -> str:
-        doc = inspect.getdoc(self.obj if callable(self.obj) else type(self.obj)) or ""
+        described = self.implementation if callable(self.implementation) else type(self.implementation)
+        doc = inspect.getdoc(described) or ""
         return doc.splitlines()[0] if doc else ""
 
 
 @dataclass
 class Registry:
-    """Dataset loaders and architectures by name."""
+    """Dataset loaders, architectures and exporters by name."""
 
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it was loaded from
@@ -59,9 +61,10 @@ class Registry:
         if not isinstance(entry.name, str) or not entry.name:
             raise PluginError(f"{entry.source} registered a {entry.kind} without a name")
         if entry.kind == "exporter":
-            if not all(hasattr(entry.obj, attribute) for attribute in ("file", "export", "load")):
-                raise PluginError(f"{entry.source}: exporter {entry.name!r} needs .file, .export(model, path) and .load(path)")
-        elif not callable(entry.obj):
+            if not all(hasattr(entry.implementation, attribute) for attribute in ("file", "export", "load")):
+                raise PluginError(f"{entry.source}: exporter {entry.name!r} needs .file, .export(model, path) "
+                                  "and .load(path, safe_mode=True)")
+        elif not callable(entry.implementation):
             raise PluginError(f"{entry.source} registered {entry.kind} {entry.name!r} with something not callable")
         if entry.channels not in (None, 1, 3):
             raise PluginError(f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
@@ -79,6 +82,15 @@ class Registry:
         except KeyError:
             known = ", ".join(self.names(kind)) or "none"
             raise PluginError(f"unknown {kind} {name!r}; known: {known} (see `automl-img plugins`)") from None
+
+    def dataset_loader(self, name: str) -> DatasetLoader:
+        return self.get("dataset", name).implementation
+
+    def architecture(self, name: str) -> Architecture:
+        return self.get("architecture", name).implementation
+
+    def exporter(self, name: str) -> Exporter:
+        return self.get("exporter", name).implementation
 
     def loaded_from(self) -> list[str]:
         """Where every plugin that is not built in came from, for the user to see what runs."""
@@ -149,15 +161,18 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
 
 
 def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[str, str], registry: Registry) -> None:
-    # Each implementation gets its own ``register`` so every entry knows which plugin gave it.
-    for impl in getattr(manager.hook, hook).get_hookimpls():  # registration order: built-ins first
+    # The hook is called one plugin at a time (through pluggy, so its wrappers and tracing apply),
+    # each with its own ``register``, so every entry knows which plugin gave it.
+    implementations = getattr(manager.hook, hook).get_hookimpls()  # registration order: built-ins first
+    for impl in implementations:
         source = sources.get(impl.plugin_name, impl.plugin_name)
 
-        def register(name: str, obj: Callable[..., Any], channels: int | None = None, _source: str = source) -> None:
-            registry.add(Entry(kind, name, obj, _source, channels))
+        def register(name: str, implementation: Any, channels: int | None = None, _source: str = source) -> None:
+            registry.add(Entry(kind, name, implementation, _source, channels))
 
+        others = [other.plugin for other in implementations if other is not impl]
         try:
-            impl.function(**{arg: register for arg in impl.argnames})
+            manager.subset_hook_caller(hook, remove_plugins=others)(register=register)
         except PluginError:
             raise
         except Exception as exc:

@@ -42,7 +42,7 @@ class Bundle:
         self.class_names: list[str] = self.meta["class_names"]
         self.image_size: int = self.meta["preprocessing"]["image_size"]
         self.channels: int = self.meta["preprocessing"]["channels"]
-        exporter = registry.get("exporter", format).obj
+        exporter = registry.get("exporter", format).implementation
         if not (self.folder / exporter.file).exists():
             written = ", ".join(self.meta.get("formats", {})) or "keras"
             raise AutomlImgError(f"{self.folder} has no {format} model (it has: {written}); "

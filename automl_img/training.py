@@ -15,7 +15,7 @@ import numpy as np
 
 from automl_img.atomic import atomic_path
 from automl_img.augment import random_affine
-from automl_img.backend import keras, tf
+from automl_img.tf_runtime import keras, tf
 from automl_img.errors import PluginError, TrialFailed
 from automl_img.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, TrainingParams

@@ -109,7 +109,7 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
     import numpy as np
 
     from automl_img import metrics, training
-    from automl_img.backend import keras
+    from automl_img.tf_runtime import keras
     from automl_img.data import ImageCache, Split
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import sample_training_params

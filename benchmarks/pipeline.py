@@ -49,7 +49,7 @@ def decode_figures(cache_root: Path) -> tuple[dict, object]:
 
 def images_per_second(fit, epochs: int, count: int) -> float:
     from automl_img import training
-    from automl_img.backend import keras
+    from automl_img.tf_runtime import keras
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters
 
@@ -71,7 +71,7 @@ def main() -> None:
     decode, (decoded, image_set) = decode_figures(cache_root)
 
     from automl_img import training
-    from automl_img.backend import keras, tf
+    from automl_img.tf_runtime import keras, tf
     from automl_img.space import TrainingParams
 
     rows = np.flatnonzero(np.array([p.startswith("train/") for p in image_set.paths]))

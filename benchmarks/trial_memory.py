@@ -41,11 +41,11 @@ def main() -> None:
     study, config, data = prepare_study(options, registry)
     study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median", args.epochs)
     objective = Objective(TrialSettings(args.trials, args.epochs, 10, "accuracy", fixed, 0), config, data,
-                          registry.get("architecture", "blog-cnn").obj, lambda *event: None)
+                          registry.get("architecture", "blog-cnn").implementation, lambda *event: None)
     started = time.time()
     for _ in range(args.trials):
         study.optimize(objective, n_trials=1)
-        from automl_img.backend import keras
+        from automl_img.tf_runtime import keras
 
         keras.backend.clear_session()
         gc.collect()

@@ -24,7 +24,7 @@ class TestBlogCnnContract(ArchitectureContract):
 
 
 class TestSmallResnetContract(ArchitectureContract):
-    build = staticmethod(EXAMPLES.get("architecture", "small-resnet").obj)
+    build = staticmethod(EXAMPLES.get("architecture", "small-resnet").implementation)
 
 
 def test_folder_loader_contract(digits_dir):
@@ -40,12 +40,12 @@ def test_csv_example_loader_contract(digits_dir, tmp_path):
         files = sorted(digits_dir.glob("0/*.png"))[:20] + sorted(digits_dir.glob("1/*.png"))[:20]
         for i, file in enumerate(files):
             writer.writerow([str(file), file.parent.name, ("train", "val", "test")[i % 3]])
-    images = check_dataset_loader(EXAMPLES.get("dataset", "csv").obj, str(table))
+    images = check_dataset_loader(EXAMPLES.get("dataset", "csv").implementation, str(table))
     assert images.parts is not None and set(images.parts) == {"train", "val", "test"}
 
 
 class TestLoaderContractClass(DatasetLoaderContract):
-    load = staticmethod(EXAMPLES.get("dataset", "digits").obj)
+    load = staticmethod(EXAMPLES.get("dataset", "digits").implementation)
 
     @pytest.fixture(autouse=True)
     def _source(self, digits_dir):

@@ -47,7 +47,7 @@ def test_short_search_and_export_reach_090_test_accuracy(searched):
 def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digits_dir):
     """Reloaded with Keras alone, the bundle predicts the mean of the best trials' own checkpoints."""
     from automl_img import training
-    from automl_img.backend import keras
+    from automl_img.tf_runtime import keras
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters
@@ -77,7 +77,7 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     import cv2
 
     from automl_img import training
-    from automl_img.backend import keras
+    from automl_img.tf_runtime import keras
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters
@@ -222,7 +222,7 @@ class TinyPlugin:
     @hookimpl
     def register_architectures(self, register):
         def build(hp, input_shape, num_classes):
-            from automl_img.backend import keras
+            from automl_img.tf_runtime import keras
 
             inputs = keras.Input(input_shape)
             hidden = keras.layers.Dense(hp.Int("tiny_units", 8, 32, step=8), activation="relu")(

@@ -211,7 +211,7 @@ class KerasH5:
         model.save(path)
 
     def load(self, path, safe_mode=True):
-        from automl_img.backend import keras
+        from automl_img.tf_runtime import keras
 
         model = keras.saving.load_model(path, safe_mode=safe_mode)
         return lambda images: np.asarray(model.predict(images, verbose=0))

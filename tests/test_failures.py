@@ -25,7 +25,7 @@ class BuggyPlugins:
 
     @staticmethod
     def buggy_at_default(hp, input_shape, num_classes):
-        from automl_img.backend import keras
+        from automl_img.tf_runtime import keras
 
         units = hp.Int("units", 1, 1000, default=1)
         if units == 1:  # the first trial is every parameter's default: it meets the bug
@@ -36,7 +36,7 @@ class BuggyPlugins:
 
     @staticmethod
     def outputs_nan(hp, input_shape, num_classes):
-        from automl_img.backend import keras
+        from automl_img.tf_runtime import keras
 
         class NaNWhileTraining(keras.layers.Layer):
             def call(self, x, training=None):

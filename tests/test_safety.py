@@ -10,7 +10,7 @@ from helpers import run
 
 
 def test_bundle_with_a_lambda_layer_is_refused_unless_unsafe(workdir, tmp_path):
-    from automl_img.backend import keras
+    from automl_img.tf_runtime import keras
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()

@@ -15,7 +15,7 @@ import numpy as np
 
 from automl_img.errors import AutomlImgError
 from automl_img.hookspecs import hookimpl
-from automl_img.quiet import muted_stderr
+from automl_img.native_stderr import muted_stderr
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -46,7 +46,7 @@ class KerasFile:
         model.save(path)
 
     def load(self, path: Path, safe_mode: bool = True) -> Predictor:
-        from automl_img.backend import keras
+        from automl_img.tf_runtime import keras
 
         try:
             model = keras.saving.load_model(path, safe_mode=safe_mode)
@@ -70,7 +70,7 @@ class SavedModel:
         model.export(str(path), format="tf_saved_model", verbose=False)
 
     def load(self, path: Path, safe_mode: bool = True) -> Predictor:
-        from automl_img.backend import tf
+        from automl_img.tf_runtime import tf
 
         loaded = tf.saved_model.load(str(path))
         return lambda images: np.concatenate([loaded.serve(tf.constant(images[i:i + 256])).numpy()

@@ -102,7 +102,7 @@ class StudyData:
 def open_data(study_name: str, loader: Entry, source: str | None, split_seed: int,
               expected_hash: str | None = None) -> StudyData:
     """List the images, then use the stored split (or make and store it on the study's first run)."""
-    image_set: ImageSet = loader.obj(source)
+    image_set: ImageSet = loader.implementation(source)
     if not isinstance(image_set, ImageSet):
         raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet")
     image_set.check_usable()

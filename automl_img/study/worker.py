@@ -122,7 +122,7 @@ def _child_main(job: TrialJob, parent_pid: int, events) -> None:
         for plugin in job.extra_plugins:
             if not pm.is_registered(plugin):
                 pm.register(plugin)
-        build = load_plugins(job.plugin_dirs, job.third_party).get("architecture", job.architecture).obj
+        build = load_plugins(job.plugin_dirs, job.third_party).get("architecture", job.architecture).implementation
         study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage_url),
                                   sampler=make_sampler(job.sampler, job.sampler_seed),
                                   pruner=make_pruner(job.pruner, job.settings.epochs))
