@@ -11,13 +11,14 @@ from typing import Annotated, Optional
 import typer
 
 from automl_img.errors import AutomlImgError
+from automl_img.plugins import PluginSource
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="AutoML for image classification: search, export the best model, predict.",
 )
-_state: dict[str, object] = {"plugin_dirs": None, "third_party": None}
+_plugins = PluginSource()  # set by the global options
 
 StudyOption = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the data folder's name).")]
 StorageOption = Annotated[Optional[str], typer.Option(
@@ -33,8 +34,8 @@ def main_options(
     no_plugins: Annotated[bool, typer.Option(
         "--no-plugins", help="Only built-in plugins: no entry points, no local files (also AUTOML_IMG_NO_PLUGINS=1).")] = False,
 ) -> None:
-    _state["plugin_dirs"] = plugins_dir
-    _state["third_party"] = False if no_plugins else None
+    global _plugins
+    _plugins = PluginSource(plugins_dir, False if no_plugins else None)
 
 
 def _at_least_one(value: float | None) -> float | None:
@@ -43,7 +44,7 @@ def _at_least_one(value: float | None) -> float | None:
     return value
 
 
-def command(name: str | None = None):
+def command_with_one_line_errors(name: str | None = None):
     """Register a command whose user mistakes print as one line and exit 1, with no traceback."""
 
     def register(function):
@@ -61,12 +62,10 @@ def command(name: str | None = None):
 
 
 def _registry():
-    from automl_img.plugins import load_plugins
-
-    return load_plugins(_state["plugin_dirs"], _state["third_party"])
+    return _plugins.load()
 
 
-@command()
+@command_with_one_line_errors()
 def search(
     data_dir: Annotated[Optional[str], typer.Argument(
         help="Folder with one sub-folder per class, or train/val/test folders of class folders.")] = None,
@@ -93,9 +92,10 @@ def search(
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Search for the best model: an Optuna study that resumes when run again."""
-    from automl_img.console import SearchDisplay, console, print_search_summary
+    from automl_img.console import console, search_display
     from automl_img.space import load_overrides, parse_override
-    from automl_img.study.search import SearchOptions, run_search
+    from automl_img.study.options import SearchOptions
+    from automl_img.study.search import run_search
 
     overrides = load_overrides(config) if config else {}
     overrides.update(dict(parse_override(text) for text in param or []))
@@ -105,17 +105,17 @@ def search(
         objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
         max_consecutive_failures=max_failures, class_weights=class_weights,
     )
-    mode = "jsonl" if json_lines else "quiet" if quiet else "normal"
     registry = _registry()
-    if registry.loaded_from() and mode == "normal":
+    if registry.loaded_from() and not (quiet or json_lines):
         console.print(f"plugins: {'; '.join(registry.loaded_from())}")
-    summary = run_search(options, registry, SearchDisplay(trials, mode))
-    print_search_summary(summary, mode)
+    display = search_display(trials, quiet, json_lines)
+    summary = run_search(options, registry, display)
+    display.summary(summary)
     if not summary.ok:
         raise typer.Exit(130 if summary.interrupted else 1)
 
 
-@command("export-best")
+@command_with_one_line_errors("export-best")
 def export_best(
     study: StudyOption = None,
     storage: StorageOption = None,
@@ -150,7 +150,7 @@ def export_best(
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
 
 
-@command()
+@command_with_one_line_errors()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A folder written by export-best.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
@@ -181,7 +181,7 @@ def predict(
         console.print(f"[yellow]skipped unreadable {describe_skips(unreadable)}[/]")
 
 
-@command()
+@command_with_one_line_errors()
 def studies(storage: StorageOption = None) -> None:
     """List the studies: trials done, pruned and failed, best score, last update."""
     from automl_img.console import print_table
@@ -194,7 +194,7 @@ def studies(storage: StorageOption = None) -> None:
                   r.last_update.strftime("%Y-%m-%d %H:%M") if r.last_update else "", r.data] for r in rows])
 
 
-@command()
+@command_with_one_line_errors()
 def show(
     study: Annotated[Optional[str], typer.Argument(help="Study name (default: the only one).")] = None,
     storage: StorageOption = None,
@@ -222,7 +222,7 @@ def show(
                     [[name, f"{value:.3f}", "█" * round(40 * value)] for name, value in ranked.items()])
 
 
-@command()
+@command_with_one_line_errors()
 def report(
     study: Annotated[Optional[str], typer.Argument(help="Study name (default: the only one).")] = None,
     storage: StorageOption = None,
@@ -235,7 +235,7 @@ def report(
     console.print(f"wrote {write_report(_registry(), study, storage, out)}")
 
 
-@command()
+@command_with_one_line_errors()
 def dashboard(
     study: Annotated[Optional[str], typer.Argument(help="Study to open (default: the only one).")] = None,
     storage: StorageOption = None,
@@ -257,7 +257,7 @@ def dashboard(
     run_server(opened, host=host, port=port)
 
 
-@command()
+@command_with_one_line_errors()
 def plugins() -> None:
     """List the dataset loaders, architectures and export formats, and where each comes from."""
     from automl_img.console import print_table

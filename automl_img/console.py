@@ -7,14 +7,16 @@ import sys
 import time
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from automl_img.metrics import OBJECTIVES
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
-from automl_img.study.search import SearchListener, SearchSummary
+from automl_img.study.progress import SearchListener
+from automl_img.study.records import TrialRecord
+from automl_img.study.search import SearchSummary
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
 # copy-pasteable commands) instead of being folded at 80 columns.
@@ -34,35 +36,70 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-class SearchDisplay(SearchListener):
-    """Live progress: the data, a bar for the first decode, a line per epoch and per trial."""
+class _Tally:
+    """What every display keeps count of: finished trials, pruned ones, the best so far, the ETA."""
 
-    def __init__(self, trials: int, mode: str = "normal"):
-        self.trials, self.mode = trials, mode
+    def __init__(self, trials: int):
+        self.trials = trials
         self.objective = "value"
-        self.started = time.time()
-        self.finished_here = 0
-        self.finished_before = 0
-        self.decoding: Progress | None = None
-        self.pruned = 0
-        self.best: tuple[int, float] | None = None  # (trial number, value) of the best so far
         self.larger_is_better = True
+        self.started = time.time()
+        self.finished_before = self.finished_here = self.pruned = 0
+        self.best: tuple[int, float] | None = None  # (trial number, value)
 
-    def _emit(self, event: str, **fields: Any) -> None:
-        sys.stdout.write(json.dumps({"event": event, **fields}, default=str) + "\n")
-        sys.stdout.flush()
-
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
-                    best: FrozenTrial | None = None) -> None:
+    def ready(self, config: StudyConfig, done: int, best: TrialRecord | None) -> None:
         self.objective, self.finished_before = config.objective, done
         self.larger_is_better = OBJECTIVES[config.objective]
         self.best = (best.number, best.value) if best is not None else None
+
+    def add(self, trial: TrialRecord) -> None:
+        self.finished_here += trial.finished
+        self.pruned += trial.state == TrialState.PRUNED
+        if trial.state == TrialState.COMPLETE:
+            best = self.best[1] if self.best else None
+            if best is None or (trial.value > best if self.larger_is_better else trial.value < best):
+                self.best = (trial.number, trial.value)
+
+    @property
+    def done(self) -> int:
+        return self.finished_before + self.finished_here
+
+    @property
+    def eta(self) -> float | None:
+        remaining = max(self.trials - self.done, 0)
+        if not self.finished_here or not remaining:
+            return None
+        return (time.time() - self.started) / self.finished_here * remaining
+
+
+class QuietDisplay(SearchListener):
+    """``--quiet``: nothing while searching; the summary at the end."""
+
+    def __init__(self, trials: int):
+        self.tally = _Tally(trials)
+
+    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
+                    best: TrialRecord | None = None) -> None:
+        self.tally.ready(config, done, best)
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self.tally.add(trial)
+
+    def summary(self, summary: SearchSummary) -> None:
+        _print_summary(summary)
+
+
+class LiveDisplay(QuietDisplay):
+    """The terminal: the data, a bar for the first decode, a line per epoch and per trial."""
+
+    def __init__(self, trials: int):
+        super().__init__(trials)
+        self.decoding: Progress | None = None
+
+    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
+                    best: TrialRecord | None = None) -> None:
+        super().study_ready(study_name, storage, data, config, done, best)
         counts = data.split.counts()
-        if self.mode == "jsonl":
-            return self._emit("study", study=study_name, storage=storage, images=len(data.split.image_set),
-                              classes=list(data.class_names), split=counts, finished_trials=done)
-        if self.mode == "quiet":
-            return
         console.print(f"study [bold]{study_name}[/] in {storage}: {done} finished trial(s) so far")
         console.print(f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
                       f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
@@ -79,8 +116,6 @@ class SearchDisplay(SearchListener):
                           "are not used; start a new study (--study NAME) to use them[/]")
 
     def decode_progress(self, image_size: int, done: int, total: int) -> None:
-        if self.mode != "normal":
-            return
         if self.decoding is None:
             self.decoding = Progress(TextColumn(f"decoding images at {image_size} px"), BarColumn(),
                                      MofNCompleteColumn(), TimeRemainingColumn(), console=console)
@@ -92,60 +127,64 @@ class SearchDisplay(SearchListener):
             self.decoding = None
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        if self.mode == "jsonl":
-            return self._emit("trial_start", trial=number, params=params)
-        if self.mode == "normal":
-            console.print(f"[dim]trial #{number}: {format_params(params)}[/]")
+        console.print(f"[dim]trial #{number}: {format_params(params)}[/]")
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
-        if self.mode == "jsonl":
-            return self._emit("epoch", trial=number, epoch=epoch, **{self.objective: value})
-        if self.mode == "normal":
-            console.print(f"[dim]  #{number} epoch {epoch}: val {self.objective} {value:.4f}[/]")
+        console.print(f"[dim]  #{number} epoch {epoch}: val {self.tally.objective} {value:.4f}[/]")
 
-    def trial_finished(self, trial: FrozenTrial) -> None:
-        self.finished_here += trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        self.pruned += trial.state == TrialState.PRUNED
+    def trial_finished(self, trial: TrialRecord) -> None:
+        super().trial_finished(trial)
+        tally = self.tally
         if trial.state == TrialState.COMPLETE:
-            value, best = trial.value, self.best[1] if self.best else None
-            if best is None or (value > best if self.larger_is_better else value < best):
-                self.best = (trial.number, value)
-        done = self.finished_before + self.finished_here
-        elapsed = time.time() - self.started
-        remaining = max(self.trials - done, 0)
-        eta = elapsed / self.finished_here * remaining if self.finished_here else None
-        if self.mode == "jsonl":
-            return self._emit("trial_end", trial=trial.number, state=trial.state.name, value=trial.value,
-                              reason=trial.user_attrs.get("fail_reason"), finished=done, of=self.trials,
-                              eta_seconds=eta)
-        if self.mode == "quiet":
-            return
-        if trial.state == TrialState.COMPLETE:
-            outcome = f"[green]complete[/] val {self.objective} {trial.value:.4f} (best epoch {trial.user_attrs.get('best_epoch')})"
+            outcome = f"[green]complete[/] val {tally.objective} {trial.value:.4f} (best epoch {trial.best_epoch})"
         elif trial.state == TrialState.PRUNED:
             outcome = f"[yellow]pruned[/] after epoch {len(trial.intermediate_values)}"
         else:
-            outcome = f"[red]failed[/]: {trial.user_attrs.get('fail_reason', 'see the log')}"
-        console.print(f"trial #{trial.number} {outcome}, {format_seconds(trial.user_attrs.get('seconds', 0))}"
-                      f" | {done}/{self.trials} finished ({self.pruned} pruned this run)"
-                      + (f", best #{self.best[0]} {self.best[1]:.4f}" if self.best else "")
-                      + (f", ETA {format_seconds(eta)}" if eta is not None and remaining else ""))
+            outcome = f"[red]failed[/]: {trial.fail_reason or 'see the log'}"
+        console.print(f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
+                      f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
+                      + (f", best #{tally.best[0]} {tally.best[1]:.4f}" if tally.best else "")
+                      + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else ""))
 
 
-def print_search_summary(summary: SearchSummary, mode: str = "normal") -> None:
-    best = summary.best_trial
-    if mode == "jsonl":
-        sys.stdout.write(json.dumps({
-            "event": "summary", "study": summary.study_name, "completed": summary.completed,
-            "pruned": summary.pruned, "failed": summary.failed, "stopped_because": summary.stopped_because,
-            "seconds": round(summary.seconds, 1), "best_trial": best.number if best else None,
-            "best_value": best.value if best else None, "best_params": best.params if best else None,
-            "unreadable": summary.unreadable,
-        }) + "\n")
-        return
+class JsonLinesDisplay(QuietDisplay):
+    """``--json``: one JSON object per event, for scripts."""
+
+    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
+                    best: TrialRecord | None = None) -> None:
+        super().study_ready(study_name, storage, data, config, done, best)
+        _json_line("study", study=study_name, storage=storage, images=len(data.split.image_set),
+                   classes=list(data.class_names), split=data.split.counts(), finished_trials=done)
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        _json_line("trial_start", trial=number, params=params)
+
+    def epoch_done(self, number: int, epoch: int, value: float) -> None:
+        _json_line("epoch", trial=number, epoch=epoch, **{self.tally.objective: value})
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        super().trial_finished(trial)
+        _json_line("trial_end", trial=trial.number, state=trial.state.name, value=trial.value,
+                   reason=trial.fail_reason, finished=self.tally.done, of=self.tally.trials, eta_seconds=self.tally.eta)
+
+    def summary(self, summary: SearchSummary) -> None:
+        best, counts = summary.best_trial, summary.counts
+        _json_line("summary", study=summary.study_name, completed=counts.completed, pruned=counts.pruned,
+                   failed=counts.failed, stopped_because=summary.stopped_because, seconds=round(summary.seconds, 1),
+                   best_trial=best.number if best else None, best_value=best.value if best else None,
+                   best_params=best.params if best else None, unreadable=summary.unreadable)
+
+
+def _json_line(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _print_summary(summary: SearchSummary) -> None:
+    best, counts = summary.best_trial, summary.counts
     console.print(f"\nsearch ended: {summary.stopped_because} ({format_seconds(summary.seconds)})")
-    console.print(f"trials: {summary.completed} completed, {summary.pruned} pruned, {summary.failed} failed"
-                  + (f", {summary.running} running elsewhere" if summary.running else ""))
+    console.print(f"trials: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
+                  + (f", {counts.running} running elsewhere" if counts.running else ""))
     if summary.unreadable:
         console.print(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)}[/]")
     if summary.interrupted:
@@ -158,6 +197,11 @@ def print_search_summary(summary: SearchSummary, mode: str = "normal") -> None:
     console.print(f"      {format_params(best.params)}")
     console.print(f"next: automl-img export-best --study {summary.study_name}"
                   + (f" --storage '{summary.storage}'" if summary.storage else ""))
+
+
+def search_display(trials: int, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
+    """The display the search's options ask for."""
+    return JsonLinesDisplay(trials) if json_lines else QuietDisplay(trials) if quiet else LiveDisplay(trials)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

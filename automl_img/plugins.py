@@ -53,9 +53,7 @@ class Registry:
 
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it was loaded from
-    # How it was loaded, so a trial process can load the same plugins.
-    plugin_dirs: list[Path] | None = None
-    third_party: bool | None = None
+    loaded_from_source: PluginSource | None = None  # so a trial process loads the same plugins
 
     def add(self, entry: Entry) -> None:
         if not isinstance(entry.name, str) or not entry.name:
@@ -103,6 +101,21 @@ class Registry:
         return [self.entries[(kind, name)] for name in self.names(kind)]
 
 
+@dataclass(frozen=True)
+class PluginSource:
+    """Where plugins were loaded from (picklable: it crosses into trial processes)."""
+
+    plugin_dirs: list[Path] | None = None
+    third_party: bool | None = None
+    in_process: tuple[object, ...] = ()  #: plugins registered on ``pm`` besides the built-ins; must be importable
+
+    def load(self) -> Registry:
+        for plugin in self.in_process:
+            if not pm.is_registered(plugin):
+                pm.register(plugin)
+        return load_plugins(self.plugin_dirs, self.third_party)
+
+
 def _new_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager("automl_img")
     manager.add_hookspecs(hookspecs)
@@ -117,7 +130,7 @@ for _module_name in DEFAULT_PLUGINS:
 
 
 def in_process_plugins() -> list[object]:
-    """Plugins registered on ``pm`` besides the built-ins (handed to trial processes)."""
+    """Plugins registered on ``pm`` besides the built-ins."""
     return [plugin for plugin in pm.get_plugins() if pm.get_name(plugin) not in DEFAULT_PLUGINS]
 
 
@@ -154,7 +167,7 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
         name = manager.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
     registry = Registry(sources=sources,
-                        plugin_dirs=plugin_dirs, third_party=third_party)
+                        loaded_from_source=PluginSource(plugin_dirs, third_party, tuple(in_process_plugins())))
     for kind, hook in HOOKS.items():
         _collect(manager, hook, kind, sources, registry)
     return registry

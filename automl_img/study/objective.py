@@ -4,98 +4,86 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
-from automl_img.space import DefaultHyperParameters, Override, TrialHyperParameters, sample_training_params
-from automl_img.study.config import StudyConfig, StudyData, study_dir
+from automl_img.hookspecs import Architecture
+from automl_img.space import DefaultHyperParameters, TrialHyperParameters, sample_training_params
+from automl_img.study import records
+from automl_img.study.config import StudyConfig, study_dir
+from automl_img.study.handle import trial_weights
+from automl_img.study.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
+from automl_img.study.records import FINISHED, Worker
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-Emit = Callable[..., None]  # emit(event_name, *args): progress for the search's listener
+if TYPE_CHECKING:
+    from automl_img.study.worker import TrialSpec
 
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What a trial needs from the search's options (picklable: it crosses into the trial process)."""
-
-    trials: int
-    epochs: int
-    patience: int
-    objective: str
-    overrides: dict[str, Override] = field(default_factory=dict)
-    seed: int | None = None
-    deadline: float | None = None  # time.time() after which no epoch starts
-    trial_timeout: float | None = None
-    command: str = ""
+Emit = Callable[[ProgressEvent], None]  # progress for the search's listener
 
 
 class Objective:
     """The function Optuna calls; a trial's own faults become TrialFailed, the study goes on."""
 
-    def __init__(self, settings: TrialSettings, config: StudyConfig, data: StudyData, build: Callable[..., Any],
-                 emit: Emit):
-        self.settings, self.config, self.data, self.build, self.emit = settings, config, data, build, emit
+    def __init__(self, spec: TrialSpec, build: Architecture, emit: Emit):
+        self.spec, self.build, self.emit = spec, build, emit
         self.last_number: int | None = None
+        self.unreadable: list[tuple[str, str]] = []
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_number = trial.number
-        trial.set_user_attr("worker", worker_identity())
+        records.write(trial, worker=worker_identity())
         if self._surplus(trial):
-            trial.set_user_attr("surplus", True)
-            raise TrialFailed(f"not run: the study's {self.settings.trials} trials were already taken by other workers")
+            records.write(trial, surplus=True)
+            raise TrialFailed(f"not run: the study's {self.spec.options.trials} trials were already taken by other workers")
         try:
             return self._run(trial)
         except TrialFailed as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            records.write(trial, fail_reason=str(exc))
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            records.write(trial, fail_reason="interrupted (Ctrl-C)")
             raise
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Workers that asked for a trial at the same moment: the later numbers give way."""
         taken = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        return sum(t.number < trial.number for t in taken) >= self.settings.trials
+        return sum(t.number < trial.number for t in taken) >= self.spec.options.trials
 
     def _run(self, trial: optuna.Trial) -> float:
         from automl_img import training  # TensorFlow loads here, in the trial process only
 
-        settings = self.settings
-        hp = TrialHyperParameters(trial, settings.overrides)
-        params = sample_training_params(hp, self.config.image_sizes)
-        decoded = self.data.cache.load(params.image_size, self.config.channels,
-                                       lambda done, total: self.emit("decode_progress", params.image_size, done, total))
-        self.emit("unreadable", self.data.unreadable_files(decoded))
-        train_rows, val_rows = self.data.rows("train", decoded), self.data.rows("val", decoded)
+        options, config, data = self.spec.options, self.spec.config, self.spec.data
+        hp = TrialHyperParameters(trial, options.overrides)
+        params = sample_training_params(hp, config.image_sizes)
+        decoded = data.cache.load(params.image_size, config.channels,
+                                  lambda done, total: self.emit(DecodeProgress(params.image_size, done, total)))
+        self.unreadable = data.unreadable_files(decoded)
+        train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise DataError("no readable images left in the train or val split; check the skipped files listed above")
-        seed = (settings.seed or 0) + trial.number
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("command", settings.command)
+        seed = (options.seed or 0) + trial.number
+        records.write(trial, seed=seed, command=options.as_command())
         training.keras.utils.set_random_seed(seed)
         try:
-            model = training.build_model(self.build, hp, params.image_size, self.config.channels,
-                                         len(self.config.class_names), params.learning_rate)
+            model = training.build_model(self.build, hp, params.image_size, config.channels,
+                                         len(config.class_names), params.learning_rate)
             unused = hp.unused_overrides()
             if unused:
                 raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
                                  f"known: {', '.join(sorted(hp.values))}")
-            self.emit("trial_started", trial.number, dict(trial.params))
-            limits = training.Limits(settings.epochs, settings.patience, settings.deadline, settings.trial_timeout)
-            result = training.train(model, decoded.images, self.data.labels, train_rows, val_rows, params, limits,
-                                    settings.objective, _Reporter(trial, self.emit), seed=seed,
-                                    class_weight=self.config.class_weights(self.data.labels, train_rows))
-            trial.set_user_attr("history", result.history)
-            trial.set_user_attr("stopped_by", result.stopped_by)
-            trial.set_user_attr("seconds", round(result.seconds, 2))
-            trial.set_user_attr("resident_mb", resident_mb())
+            self.emit(TrialStarted(trial.number, dict(trial.params)))
+            limits = training.Limits(options.epochs, options.patience, self.spec.deadline, options.trial_timeout)
+            result = training.train(model, decoded.images, data.labels, train_rows, val_rows, params, limits,
+                                    options.objective, _Reporter(trial, self.emit), seed=seed,
+                                    class_weight=config.class_weights(data.labels, train_rows))
+            records.write(trial, history=result.history, stopped_by=result.stopped_by,
+                          seconds=round(result.seconds, 2), resident_mb=resident_mb())
             if result.pruned:
                 raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
-            weights = f"trials/{trial.number}/best.weights.h5"  # relative to the study's folder
+            weights = trial_weights(trial.number)
             training.save_weights(model, study_dir(trial.study.study_name) / weights)
         except (DataError, StudyError, optuna.TrialPruned, TrialFailed):
             raise
@@ -103,9 +91,7 @@ class Objective:
             raise TrialFailed(str(exc)) from exc
         except Exception as exc:  # a plugin's bug, an out-of-memory batch size...: this trial only
             raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("val_scores", result.best_scores)
-        trial.set_user_attr("weights", weights)
+        records.write(trial, best_epoch=result.best_epoch, val_scores=result.best_scores, weights=weights)
         return float(result.best_value)
 
 
@@ -117,13 +103,13 @@ class _Reporter:
 
     def report(self, value: float, step: int) -> None:
         self.trial.report(value, step)
-        self.emit("epoch_done", self.trial.number, step, value)
+        self.emit(EpochDone(self.trial.number, step, value))
 
     def should_prune(self) -> bool:
         return self.trial.should_prune()
 
 
-def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: StudyConfig, build: Callable[..., Any]) -> None:
+def enqueue_defaults(study: optuna.Study, overrides: dict, config: StudyConfig, build: Architecture) -> None:
     """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
     well on our development data (README, "The search space").
 
@@ -131,7 +117,7 @@ def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: Study
     """
     from automl_img import training
 
-    hp = DefaultHyperParameters(settings.overrides)
+    hp = DefaultHyperParameters(overrides)
     params = sample_training_params(hp, config.image_sizes)
     try:  # building declares the architecture's parameters, so their defaults are fixed too
         build(hp, (params.image_size, params.image_size, config.channels), len(config.class_names))
@@ -142,10 +128,10 @@ def enqueue_defaults(study: optuna.Study, settings: TrialSettings, config: Study
     study.enqueue_trial(hp.values, skip_if_exists=True)
 
 
-def worker_identity() -> dict[str, Any]:
-    """Where a trial runs: its host, its trial process (pid) and the search that started it (search_pid)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": process_start(os.getpid()),
-            "search_pid": os.getppid()}
+def worker_identity() -> Worker:
+    """Where a trial runs: this machine, this trial process and the search that started it."""
+    return Worker(host=socket.gethostname(), pid=os.getpid(), pid_started=process_start(os.getpid()),
+                  search_pid=os.getppid())
 
 
 def process_start(pid: int) -> str | None:

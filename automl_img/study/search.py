@@ -3,87 +3,30 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import time
-import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from automl_img.data.decode import probe_native_shape
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
-from automl_img.plugins import Entry, Registry, in_process_plugins
-from automl_img.space import Override, Range, default_image_sizes
+from automl_img.plugins import Entry, Registry
+from automl_img.space import default_image_sizes
+from automl_img.study import records
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
-from automl_img.study.objective import FINISHED, TrialSettings, process_start
-from automl_img.study.storage import default_storage_url, open_storage, redact, study_names
-from automl_img.study.worker import TrialJob, TrialRun, run_trial_process
+from automl_img.study.handle import StoredStudy, TrialCounts, stored_config
+from automl_img.study.objective import process_start
+from automl_img.study.options import SearchOptions
+from automl_img.study.progress import SearchListener
+from automl_img.study.records import TrialRecord
+from automl_img.study.storage import open_storage, redact, study_names
+from automl_img.study.worker import TrialRun, TrialSpec, run_trial_process
 
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "hyperband", "none")
-CLASS_WEIGHTS = ("auto", "on", "off")
 IMBALANCE_THRESHOLD = 1.5  # largest / smallest class in train: class weights switch on from here
-
-
-@dataclass
-class SearchOptions:
-    """Everything ``automl-img search`` can be told."""
-
-    source: str | None = None
-    dataset: str = "folder"
-    architecture: str = "blog-cnn"
-    study: str | None = None
-    storage: str | None = None
-    trials: int = 50
-    timeout: float | None = None
-    epochs: int = 40
-    patience: int = 10
-    trial_timeout: float | None = None
-    seed: int | None = None
-    objective: str = "accuracy"
-    sampler: str = "tpe"
-    pruner: str = "median"
-    class_weights: str = "auto"  # auto: on when the largest class is 1.5x the smallest or more; on; off
-    overrides: dict[str, Override] = field(default_factory=dict)
-    max_consecutive_failures: int = 5
-
-    def as_command(self) -> str:
-        """The equivalent ``automl-img search`` command line (recorded with each trial, to reproduce it)."""
-        defaults = SearchOptions()
-        words = ["automl-img", "search"] + ([self.source] if self.source else [])
-        flags = {"max_consecutive_failures": "--max-failures"}
-        for name in ("dataset", "architecture", "study", "trials", "timeout", "epochs", "patience", "trial_timeout",
-                     "max_consecutive_failures", "seed", "objective", "sampler", "pruner", "class_weights"):
-            value = getattr(self, name)
-            if value != getattr(defaults, name):
-                words += [flags.get(name, f"--{name.replace('_', '-')}"), str(value)]
-        for name, override in self.overrides.items():
-            text = (f"{override.low}..{override.high}" if isinstance(override, Range)
-                    else ",".join(map(str, override)) if isinstance(override, list) else str(override))
-            words += ["-p", f"{name}={text.lower() if isinstance(override, bool) else text}"]
-        if self.storage:
-            words += ["--storage", redact(self.storage)]
-        return shlex.join(words)
-
-
-class SearchListener:
-    """What the search tells its caller as it goes; every method is optional."""
-
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
-                    best: FrozenTrial | None = None) -> None: ...
-
-    def decode_progress(self, image_size: int, done: int, total: int) -> None: ...
-
-    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
-
-    def epoch_done(self, number: int, epoch: int, value: float) -> None: ...
-
-    def trial_finished(self, trial: FrozenTrial) -> None: ...
 
 
 @dataclass
@@ -91,11 +34,8 @@ class SearchSummary:
     study_name: str
     storage: str | None  # redacted; None for the default storage
     objective: str
-    completed: int
-    pruned: int
-    failed: int
-    running: int
-    best_trial: FrozenTrial | None
+    counts: TrialCounts
+    best_trial: TrialRecord | None
     stopped_because: str
     seconds: float
     unreadable: list[tuple[str, str]]
@@ -114,56 +54,47 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     """Run trials, each in a child process, until ``options.trials`` have finished or the time is up."""
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
-    for kind, value, known in (("objective", options.objective, OBJECTIVES), ("sampler", options.sampler, SAMPLERS),
-                               ("pruner", options.pruner, PRUNERS),
-                               ("class weights setting", options.class_weights, CLASS_WEIGHTS)):
-        if value not in known:
-            raise StudyError(f"unknown {kind} {value!r}; choose from {', '.join(known)}")
-    study, config, data = prepare_study(options, registry)
-    name = study.study_name
+    options.check()
+    stored, data = prepare_study(options, registry)
+    study = stored.study
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
-    storage_shown = redact(options.storage) if options.storage else None
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    listener.study_ready(name, storage_shown or f"the default storage ({default_storage_url()})", data, config,
-                         _count(study, FINISHED), study.best_trial if completed else None)
+    listener.study_ready(stored.name, stored.storage_shown, data, stored.config, stored.counts().finished,
+                         stored.best_trial())
 
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
-    settings = TrialSettings(options.trials, options.epochs, options.patience, options.objective,
-                             options.overrides, options.seed, deadline, options.trial_timeout, options.as_command())
     unreadable: list[tuple[str, str]] = []
     failures: list[str] = []  # reasons of this run's consecutive failed trials
     stopped_because = ""
     try:
-        while not (stopped_because := _stop_reason(study, options, deadline, failures)):
-            # Reseeded per trial, so a resumed study never replays the trials it already has.
-            job = TrialJob(options.storage, name, options.sampler, options.pruner,
-                           None if options.seed is None else options.seed + len(study.trials),
-                           settings, config, data, options.architecture, registry.plugin_dirs,
-                           registry.third_party, extra_plugins=in_process_plugins())
-            run = run_trial_process(job, listener)
+        while not (stopped_because := _stop_reason(stored, options, deadline, failures)):
+            spec = TrialSpec(options, stored.name, stored.config, data, registry.loaded_from_source,
+                             sampler_seed=None if options.seed is None else options.seed + len(study.trials),
+                             deadline=deadline)
+            run = run_trial_process(spec, listener)
             unreadable = run.unreadable or unreadable
             if run.fatal is not None:
                 raise run.fatal
             trial = _finished_trial(study, run)
             if run.interrupted:
                 raise KeyboardInterrupt
-            if trial.user_attrs.get("surplus"):
+            if trial.surplus:
                 stopped_because = f"the study's {options.trials} trials are all taken"
                 break
-            failures = failures + [trial.user_attrs.get("fail_reason", "")] if trial.state == TrialState.FAIL else []
+            failures = failures + [trial.fail_reason or ""] if trial.state == TrialState.FAIL else []
             listener.trial_finished(trial)
     except KeyboardInterrupt:
         stopped_because = "interrupted (Ctrl-C)"
-    return _summary(study, options, storage_shown, stopped_because, time.time() - started, unreadable,
-                    list(data.loader_skipped))
+    return SearchSummary(stored.name, redact(options.storage) if options.storage else None, options.objective, stored.counts(),
+                         stored.best_trial(), stopped_because, time.time() - started, unreadable,
+                         list(data.loader_skipped))
 
 
-def _stop_reason(study: optuna.Study, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:
+def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:
     """Why no further trial should start now; empty while the budget allows one."""
-    fail_trials_of_dead_local_workers(study)
-    finished = _count(study, FINISHED)
-    running = _count(study, (TrialState.RUNNING,))
+    fail_trials_of_dead_local_workers(stored.study)
+    counts = stored.counts()
+    finished, running = counts.finished, counts.running
     if finished >= options.trials:
         return f"the study has {finished} finished trials (asked for {options.trials})"
     if finished + running >= options.trials:
@@ -175,7 +106,7 @@ def _stop_reason(study: optuna.Study, options: SearchOptions, deadline: float | 
     return ""
 
 
-def prepare_study(options: SearchOptions, registry: Registry) -> tuple[optuna.Study, StudyConfig, StudyData]:
+def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStudy, StudyData]:
     """Create the study (config, split) or reopen it, refusing a resume with different settings."""
     loader = registry.get("dataset", options.dataset)
     architecture = registry.get("architecture", options.architecture)
@@ -190,26 +121,26 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[optuna.St
         direction="maximize" if OBJECTIVES[options.objective] else "minimize",
     )
     if existing:
-        config = StudyConfig.of(study)
+        config = stored_config(study)
         config.check_same_search(name, dataset=options.dataset, architecture=options.architecture,
                                  objective=options.objective)
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:
         config.save(study)
-    return study, config, data
+    return StoredStudy(study, config, options.storage), data
 
 
-def _finished_trial(study: optuna.Study, run: TrialRun) -> FrozenTrial | None:
+def _finished_trial(study: optuna.Study, run: TrialRun) -> TrialRecord | None:
     """The child's trial, failed here if the child died without finishing it."""
     if run.number is None and run.interrupted:
         return None
     if run.number is None:
         raise StudyError(f"the trial process exited (code {run.exit_code}) before it could start a trial; "
                          "run with the same options again, or report this as a bug")
-    trial = study.trials[run.number]
+    trial = TrialRecord.of(study.trials[run.number])
     if trial.state == TrialState.RUNNING:
         fail_trials_of_dead_local_workers(study, reason=_exit_reason(run.exit_code))
-        trial = study.trials[run.number]
+        trial = TrialRecord.of(study.trials[run.number])
     return trial
 
 
@@ -240,41 +171,21 @@ def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) ->
     )
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
-
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)
-
-
-def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
 def fail_trials_of_dead_local_workers(study: optuna.Study, reason: str | None = None) -> None:
     """A trial left RUNNING by a dead process of this machine is marked failed at once.
 
     Trials of other machines are failed by Optuna's heartbeat after its grace period instead.
     """
     host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host:
+    for trial in records.trial_records(study, (TrialState.RUNNING,)):
+        worker = trial.worker
+        if worker is None or worker.host != host:
             continue
-        if process_start(worker["pid"]) == worker.get("pid_started") and _alive(worker["pid"]):
+        if process_start(worker.pid) == worker.pid_started and _alive(worker.pid):
             continue
         # Storage-level calls: the trial belongs to a process that no longer exists.
-        study._storage.set_trial_user_attr(
-            trial._trial_id, "fail_reason", reason or f"its process {worker['pid']} on {host} ended during the trial")
+        records.write_to_storage(
+            study, trial.number, fail_reason=reason or f"its process {worker.pid} on {host} ended during the trial")
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
@@ -286,16 +197,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _summary(study: optuna.Study, options: SearchOptions, storage: str | None, stopped_because: str, seconds: float,
-             unreadable: list[tuple[str, str]], loader_skipped: list[tuple[str, str]]) -> SearchSummary:
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    states = [t.state for t in trials]
-    completed = [t for t in trials if t.state == TrialState.COMPLETE]
-    return SearchSummary(
-        study_name=study.study_name, storage=storage, objective=options.objective,
-        completed=len(completed), pruned=states.count(TrialState.PRUNED), failed=states.count(TrialState.FAIL),
-        running=states.count(TrialState.RUNNING), best_trial=study.best_trial if completed else None,
-        stopped_because=stopped_because, seconds=seconds, unreadable=unreadable, loader_skipped=loader_skipped,
-    )

@@ -16,33 +16,38 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from automl_img import errors
+from automl_img.plugins import PluginSource
 from automl_img.study.config import StudyConfig, StudyData
-from automl_img.study.objective import TrialSettings
+from automl_img.study.options import SearchOptions
+from automl_img.study.progress import ProgressEvent, SearchListener
 
 _CONTEXT = multiprocessing.get_context("spawn")  # a clean interpreter: never fork a process running TensorFlow
 _KILL_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
-class TrialJob:
-    """Everything the child needs to run one trial of the study (pickled across)."""
+class TrialSpec:
+    """Everything a trial process needs to run one trial of the study (pickled across)."""
 
-    storage_url: str | None
+    options: SearchOptions
     study_name: str
-    sampler: str
-    pruner: str
-    sampler_seed: int | None
-    settings: TrialSettings
     config: StudyConfig
-    data: StudyData
-    architecture: str
-    plugin_dirs: list[Path] | None
-    third_party: bool | None
-    extra_plugins: list[Any] = field(default_factory=list)  # registered in-process; must be picklable
+    data: StudyData  # with the cache's fingerprint already taken: the files are stat'ed once per search
+    plugins: PluginSource
+    sampler_seed: int | None = None  # reseeded per trial, so a resumed study never replays its trials
+    deadline: float | None = None  # time.time() after which no epoch starts (the search's --timeout)
+
+
+@dataclass(frozen=True)
+class ChildReport:
+    """The trial process's last message: which trial it ran, and how it ended when not by Optuna's rules."""
+
+    number: int | None = None
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    fatal: tuple[str, str] | None = None  # (error class name, message) of a user-facing error
+    interrupted: bool = False
 
 
 @dataclass
@@ -55,22 +60,29 @@ class TrialRun:
     interrupted: bool = False
     unreadable: list[tuple[str, str]] = field(default_factory=list)
 
+    def take(self, report: ChildReport) -> None:
+        self.number, self.unreadable = report.number, report.unreadable
+        self.interrupted = self.interrupted or report.interrupted
+        if report.fatal is not None:
+            kind, message = report.fatal
+            self.fatal = getattr(errors, kind, errors.AutomlImgError)(message)
 
-def run_trial_process(job: TrialJob, listener: Any) -> TrialRun:
+
+def run_trial_process(spec: TrialSpec, listener: SearchListener) -> TrialRun:
     """Run one trial in a child, relaying its progress events to ``listener``."""
     events = _CONTEXT.Queue()
-    child = _CONTEXT.Process(target=_child_main, args=(job, os.getpid(), events), name="automl-img-trial")
+    child = _CONTEXT.Process(target=_child_main, args=(spec, os.getpid(), events), name="automl-img-trial")
     run = TrialRun()
     child.start()
     started = time.time()
     try:
         while True:
             try:
-                _dispatch(events.get(timeout=0.2), run, listener)
+                _receive(events.get(timeout=0.2), run, listener)
             except queue.Empty:
                 if not child.is_alive():
                     break
-                limit = job.settings.trial_timeout
+                limit = spec.options.trial_timeout
                 if limit is not None and time.time() - started > limit + _KILL_GRACE_SECONDS:
                     child.kill()  # an epoch that never ends; the trial is reaped as failed
         child.join()
@@ -81,62 +93,48 @@ def run_trial_process(job: TrialJob, listener: Any) -> TrialRun:
         run.interrupted = True
     while True:  # events still in the pipe when the child exited
         try:
-            _dispatch(events.get_nowait(), run, listener)
+            _receive(events.get_nowait(), run, listener)
         except (queue.Empty, EOFError, OSError):
             break
     run.exit_code = child.exitcode
     return run
 
 
-def _dispatch(event: tuple, run: TrialRun, listener: Any) -> None:
-    name, *args = event
-    if name == "number":
-        run.number = args[0]
-    elif name == "unreadable":
-        run.unreadable = args[0]
-    elif name == "fatal":
-        kind, message = args
-        run.fatal = getattr(errors, kind, errors.AutomlImgError)(message)
-    elif name == "interrupted":
-        run.interrupted = True
+def _receive(message: ProgressEvent | ChildReport, run: TrialRun, listener: SearchListener) -> None:
+    if isinstance(message, ChildReport):
+        run.take(message)
     else:
-        getattr(listener, name)(*args)
+        message.deliver(listener)
 
 
-def _child_main(job: TrialJob, parent_pid: int, events) -> None:
+def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     _die_with_parent(parent_pid)
     _interrupt_on_sigterm()
     import optuna
 
-    from automl_img.plugins import load_plugins, pm
     from automl_img.study.objective import Objective, enqueue_defaults
-    from automl_img.study.search import make_pruner, make_sampler
+    from automl_img.study.samplers import make_pruner, make_sampler
     from automl_img.study.storage import open_storage
-
-    def emit(name: str, *args: Any) -> None:
-        events.put((name, *args))
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     objective = None
+    fatal, interrupted = None, False
     try:
-        for plugin in job.extra_plugins:
-            if not pm.is_registered(plugin):
-                pm.register(plugin)
-        build = load_plugins(job.plugin_dirs, job.third_party).get("architecture", job.architecture).implementation
-        study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage_url),
-                                  sampler=make_sampler(job.sampler, job.sampler_seed),
-                                  pruner=make_pruner(job.pruner, job.settings.epochs))
+        build = spec.plugins.load().architecture(spec.options.architecture)
+        study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.options.storage),
+                                  sampler=make_sampler(spec.options.sampler, spec.sampler_seed),
+                                  pruner=make_pruner(spec.options.pruner, spec.options.epochs))
         if not study.trials:
-            enqueue_defaults(study, job.settings, job.config, build)
-        objective = Objective(job.settings, job.config, job.data, build, emit)
+            enqueue_defaults(study, spec.options.overrides, spec.config, build)
+        objective = Objective(spec, build, events.put)
         study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
     except errors.AutomlImgError as exc:
-        emit("fatal", type(exc).__name__, str(exc))
+        fatal = (type(exc).__name__, str(exc))
     except KeyboardInterrupt:
-        emit("interrupted")
+        interrupted = True
     finally:
-        if objective is not None and objective.last_number is not None:
-            emit("number", objective.last_number)
+        events.put(ChildReport(objective.last_number if objective else None,
+                               objective.unreadable if objective else [], fatal, interrupted))
         events.close()
         events.join_thread()
 

@@ -1,0 +1,132 @@
+"""One owner of everything stored about a study: storage and name, configuration, folder, data, trials, models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from automl_img.errors import StudyError
+from automl_img.study.config import StudyConfig, StudyData, open_data, study_dir
+from automl_img.study.records import TrialRecord, trial_records
+from automl_img.study.storage import default_storage_url, load_study, open_storage, redact
+
+if TYPE_CHECKING:
+    from automl_img.plugins import Registry
+
+EXPORT_FOLDER = "export"
+REPORT_FILE = "report.html"
+
+
+def trial_weights(number: int) -> str:
+    """Where a trial keeps its best epoch's weights, relative to the study's folder."""
+    return f"trials/{number}/best.weights.h5"
+
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    """The study's configuration; a study that another program made gets a clear message."""
+    config = StudyConfig.of(study)
+    if config is None:
+        raise StudyError(f"study {study.study_name!r} was not made by automl-img search (no configuration stored); "
+                         "give another --study name")
+    return config
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials by state, surplus trials (never run) left out."""
+
+    completed: int
+    pruned: int
+    failed: int
+    running: int
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.pruned
+
+
+@dataclass
+class StoredStudy:
+    """A study made by ``automl-img search``, opened from its storage."""
+
+    study: optuna.Study
+    config: StudyConfig
+    storage_url: str | None = None  # as the user gave it; None: the default storage
+
+    @classmethod
+    def open(cls, name: str | None = None, storage_url: str | None = None) -> StoredStudy:
+        """The named study (or the storage's only one)."""
+        study = load_study(open_storage(storage_url), name, storage_url)
+        return cls(study, stored_config(study), storage_url)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def storage_shown(self) -> str:
+        """The storage, password redacted, for messages."""
+        return redact(self.storage_url) if self.storage_url else f"the default storage ({default_storage_url()})"
+
+    @property
+    def folder(self) -> Path:
+        return study_dir(self.name)
+
+    @property
+    def export_folder(self) -> Path:
+        return self.folder / EXPORT_FOLDER
+
+    @property
+    def larger_is_better(self) -> bool:
+        return self.study.direction == StudyDirection.MAXIMIZE
+
+    def open_data(self, registry: Registry) -> StudyData:
+        """The images the study was split from, refused when they are not the same files."""
+        return open_data(self.name, registry.dataset_loader(self.config.dataset), self.config.source,
+                         self.config.split_seed, expected_hash=self.config.split_hash)
+
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:
+        return trial_records(self.study, states)
+
+    def counts(self) -> TrialCounts:
+        return count_trials(self.trials())
+
+    def best_trials(self, count: int) -> list[TrialRecord]:
+        """The ``count`` best completed trials, best first; a clear message when there is none."""
+        completed = self.trials((TrialState.COMPLETE,))
+        if not completed:
+            counts = self.counts()
+            raise StudyError(
+                f"study {self.name!r} has no completed trial yet ({counts.pruned} pruned, {counts.failed} failed); "
+                "run `automl-img search` with the same data and --study to add trials, then export again"
+            )
+        sign = -1 if self.larger_is_better else 1
+        return sorted(completed, key=lambda t: (sign * t.value, t.number))[:count]
+
+    def best_trial(self) -> TrialRecord | None:
+        completed = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return self.best_trials(1)[0] if completed else None
+
+    def weights_file(self, trial: TrialRecord) -> Path:
+        """The trial's best weights on this machine; a clear message when they are elsewhere."""
+        if trial.weights is None:
+            raise StudyError(f"trial #{trial.number} of study {self.name!r} kept no weights")
+        weights = self.folder / trial.weights
+        if not weights.exists():
+            host = trial.worker.host if trial.worker else "another machine"
+            raise StudyError(
+                f"the weights of trial #{trial.number} are not here ({weights}); it ran on {host}: run "
+                f"the command there, or copy its studies/{self.name}/trials/{trial.number}/ folder here"
+            )
+        return weights
+
+
+def count_trials(trials: list[TrialRecord]) -> TrialCounts:
+    states = [t.state for t in trials]
+    return TrialCounts(states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED),
+                       states.count(TrialState.FAIL), states.count(TrialState.RUNNING))

@@ -1,0 +1,57 @@
+"""What a search tells its caller as it goes: the listener, and the events a trial process sends it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from automl_img.study.config import StudyConfig, StudyData
+    from automl_img.study.records import TrialRecord
+
+
+class SearchListener:
+    """Receives the search's progress; every method is optional."""
+
+    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
+                    best: TrialRecord | None = None) -> None: ...
+
+    def decode_progress(self, image_size: int, done: int, total: int) -> None: ...
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+
+    def epoch_done(self, number: int, epoch: int, value: float) -> None: ...
+
+    def trial_finished(self, trial: TrialRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class DecodeProgress:
+    image_size: int
+    done: int
+    total: int
+
+    def deliver(self, listener: SearchListener) -> None:
+        listener.decode_progress(self.image_size, self.done, self.total)
+
+
+@dataclass(frozen=True)
+class TrialStarted:
+    number: int
+    params: dict[str, Any]
+
+    def deliver(self, listener: SearchListener) -> None:
+        listener.trial_started(self.number, self.params)
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    number: int
+    epoch: int
+    value: float
+
+    def deliver(self, listener: SearchListener) -> None:
+        listener.epoch_done(self.number, self.epoch, self.value)
+
+
+ProgressEvent = DecodeProgress | TrialStarted | EpochDone

@@ -1,0 +1,93 @@
+"""What a trial stores about itself: one typed record over Optuna's user attributes, read and written here only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Where a trial ran: its machine, its trial process and the search process that started it."""
+
+    host: str
+    pid: int
+    pid_started: str | None  #: the process's start time since boot; tells a reused pid apart
+    search_pid: int
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as automl-img sees it: Optuna's outcome plus what the trial wrote about itself.
+
+    Each attribute after ``intermediate_values`` is stored as an Optuna user attribute of the same name.
+    """
+
+    number: int
+    state: TrialState
+    value: float | None
+    params: dict[str, Any]
+    intermediate_values: dict[int, float]
+    worker: Worker | None = None
+    surplus: bool = False  #: not run: other workers had already taken the study's trials
+    fail_reason: str | None = None
+    seed: int | None = None  #: the Keras seed the trial trained with
+    command: str | None = None  #: the ``automl-img search`` command line that ran it
+    history: list[dict[str, float]] = field(default_factory=list)  #: one row per epoch: train loss, val scores
+    stopped_by: str | None = None  #: why training ended: max epochs, patience, pruned, a time limit
+    seconds: float | None = None  #: training time
+    resident_mb: float | None = None  #: the trial process's memory after training
+    best_epoch: int | None = None  #: 1-based; its weights are the ones kept
+    val_scores: dict[str, float] | None = None  #: every objective on val at the best epoch
+    weights: str | None = None  #: the best epoch's weights, relative to the study's folder
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        stored = {name: trial.user_attrs[name] for name in _STORED if name in trial.user_attrs}
+        if isinstance(stored.get("worker"), dict):
+            stored["worker"] = Worker(**stored["worker"])
+        return cls(number=trial.number, state=trial.state, value=trial.value, params=dict(trial.params),
+                   intermediate_values=dict(trial.intermediate_values), **stored)
+
+    @property
+    def finished(self) -> bool:
+        """Completed or pruned: counts toward the study's ``--trials``."""
+        return self.state in FINISHED
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+_OPTUNA_FIELDS = ("number", "state", "value", "params", "intermediate_values")
+_STORED = tuple(f.name for f in fields(TrialRecord) if f.name not in _OPTUNA_FIELDS)
+
+
+def write(trial: optuna.Trial, **values: Any) -> None:
+    """Store fields of the trial's record (names and meanings as in ``TrialRecord``)."""
+    for name, value in values.items():
+        trial.set_user_attr(name, _encoded(name, value))
+
+
+def write_to_storage(study: optuna.Study, number: int, **values: Any) -> None:
+    """Like ``write``, for a trial whose process is gone (storage-level, no live Trial object)."""
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    for name, value in values.items():
+        study._storage.set_trial_user_attr(trial_id, name, _encoded(name, value))
+
+
+def _encoded(name: str, value: Any) -> Any:
+    if name not in _STORED:
+        raise TypeError(f"TrialRecord has no stored field {name!r}")
+    return asdict(value) if isinstance(value, Worker) else value
+
+
+def trial_records(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:
+    """The study's trials as records, in number order, without the surplus ones that never ran."""
+    found = (TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=states))
+    return [record for record in found if not record.surplus]
