@@ -131,20 +131,19 @@ def export_best(
     """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
     from automl_img.console import console, print_table
     from automl_img.export import export_best as run_export
+    from automl_img.export import members_text
 
     formats = [name.strip() for value in format or [] for name in value.split(",") if name.strip()]
     result = run_export(_registry(), study, storage, out, formats, refit, ensemble)
-    test = result.bundle["test"]
-    trials = ", ".join(f"#{member['trial']}" for member in result.bundle["members"])
-    console.print(f"exported {'the average of trials' if len(result.bundle['members']) > 1 else 'trial'} {trials} "
-                  f"of study {result.bundle['study']} to {result.folder}" + (" (refit on train+val)" if refit else ""))
-    console.print(f"test split: {test['images']} images, accuracy [bold]{test['accuracy']:.4f}[/], "
-                  f"balanced accuracy {test['balanced_accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}")
-    checks = result.bundle["formats"]
+    bundle, test = result.bundle, result.bundle.test
+    console.print(f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to {result.folder}"
+                  + (" (refit on train+val)" if refit else ""))
+    console.print(f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
+                  f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}")
     print_table(None, ["format", "file", "bytes", "same class as Keras", "max |probability difference|"],
-                [[name, c["file"], c["bytes"], f"{c['same_class_fraction']:.3f}",
-                  f"{c['max_abs_probability_difference']:.1e}"] for name, c in checks.items()])
-    failed = [name for name, c in checks.items() if not c["ok"]]
+                [[name, c.file, c.bytes, f"{c.same_class_fraction:.3f}", f"{c.max_abs_probability_difference:.1e}"]
+                 for name, c in bundle.formats.items()])
+    failed = [name for name, c in bundle.formats.items() if not c.ok]
     if failed:
         console.print(f"[red]warning: {', '.join(failed)} disagree with the Keras model; see bundle.json[/]")
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
@@ -189,7 +188,7 @@ def studies(storage: StorageOption = None) -> None:
 
     rows = study_rows(storage)
     print_table(None, ["study", "completed", "pruned", "failed", "running", "best (val)", "last update", "data"],
-                [[r.name, r.completed, r.pruned, r.failed, r.running,
+                [[r.name, r.counts.completed, r.counts.pruned, r.counts.failed, r.counts.running,
                   f"#{r.best_trial} {r.objective} {r.best_value:.4f}" if r.best_trial is not None else "",
                   r.last_update.strftime("%Y-%m-%d %H:%M") if r.last_update else "", r.data] for r in rows])
 
@@ -201,20 +200,19 @@ def show(
 ) -> None:
     """Show one study: the trials table, the best parameters and the parameter importances."""
     from automl_img.console import console, format_params, print_table
-    from automl_img.overview import importances, summarise, trial_rows
-    from automl_img.study.storage import load_study, open_storage
+    from automl_img.overview import importances, trial_rows
+    from automl_img.study.handle import StoredStudy
 
-    found = load_study(open_storage(storage), study, storage)
-    summary = summarise(found)
-    print_table(f"study {found.study_name}", ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"],
+    found = StoredStudy.open(study, storage)
+    print_table(f"study {found.name}", ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"],
                 trial_rows(found))
-    if summary.best_trial is None:
+    best = found.best_trial()
+    if best is None:
         console.print("no completed trial yet")
         return
-    best = found.best_trial
-    console.print(f"best: trial #{best.number}, val {summary.objective} {best.value:.4f}")
+    console.print(f"best: trial #{best.number}, val {found.config.objective} {best.value:.4f}")
     console.print(f"      {format_params(best.params)}")
-    ranked = importances(found)
+    ranked = importances(found.study)
     if isinstance(ranked, str):
         console.print(f"parameter importances: {ranked}")
     else:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,8 +26,34 @@ def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     }
 
 
-def report(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Scores, per-class precision/recall/F1/support and the confusion matrix (rows: true class)."""
+@dataclass(frozen=True)
+class ClassScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int  #: test images of the class
+
+
+@dataclass(frozen=True)
+class TestReport:
+    """Scores on the test split, per class, and the confusion matrix (rows: true class)."""
+
+    images: int
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    loss: float
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> TestReport:
+        per_class = {name: ClassScores(**row) for name, row in stored["per_class"].items()}
+        return cls(**{**stored, "per_class": per_class})
+
+
+def report(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]) -> TestReport:
+    """Scores, per-class precision/recall/F1/support and the confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     classes = np.arange(len(class_names))
@@ -34,12 +61,10 @@ def report(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
-    return {
+    return TestReport(
         **scores(labels, probabilities),
-        "images": int(len(labels)),
-        "per_class": {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
-        },
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
-    }
+        images=int(len(labels)),
+        per_class={name: ClassScores(float(p), float(r), float(f), int(s))
+                   for name, p, r, f, s in zip(class_names, precision, recall, f1, support)},
+        confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist(),
+    )

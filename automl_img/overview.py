@@ -7,20 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from automl_img.study.config import StudyConfig
-from automl_img.study.storage import open_storage
+from automl_img.study.handle import StoredStudy, TrialCounts, count_trials
+from automl_img.study.records import trial_records
+from automl_img.study.storage import open_storage, study_names
 
 
 @dataclass(frozen=True)
 class StudyRow:
     name: str
     objective: str
-    completed: int
-    pruned: int
-    failed: int
-    running: int
+    counts: TrialCounts
     best_value: float | None
     best_trial: int | None
     last_update: datetime | None
@@ -28,42 +27,30 @@ class StudyRow:
 
 
 def study_rows(storage_url: str | None = None) -> list[StudyRow]:
-    """One row per study in the storage, by name."""
+    """One row per study in the storage, by name (studies other programs made included)."""
     storage = open_storage(storage_url)
-    rows = []
-    for summary in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        rows.append(summarise(study))
-    return rows
+    return [summarise(optuna.load_study(study_name=name, storage=storage)) for name in study_names(storage)]
 
 
 def summarise(study: optuna.Study) -> StudyRow:
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    states = [t.state for t in trials]
-    completed = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = study.best_trial if completed else None
-    moments = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
+    trials = trial_records(study)
+    counts = count_trials(trials)
+    best = study.best_trial if counts.completed else None
+    moments = [t.datetime_complete or t.datetime_start for t in study.get_trials(deepcopy=False)
+               if t.datetime_complete or t.datetime_start]
     config = StudyConfig.of(study)
     return StudyRow(
-        name=study.study_name, objective=config.objective if config else "value",
-        completed=len(completed), pruned=states.count(TrialState.PRUNED), failed=states.count(TrialState.FAIL),
-        running=states.count(TrialState.RUNNING), best_value=best.value if best else None,
-        best_trial=best.number if best else None, last_update=max(moments) if moments else None,
-        data=(config.source or config.dataset) if config else "",
+        name=study.study_name, objective=config.objective if config else "value", counts=counts,
+        best_value=best.value if best else None, best_trial=best.number if best else None,
+        last_update=max(moments) if moments else None, data=(config.source or config.dataset) if config else "",
     )
 
 
-def trial_rows(study: optuna.Study) -> list[list]:
+def trial_rows(stored: StoredStudy) -> list[list]:
     """#, state, value, best epoch, epochs run, seconds, and why it stopped or failed."""
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("surplus"):
-            continue
-        attrs = trial.user_attrs
-        why = attrs.get("fail_reason") or attrs.get("stopped_by") or ""
-        rows.append([trial.number, trial.state.name.lower(), _value(trial), attrs.get("best_epoch"),
-                     len(attrs.get("history", [])) or None, attrs.get("seconds"), why])
-    return rows
+    return [[trial.number, trial.state.name.lower(), f"{trial.value:.4f}" if trial.value is not None else "",
+             trial.best_epoch, trial.epochs_run or None, trial.seconds, trial.fail_reason or trial.stopped_by or ""]
+            for trial in stored.trials()]
 
 
 def importances(study: optuna.Study) -> dict[str, float] | str:
@@ -77,7 +64,3 @@ def importances(study: optuna.Study) -> dict[str, float] | str:
             return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as exc:
         return f"not available: {exc}"
-
-
-def _value(trial: FrozenTrial) -> str:
-    return f"{trial.value:.4f}" if trial.value is not None else ""

@@ -81,9 +81,6 @@ class Registry:
             known = ", ".join(self.names(kind)) or "none"
             raise PluginError(f"unknown {kind} {name!r}; known: {known} (see `automl-img plugins`)") from None
 
-    def dataset_loader(self, name: str) -> DatasetLoader:
-        return self.get("dataset", name).implementation
-
     def architecture(self, name: str) -> Architecture:
         return self.get("architecture", name).implementation
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
+from automl_img.bundle import BundleManifest
 from automl_img.data.decode import UnreadableImage, load_image
 from automl_img.data.imageset import IMAGE_EXTENSIONS
 from automl_img.errors import AutomlImgError, DataError
@@ -31,20 +31,13 @@ class Bundle:
     """An exported model, in any format the bundle holds, with the preprocessing and class names it needs."""
 
     def __init__(self, folder: str | os.PathLike, registry: Registry, format: str = "keras", safe_mode: bool = True):
-        from automl_img.export import BUNDLE_FILE
-
         self.folder = Path(folder)
-        meta_path = self.folder / BUNDLE_FILE
-        if not meta_path.exists():
-            raise AutomlImgError(f"{self.folder} is not an automl-img bundle (no {BUNDLE_FILE}); "
-                                 "give the folder export-best wrote")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        self.class_names: list[str] = self.meta["class_names"]
-        self.image_size: int = self.meta["preprocessing"]["image_size"]
-        self.channels: int = self.meta["preprocessing"]["channels"]
-        exporter = registry.get("exporter", format).implementation
+        self.manifest = BundleManifest.read(self.folder)
+        self.class_names = self.manifest.class_names
+        self.image_size, self.channels = self.manifest.image_size, self.manifest.channels
+        exporter = registry.exporter(format)
         if not (self.folder / exporter.file).exists():
-            written = ", ".join(self.meta.get("formats", {})) or "keras"
+            written = ", ".join(self.manifest.formats) or "keras"
             raise AutomlImgError(f"{self.folder} has no {format} model (it has: {written}); "
                                  f"export it with `automl-img export-best --format {format}`")
         self.predict_arrays = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)

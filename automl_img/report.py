@@ -6,7 +6,6 @@ import base64
 import csv
 import html
 import io
-import json
 import time
 import warnings
 from pathlib import Path
@@ -14,11 +13,13 @@ from typing import Callable
 
 import optuna
 
-from automl_img.errors import StudyError
-from automl_img.overview import importances, summarise, trial_rows
+from automl_img.bundle import BUNDLE_FILE, BundleManifest
+from automl_img.metrics import TestReport
+from automl_img.overview import importances, trial_rows
 from automl_img.plugins import Registry
-from automl_img.study.config import StudyConfig, study_dir
-from automl_img.study.storage import load_study, open_storage, redact
+from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
+from automl_img.study.records import TrialRecord
+from automl_img.study.storage import redact
 
 MISCLASSIFIED_SHOWN = 24
 
@@ -26,54 +27,50 @@ MISCLASSIFIED_SHOWN = 24
 def write_report(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
                  out: Path | None = None) -> Path:
     """Write the report; exports the best trials first when the bundle is missing or stale."""
-    from automl_img.export import BUNDLE_FILE, best_trials, export_best
+    from automl_img.export import export_best
 
-    study = load_study(open_storage(storage_url), study_name, storage_url)
-    config = StudyConfig.of(study)
-    if config is None:
-        raise StudyError(f"study {study.study_name!r} was not made by automl-img search")
-    summary = summarise(study)
-    bundle_dir = study_dir(study.study_name) / "export"
-    bundle = None
-    if summary.best_trial is not None:
-        file = bundle_dir / BUNDLE_FILE
-        averaged = [m["trial"] for m in json.loads(file.read_text()).get("members", [])] if file.exists() else []
-        if not averaged or averaged != [t.number for t in best_trials(study, len(averaged))]:
-            export_best(registry, study.study_name, storage_url, bundle_dir)
-        bundle = json.loads((bundle_dir / BUNDLE_FILE).read_text())
+    stored = StoredStudy.open(study_name, storage_url)
+    counts = stored.counts()
+    bundle_dir = stored.export_folder
+    bundle = best = None
+    if counts.completed:
+        best = stored.best_trial()
+        averaged = [m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists() else []
+        if not averaged or averaged != [t.number for t in stored.best_trials(len(averaged))]:
+            export_best(registry, stored.name, storage_url, bundle_dir)
+        bundle = BundleManifest.read(bundle_dir)
     import matplotlib
 
     matplotlib.use("Agg")
-    sections = [_header(study, config, summary, storage_url)]
-    sections += [_figure(title, draw) for title, draw in _search_figures(study)]
+    sections = [_header(stored, counts, best)]
+    sections += [_figure(title, draw) for title, draw in _search_figures(stored.study)]
     if bundle is not None:
-        best = study.best_trial
         sections.append(_figure(f"Learning curves of the best trial (#{best.number})", lambda: _curves(best)))
-        sections.append(_test_section(bundle))
+        sections.append(_test_section(bundle.test))
         sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
-        sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir, bundle)))
-    sections.append(_trials_table(study))
-    page = _PAGE.format(title=html.escape(f"automl-img: {study.study_name}"), body="\n".join(sections),
+        sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir)))
+    sections.append(_trials_table(stored))
+    page = _PAGE.format(title=html.escape(f"automl-img: {stored.name}"), body="\n".join(sections),
                         created=time.strftime("%Y-%m-%d %H:%M"))
-    target = Path(out) if out else study_dir(study.study_name) / "report.html"
+    target = Path(out) if out else stored.folder / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
     return target
 
 
-def _header(study: optuna.Study, config: StudyConfig, summary, storage_url: str | None) -> str:
-    best = (f"trial #{summary.best_trial}, val {config.objective} {summary.best_value:.4f}"
-            if summary.best_trial is not None else "none yet")
+def _header(stored: StoredStudy, counts: TrialCounts, best: TrialRecord | None) -> str:
+    config = stored.config
+    best_text = f"trial #{best.number}, val {config.objective} {best.value:.4f}" if best is not None else "none yet"
     facts = [
         ("data", f"{config.source or config.dataset} ({len(config.class_names)} classes)"),
         ("architecture", config.architecture),
         ("objective", f"val {config.objective}"),
-        ("trials", f"{summary.completed} completed, {summary.pruned} pruned, {summary.failed} failed"),
-        ("best", best),
-        ("storage", redact(storage_url) if storage_url else "the default SQLite storage"),
+        ("trials", f"{counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"),
+        ("best", best_text),
+        ("storage", redact(stored.storage_url) if stored.storage_url else "the default SQLite storage"),
     ]
     rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
-    return f"<h1>Study {html.escape(study.study_name)}</h1><table class='facts'>{rows}</table>"
+    return f"<h1>Study {html.escape(stored.name)}</h1><table class='facts'>{rows}</table>"
 
 
 def _search_figures(study: optuna.Study) -> list[tuple[str, Callable]]:
@@ -123,10 +120,10 @@ def _importances(found: dict[str, float] | str):
     axes.set_xlabel("importance (share of explained variance)")
 
 
-def _curves(trial) -> None:
+def _curves(trial: TrialRecord) -> None:
     import matplotlib.pyplot as plt
 
-    history = trial.user_attrs.get("history", [])
+    history = trial.history
     epochs = [row["epoch"] for row in history]
     _, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(epochs, [row["train_loss"] for row in history], label="train loss")
@@ -134,29 +131,28 @@ def _curves(trial) -> None:
     left.set_xlabel("epoch")
     left.legend()
     right.plot(epochs, [row["val_accuracy"] for row in history], label="val accuracy", color="#55a868")
-    if trial.user_attrs.get("best_epoch"):
-        right.axvline(trial.user_attrs["best_epoch"], color="grey", linestyle=":", label="best epoch (kept)")
+    if trial.best_epoch:
+        right.axvline(trial.best_epoch, color="grey", linestyle=":", label="best epoch (kept)")
     right.set_xlabel("epoch")
     right.legend()
 
 
-def _test_section(bundle: dict) -> str:
-    test = bundle["test"]
+def _test_section(test: TestReport) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{row['precision']:.3f}</td><td>{row['recall']:.3f}</td>"
-        f"<td>{row['f1']:.3f}</td><td>{row['support']}</td></tr>" for name, row in test["per_class"].items())
-    return (f"<h2>Test split (evaluated once, at export)</h2><p>{test['images']} images: accuracy "
-            f"<b>{test['accuracy']:.4f}</b>, balanced accuracy {test['balanced_accuracy']:.4f}, macro F1 "
-            f"{test['macro_f1']:.4f}.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<tr><td>{html.escape(name)}</td><td>{row.precision:.3f}</td><td>{row.recall:.3f}</td>"
+        f"<td>{row.f1:.3f}</td><td>{row.support}</td></tr>" for name, row in test.per_class.items())
+    return (f"<h2>Test split (evaluated once, at export)</h2><p>{test.images} images: accuracy "
+            f"<b>{test.accuracy:.4f}</b>, balanced accuracy {test.balanced_accuracy:.4f}, macro F1 "
+            f"{test.macro_f1:.4f}.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
             f"<th>images</th></tr>{rows}</table>")
 
 
-def _confusion(bundle: dict) -> None:
+def _confusion(bundle: BundleManifest) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    matrix = np.array(bundle["test"]["confusion_matrix"])
-    names = bundle["class_names"]
+    matrix = np.array(bundle.test.confusion_matrix)
+    names = bundle.class_names
     size = max(5.0, 0.6 * len(names) + 2)
     _, axes = plt.subplots(figsize=(size, size))
     axes.imshow(matrix, cmap="Blues")
@@ -169,7 +165,7 @@ def _confusion(bundle: dict) -> None:
                   color="white" if count > matrix.max() / 2 else "black", fontsize=8)
 
 
-def _misclassified(bundle_dir: Path, bundle: dict) -> str | None:
+def _misclassified(bundle_dir: Path) -> str | None:
     import matplotlib.pyplot as plt
 
     from automl_img.data.decode import UnreadableImage, read_image
@@ -197,10 +193,10 @@ def _misclassified(bundle_dir: Path, bundle: dict) -> str | None:
     return None
 
 
-def _trials_table(study: optuna.Study) -> str:
+def _trials_table(stored: StoredStudy) -> str:
     header = "".join(f"<th>{h}</th>" for h in ("#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"))
     body = "".join("<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in trial_rows(study))
+                   for row in trial_rows(stored))
     return f"<h2>Trials</h2><table class='trials'><tr>{header}</tr>{body}</table>"
 
 

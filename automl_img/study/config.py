@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -136,7 +135,3 @@ def describe_skips(items: list[tuple[str, str]], limit: int = 5) -> str:
     shown = ", ".join(f"{path} ({reason})" for path, reason in items[:limit])
     more = f", and {len(items) - limit} more" if len(items) > limit else ""
     return f"{len(items)} file{'s' if len(items) != 1 else ''}: {shown}{more}"
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -87,7 +87,7 @@ class StoredStudy:
 
     def open_data(self, registry: Registry) -> StudyData:
         """The images the study was split from, refused when they are not the same files."""
-        return open_data(self.name, registry.dataset_loader(self.config.dataset), self.config.source,
+        return open_data(self.name, registry.get("dataset", self.config.dataset), self.config.source,
                          self.config.split_seed, expected_hash=self.config.split_hash)
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:
