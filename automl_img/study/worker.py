@@ -14,8 +14,10 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from automl_img import errors
 from automl_img.plugins import PluginSource
@@ -126,7 +128,7 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
                                   pruner=make_pruner(spec.options.pruner, spec.options.epochs))
         if not study.trials:
             enqueue_defaults(study, spec.options.overrides, spec.config, build)
-        objective = Objective(spec, build, events.put)
+        objective = Objective(spec, build, _emitter(events))
         study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
     except errors.AutomlImgError as exc:
         fatal = (type(exc).__name__, str(exc))
@@ -139,16 +141,32 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
         events.join_thread()
 
 
+_terminated = threading.Event()
+
+
 def _interrupt_on_sigterm() -> None:
     """Ctrl-C reaches the whole process group; only the parent acts on it, then sends SIGTERM
     here once, which interrupts training like Ctrl-C would, so the trial is marked failed."""
 
     def interrupt(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _terminated.set()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def _emitter(events) -> Callable[[ProgressEvent], None]:
+    """Progress goes to the parent; a SIGTERM whose KeyboardInterrupt was swallowed (raised inside a
+    finaliser, say, where Python only prints it) interrupts at the next event, at the latest an epoch later."""
+
+    def emit(event: ProgressEvent) -> None:
+        if _terminated.is_set():
+            raise KeyboardInterrupt
+        events.put(event)
+
+    return emit
 
 
 def _die_with_parent(parent_pid: int) -> None:
