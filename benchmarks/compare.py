@@ -22,7 +22,6 @@ clock then starts at its first trial, without the seconds before it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -49,24 +48,30 @@ def cli(*args: str, work: Path) -> float:
 def study_figures(work: Path, study_name: str, started: float, seconds: float) -> dict:
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{work}/studies/automl-img.db")
-    bundle = json.loads((work / "studies" / study_name / "export" / "bundle.json").read_text())
-    single = json.loads((work / "studies" / study_name / SINGLE / "bundle.json").read_text())
+    from automl_img.bundle import BundleManifest
+    from automl_img.study.records import TrialRecord
+
+    trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{work}/studies/automl-img.db").trials
+    records = [TrialRecord.of(t) for t in trials]  # every trial, surplus ones included, as the counts always were
+    bundle = BundleManifest.read(work / "studies" / study_name / "export")
+    single = BundleManifest.read(work / "studies" / study_name / SINGLE)
     timeline, best = [], 0.0
-    for trial in sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete):
-        accuracy = trial.user_attrs["val_scores"]["accuracy"]
+    completed = sorted(((t, r) for t, r in zip(trials, records) if r.state.name == "COMPLETE"),
+                       key=lambda pair: pair[0].datetime_complete)
+    for trial, record in completed:
+        accuracy = record.val_scores["accuracy"]
         if accuracy > best:
             best = accuracy
             timeline.append([round(trial.datetime_complete.timestamp() - started, 1), round(accuracy, 4)])
-    states = [t.state.name for t in study.trials]
-    first = study.trials[0]  # a new study's trial 0 is every parameter's default: what the search started from
-    return {"test_accuracy": bundle["test"]["accuracy"], "val_accuracy": bundle["val_scores"]["accuracy"],
+    states = [r.state.name for r in records]
+    first = records[0]  # a new study's trial 0 is every parameter's default: what the search started from
+    return {"test_accuracy": bundle.test.accuracy, "val_accuracy": bundle.val_scores["accuracy"],
             "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
             "trials_failed": states.count("FAIL"), "seconds": round(seconds, 1), "best_so_far": timeline,
-            "best_trial": bundle["trial"], "trial_0_val_accuracy": first.user_attrs.get("val_scores", {}).get("accuracy"),
-            "averaged_trials": [[m["trial"], m["image_size"]] for m in bundle["members"]],
-            "best_trial_alone_test_accuracy": single["test"]["accuracy"],
-            "best_trial_alone_val_accuracy": single["val_scores"]["accuracy"], "best_params": bundle["params"]}
+            "best_trial": bundle.trial, "trial_0_val_accuracy": (first.val_scores or {}).get("accuracy"),
+            "averaged_trials": [[m.trial, m.image_size] for m in bundle.members],
+            "best_trial_alone_test_accuracy": single.test.accuracy,
+            "best_trial_alone_val_accuracy": single.val_scores["accuracy"], "best_params": bundle.params}
 
 
 def run_study(args: list[str], study: str, work: Path) -> dict:

@@ -12,7 +12,6 @@ outside training (process start, TensorFlow import, checkpointing).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,9 @@ from pathlib import Path
 
 import optuna
 from _common import DATA, write_result
+
+from automl_img.bundle import BundleManifest
+from automl_img.study.records import TrialRecord
 
 
 def tree_resident_mb(pid: int) -> float:
@@ -64,28 +66,29 @@ def main() -> None:
     sampler.join()
     subprocess.run([cli, "export-best", "--study", "full"], cwd=work, check=True, stdout=subprocess.DEVNULL)
     total_seconds = time.time() - started
-    bundle = json.loads((work / "studies" / "full" / "export" / "bundle.json").read_text())
+    bundle = BundleManifest.read(work / "studies" / "full" / "export")
     trials = optuna.load_study(study_name="full", storage=f"sqlite:///{work}/studies/automl-img.db").trials
-    states = [t.state.name for t in trials]
+    records = [TrialRecord.of(t) for t in trials]  # every trial, surplus ones included, as the counts always were
+    states = [r.state.name for r in records]
     ended = sorted((t.datetime_complete.timestamp(), t) for t in trials if t.datetime_complete)
     gaps = [later.datetime_start.timestamp() - earlier_end
             for (earlier_end, _), (_, later) in zip(ended, ended[1:])]
-    outside = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["seconds"]
-               for t in trials if t.datetime_complete and "seconds" in t.user_attrs]
+    outside = [(t.datetime_complete - t.datetime_start).total_seconds() - r.seconds
+               for t, r in zip(trials, records) if t.datetime_complete and r.seconds is not None]
     write_result(f"full_search-{args.data.name}-{args.timeout}s", {
         "command": " ".join(["automl-img", *command[1:]]),
-        "test_accuracy": bundle["test"]["accuracy"], "test_images": bundle["test"]["images"],
-        "val_accuracy": bundle["val_scores"]["accuracy"], "best_trial": bundle["trial"],
-        "best_params": bundle["params"],
+        "test_accuracy": bundle.test.accuracy, "test_images": bundle.test.images,
+        "val_accuracy": bundle.val_scores["accuracy"], "best_trial": bundle.trial,
+        "best_params": bundle.params,
         "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
         "trials_failed": states.count("FAIL"),
         "search_seconds": round(search_seconds, 1), "search_and_export_seconds": round(total_seconds, 1),
         "peak_resident_mb_search_and_trial_process": round(peak[0], 1),
         "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
         "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2) if outside else None,
-        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "seconds": t.user_attrs.get("seconds"),
-                    "epochs": len(t.user_attrs.get("history", [])), "stopped_by": t.user_attrs.get("stopped_by"),
-                    "image_size": t.params.get("image_size")} for t in trials],
+        "trials": [{"number": r.number, "state": r.state.name, "value": r.value, "seconds": r.seconds,
+                    "epochs": r.epochs_run, "stopped_by": r.stopped_by,
+                    "image_size": r.params.get("image_size")} for r in records],
     })
 
 

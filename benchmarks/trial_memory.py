@@ -28,9 +28,13 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="trial-memory-"))
 
     from automl_img.plugins import load_plugins
-    from automl_img.study.objective import Objective, TrialSettings
-    from automl_img.study.search import SearchListener, SearchOptions, make_pruner, make_sampler, prepare_study
-    from automl_img.study.search import run_search
+    from automl_img.study.objective import Objective
+    from automl_img.study.options import SearchOptions
+    from automl_img.study.progress import SearchListener
+    from automl_img.study.samplers import make_pruner, make_sampler
+    from automl_img.study.records import trial_records
+    from automl_img.study.search import prepare_study, run_search
+    from automl_img.study.worker import TrialSpec
 
     registry = load_plugins([])
     source = str(DATA / "fashion-mnist-6k")
@@ -38,10 +42,11 @@ def main() -> None:
     in_process_rss = []
     options = SearchOptions(source=source, study="in-process", trials=args.trials, epochs=args.epochs, seed=0,
                             overrides=fixed)
-    study, config, data = prepare_study(options, registry)
+    stored, data = prepare_study(options, registry)
+    study = stored.study
     study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median", args.epochs)
-    objective = Objective(TrialSettings(args.trials, args.epochs, 10, "accuracy", fixed, 0), config, data,
-                          registry.get("architecture", "blog-cnn").implementation, lambda *event: None)
+    spec = TrialSpec(options, stored.name, stored.config, data, registry.loaded_from_source)
+    objective = Objective(spec, registry.architecture("blog-cnn"), lambda event: None)
     started = time.time()
     for _ in range(args.trials):
         study.optimize(objective, n_trials=1)
@@ -65,10 +70,10 @@ def main() -> None:
     summary = run_search(SearchOptions(source=source, study="child", trials=args.trials, epochs=args.epochs, seed=0,
                                        overrides=fixed), registry, recorder)
     child_seconds = time.time() - started
-    trials = optuna.load_study(study_name="child", storage=study._storage).trials
+    trials = trial_records(optuna.load_study(study_name="child", storage=study._storage))
     wall = [end - start for start, end in zip([started] + recorder.ended[:-1], recorder.ended)]
-    overhead = [w - t.user_attrs.get("seconds", 0) for w, t in zip(wall, trials)]
-    child_rss = [t.user_attrs.get("resident_mb") for t in trials]
+    overhead = [w - (t.seconds or 0) for w, t in zip(wall, trials)]
+    child_rss = [t.resident_mb for t in trials]
     write_result("trial_memory", {
         "trials": args.trials, "epochs_per_trial": args.epochs, "data": "fashion-mnist-6k at 28 px",
         "in_process": {
@@ -82,7 +87,7 @@ def main() -> None:
             "child_resident_mb_at_trial_end": child_rss,
             "seconds": round(child_seconds, 1),
             "overhead_seconds_per_trial_median": round(sorted(overhead)[len(overhead) // 2], 2),
-            "completed": summary.completed, "pruned": summary.pruned,
+            "completed": summary.counts.completed, "pruned": summary.counts.pruned,
         },
     })
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from pg_server import postgres_server  # noqa: E402
 
 from automl_img.default_plugins.digits import write_digits  # noqa: E402
+from automl_img.study.records import TrialRecord  # noqa: E402
 
 
 def run_variant(name: str, storage: str, opened, digits: Path, workers: int, trials: int, work: Path) -> dict:
@@ -36,16 +37,17 @@ def run_variant(name: str, storage: str, opened, digits: Path, workers: int, tri
     outputs = [p.communicate()[0] for p in processes]
     seconds = time.time() - started
     study = optuna.load_study(study_name=name, storage=opened)
-    states = [t.state.name for t in study.trials if not t.user_attrs.get("surplus")]
+    records = [TrialRecord.of(t) for t in study.trials]  # surplus ones included: they are counted below
+    states = [r.state.name for r in records if not r.surplus]
     errors = sum(o.count("database is locked") + o.count("Traceback") for o in outputs)
     return {
         "workers": workers, "trials_asked": trials, "wall_seconds": round(seconds, 1),
         "finished": states.count("COMPLETE") + states.count("PRUNED"), "failed": states.count("FAIL"),
         "left_running": states.count("RUNNING"),
-        "duplicated_numbers": len(study.trials) - len({t.number for t in study.trials}),
-        "surplus_given_back": sum(bool(t.user_attrs.get("surplus")) for t in study.trials),
+        "duplicated_numbers": len(records) - len({r.number for r in records}),
+        "surplus_given_back": sum(r.surplus for r in records),
         "trials_per_worker": sorted(
-            sum(t.user_attrs.get("worker", {}).get("search_pid") == p.pid for t in study.trials) for p in processes),
+            sum(r.worker is not None and r.worker.search_pid == p.pid for r in records) for p in processes),
         "worker_exit_codes": [p.returncode for p in processes], "storage_errors_in_output": errors,
     }
 
