@@ -94,8 +94,8 @@ def search(
     """Search for the best model: an Optuna study that resumes when run again."""
     from automl_img.console import console, search_display
     from automl_img.space import load_overrides, parse_override
-    from automl_img.study.options import SearchOptions
-    from automl_img.study.search import run_search
+    from automl_img.search.options import SearchOptions
+    from automl_img.search.run import run_search
 
     overrides = load_overrides(config) if config else {}
     overrides.update(dict(parse_override(text) for text in param or []))

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from automl_img.metrics import OBJECTIVES
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
-from automl_img.study.progress import SearchListener
+from automl_img.search.progress import SearchListener
 from automl_img.study.records import TrialRecord
-from automl_img.study.search import SearchSummary
+from automl_img.search.run import SearchSummary
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
 # copy-pasteable commands) instead of being folded at 80 columns.

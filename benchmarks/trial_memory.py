@@ -28,13 +28,13 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="trial-memory-"))
 
     from automl_img.plugins import load_plugins
-    from automl_img.study.objective import Objective
-    from automl_img.study.options import SearchOptions
-    from automl_img.study.progress import SearchListener
-    from automl_img.study.samplers import make_pruner, make_sampler
+    from automl_img.search.options import SearchOptions
+    from automl_img.search.progress import SearchListener
+    from automl_img.search.run import prepare_study, run_search
+    from automl_img.search.samplers import make_pruner, make_sampler
+    from automl_img.search.trial import Objective
+    from automl_img.search.trial_process import TrialSpec
     from automl_img.study.records import trial_records
-    from automl_img.study.search import prepare_study, run_search
-    from automl_img.study.worker import TrialSpec
 
     registry = load_plugins([])
     source = str(DATA / "fashion-mnist-6k")

@@ -1,1 +1,1 @@
-"""The Optuna study: storage, configuration, the search loop."""
+"""What is stored about a study: its storage, configuration, trials and folder."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -19,6 +21,36 @@ class Worker:
     pid: int
     pid_started: str | None  #: the process's start time since boot; tells a reused pid apart
     search_pid: int
+
+    @classmethod
+    def this_process(cls) -> Worker:
+        return cls(host=socket.gethostname(), pid=os.getpid(), pid_started=_process_start(os.getpid()),
+                   search_pid=os.getppid())
+
+    def ended_on_this_machine(self) -> bool:
+        """This machine's process that ran the trial no longer exists (its pid gone or reused)."""
+        if self.host != socket.gethostname():
+            return False
+        return _process_start(self.pid) != self.pid_started or not _alive(self.pid)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time since boot (tells a reused pid apart); None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)

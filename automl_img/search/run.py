@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 
@@ -16,15 +14,14 @@ from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.space import default_image_sizes
+from automl_img.search.options import SearchOptions
+from automl_img.search.progress import SearchListener
+from automl_img.search.trial_process import TrialRun, TrialSpec, run_trial_process
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
 from automl_img.study.handle import StoredStudy, TrialCounts, stored_config
-from automl_img.study.objective import process_start
-from automl_img.study.options import SearchOptions
-from automl_img.study.progress import SearchListener
 from automl_img.study.records import TrialRecord
 from automl_img.study.storage import open_storage, redact, study_names
-from automl_img.study.worker import TrialRun, TrialSpec, run_trial_process
 
 IMBALANCE_THRESHOLD = 1.5  # largest / smallest class in train: class weights switch on from here
 
@@ -85,9 +82,9 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
             listener.trial_finished(trial)
     except KeyboardInterrupt:
         stopped_because = "interrupted (Ctrl-C)"
-    return SearchSummary(stored.name, redact(options.storage) if options.storage else None, options.objective, stored.counts(),
-                         stored.best_trial(), stopped_because, time.time() - started, unreadable,
-                         list(data.loader_skipped))
+    storage_shown = redact(options.storage) if options.storage else None
+    return SearchSummary(stored.name, storage_shown, options.objective, stored.counts(), stored.best_trial(),
+                         stopped_because, time.time() - started, unreadable, list(data.loader_skipped))
 
 
 def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:
@@ -176,24 +173,11 @@ def fail_trials_of_dead_local_workers(study: optuna.Study, reason: str | None = 
 
     Trials of other machines are failed by Optuna's heartbeat after its grace period instead.
     """
-    host = socket.gethostname()
     for trial in records.trial_records(study, (TrialState.RUNNING,)):
         worker = trial.worker
-        if worker is None or worker.host != host:
-            continue
-        if process_start(worker.pid) == worker.pid_started and _alive(worker.pid):
+        if worker is None or not worker.ended_on_this_machine():
             continue
         # Storage-level calls: the trial belongs to a process that no longer exists.
-        records.write_to_storage(
-            study, trial.number, fail_reason=reason or f"its process {worker.pid} on {host} ended during the trial")
+        records.write_to_storage(study, trial.number, fail_reason=reason
+                                 or f"its process {worker.pid} on {worker.host} ended during the trial")
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

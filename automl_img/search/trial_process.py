@@ -21,9 +21,9 @@ from typing import Callable
 
 from automl_img import errors
 from automl_img.plugins import PluginSource
+from automl_img.search.options import SearchOptions
+from automl_img.search.progress import ProgressEvent, SearchListener
 from automl_img.study.config import StudyConfig, StudyData
-from automl_img.study.options import SearchOptions
-from automl_img.study.progress import ProgressEvent, SearchListener
 
 _CONTEXT = multiprocessing.get_context("spawn")  # a clean interpreter: never fork a process running TensorFlow
 _KILL_GRACE_SECONDS = 60
@@ -114,8 +114,8 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     _interrupt_on_sigterm()
     import optuna
 
-    from automl_img.study.objective import Objective, enqueue_defaults
-    from automl_img.study.samplers import make_pruner, make_sampler
+    from automl_img.search.samplers import make_pruner, make_sampler
+    from automl_img.search.trial import Objective, enqueue_defaults
     from automl_img.study.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import TYPE_CHECKING, Callable
 
 import optuna
@@ -11,15 +9,15 @@ from optuna.trial import TrialState
 
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.hookspecs import Architecture
+from automl_img.search.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, TrialHyperParameters, sample_training_params
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, study_dir
 from automl_img.study.handle import trial_weights
-from automl_img.study.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.study.records import FINISHED, Worker
 
 if TYPE_CHECKING:
-    from automl_img.study.worker import TrialSpec
+    from automl_img.search.trial_process import TrialSpec
 
 Emit = Callable[[ProgressEvent], None]  # progress for the search's listener
 
@@ -34,7 +32,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_number = trial.number
-        records.write(trial, worker=worker_identity())
+        records.write(trial, worker=Worker.this_process())
         if self._surplus(trial):
             records.write(trial, surplus=True)
             raise TrialFailed(f"not run: the study's {self.spec.options.trials} trials were already taken by other workers")
@@ -126,21 +124,6 @@ def enqueue_defaults(study: optuna.Study, overrides: dict, config: StudyConfig, 
     finally:
         training.keras.backend.clear_session()
     study.enqueue_trial(hp.values, skip_if_exists=True)
-
-
-def worker_identity() -> Worker:
-    """Where a trial runs: this machine, this trial process and the search that started it."""
-    return Worker(host=socket.gethostname(), pid=os.getpid(), pid_started=process_start(os.getpid()),
-                  search_pid=os.getppid())
-
-
-def process_start(pid: int) -> str | None:
-    """The process's start time since boot (tells a reused pid apart); None without /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def resident_mb() -> float | None:
