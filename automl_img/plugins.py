@@ -53,7 +53,7 @@ class Registry:
 
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it was loaded from
-    loaded_from_source: PluginSource | None = None  # so a trial process loads the same plugins
+    plugin_source: PluginSource = field(default_factory=lambda: PluginSource())  # a trial process loads the same
 
     def add(self, entry: Entry) -> None:
         if not isinstance(entry.name, str) or not entry.name:
@@ -164,7 +164,7 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
         name = manager.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
     registry = Registry(sources=sources,
-                        loaded_from_source=PluginSource(plugin_dirs, third_party, tuple(in_process_plugins())))
+                        plugin_source=PluginSource(plugin_dirs, third_party, tuple(in_process_plugins())))
     for kind, hook in HOOKS.items():
         _collect(manager, hook, kind, sources, registry)
     return registry

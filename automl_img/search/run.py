@@ -65,7 +65,7 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     stopped_because = ""
     try:
         while not (stopped_because := _stop_reason(stored, options, deadline, failures)):
-            spec = TrialSpec(options, stored.name, stored.config, data, registry.loaded_from_source,
+            spec = TrialSpec(options, stored.name, stored.config, data, registry.plugin_source,
                              sampler_seed=None if options.seed is None else options.seed + len(study.trials),
                              deadline=deadline)
             run = run_trial_process(spec, listener)
@@ -109,20 +109,17 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
     architecture = registry.get("architecture", options.architecture)
     storage = open_storage(options.storage)
     name = options.study or default_study_name(options.dataset, options.source)
-    existing = name in study_names(storage)
-    if not existing:  # read the data first: a wrong path or layout leaves no empty study behind
-        data = open_data(name, loader, options.source, options.seed or 0)
-        config = _new_config(options, architecture, data)
-    study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True,
-        direction="maximize" if OBJECTIVES[options.objective] else "minimize",
-    )
-    if existing:
+    if name in study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
         config = stored_config(study)
         config.check_same_search(name, dataset=options.dataset, architecture=options.architecture,
                                  objective=options.objective)
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
-    else:
+    else:  # read the data first: a wrong path or layout leaves no empty study behind
+        data = open_data(name, loader, options.source, options.seed or 0)
+        config = _new_config(options, architecture, data)
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                    direction="maximize" if OBJECTIVES[options.objective] else "minimize")
         config.save(study)
     return StoredStudy(study, config, options.storage), data
 
