@@ -156,11 +156,8 @@ def _write_bundle(folder: Path, model, exporters: list[Entry], bundle: BundleMan
             raise
         except Exception as exc:  # a converter that cannot express the model
             shutil.rmtree(staging, ignore_errors=True)
-            sizes = sorted({member.image_size for member in bundle.members})
-            hint = (f"; the averaged trials use image sizes {sizes}, and resizing inside the model may be "
-                    "beyond this format: export with --ensemble 1" if len(sizes) > 1 else "")
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise AutomlImgError(f"cannot write the {entry.name} format: {first_line}{hint}") from None
+            raise AutomlImgError(f"cannot write the {entry.name} format: {first_line}") from None
         predicted = exporter.load(path)(np.ascontiguousarray(parity_images))
         difference = float(np.abs(predicted - reference).max())
         agreement = float((predicted.argmax(axis=1) == reference.argmax(axis=1)).mean())

@@ -59,7 +59,7 @@ def ensemble(members: list) -> Any:
     It takes images at the largest member's size; a smaller member sees them shrunk inside the model
     by area interpolation and rounded to uint8: from images decoded at their own size, the pixels
     OpenCV's INTER_AREA gives it (measured exact); from images already shrunk, within one grey level.
-    Members are called with ``training=False``: behind a Resizing layer, Keras would otherwise export
+    Members are called with ``training=False``: behind a resizing layer, Keras would otherwise export
     their dropout active.
     """
     if len(members) == 1:
@@ -69,12 +69,42 @@ def ensemble(members: list) -> Any:
     outputs = []
     for member in members:
         own = member.input_shape[1]
-        pixels = inputs
-        if own != size:  # + 0.5, then the member's uint8 input truncates: rounding
-            shrunk = keras.layers.Resizing(own, own, interpolation="area", name=f"{member.name}_resize")(inputs)
-            pixels = keras.layers.Rescaling(1.0, offset=0.5, name=f"{member.name}_round")(shrunk)
+        pixels = inputs if own == size else _area_shrink(inputs, size, own, member.name)
         outputs.append(member(pixels, training=False))
     return keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="ensemble")
+
+
+def area_weights(size: int, own: int) -> np.ndarray:
+    """The (own, size) matrix of area interpolation along one axis: each output pixel averages the input
+    pixels its box covers, each weighted by the share of it that lies in the box (OpenCV's INTER_AREA)."""
+    scale = size / own
+    weights = np.zeros((own, size), dtype=np.float64)
+    for out in range(own):
+        start, end = out * scale, (out + 1) * scale
+        for pixel in range(int(np.floor(start)), min(int(np.ceil(end)), size)):
+            weights[out, pixel] = min(end, pixel + 1) - max(start, pixel)
+    return (weights / scale).astype(np.float32)
+
+
+def _area_shrink(inputs, size: int, own: int, name: str):
+    """Area interpolation as two fixed matrix products (built-in layers only), then + 0.5 so the member's
+    uint8 input rounds: every export format can express it, unlike ResizeArea, which LiteRT lacks and
+    tf2onnx translates to a different resize."""
+    weights = area_weights(size, own).T  # (size, own): a Dense kernel over the last axis
+
+    def shrink_last_axis(x, axis_name: str):
+        layer = keras.layers.Dense(own, use_bias=False, trainable=False, name=f"{name}_shrink_{axis_name}")
+        x = layer(x)
+        layer.set_weights([weights])
+        return x
+
+    x = keras.layers.Rescaling(1.0, name=f"{name}_to_float")(inputs)  # (batch, height, width, channels)
+    x = keras.layers.Permute((1, 3, 2), name=f"{name}_width_last")(x)  # (batch, height, channels, width)
+    x = shrink_last_axis(x, "width")
+    x = keras.layers.Permute((3, 2, 1), name=f"{name}_height_last")(x)  # (batch, own width, channels, height)
+    x = shrink_last_axis(x, "height")
+    x = keras.layers.Permute((3, 1, 2), name=f"{name}_channels_last")(x)  # (batch, own height, own width, channels)
+    return keras.layers.Rescaling(1.0, offset=0.5, name=f"{name}_round")(x)
 
 
 def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_classes: int) -> None:
