@@ -45,7 +45,7 @@ def main() -> None:
     stored, data = prepare_study(options, registry)
     study = stored.study
     study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median", args.epochs)
-    spec = TrialSpec(options, stored.name, stored.config, data, registry.loaded_from_source)
+    spec = TrialSpec(options, stored.name, stored.config, data, registry.plugin_source)
     objective = Objective(spec, registry.architecture("blog-cnn"), lambda event: None)
     started = time.time()
     for _ in range(args.trials):
