@@ -206,6 +206,10 @@ def show(
     found = StoredStudy.open(study, storage)
     print_table(f"study {found.name}", ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"],
                 trial_rows(found))
+    skipped = found.skipped()
+    if skipped:
+        print_table(f"{len(skipped)} file(s) left out (also in {found.skipped_file})", ["file", "why", "when"],
+                    [[file.path, file.reason, file.stage] for file in skipped])
     best = found.best_trial()
     if best is None:
         console.print("no completed trial yet")

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from automl_img.metrics import OBJECTIVES
-from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
+from automl_img.study.config import StudyData, describe_skips, imbalance
+from automl_img.study.handle import StoredStudy
 from automl_img.search.progress import SearchListener
 from automl_img.study.records import TrialRecord
 from automl_img.search.run import SearchSummary
@@ -47,9 +48,10 @@ class _Tally:
         self.finished_before = self.finished_here = self.pruned = 0
         self.best: tuple[int, float] | None = None  # (trial number, value)
 
-    def ready(self, config: StudyConfig, done: int, best: TrialRecord | None) -> None:
-        self.objective, self.finished_before = config.objective, done
-        self.larger_is_better = OBJECTIVES[config.objective]
+    def ready(self, study: StoredStudy) -> None:
+        self.objective, self.finished_before = study.config.objective, study.counts().finished
+        self.larger_is_better = OBJECTIVES[study.config.objective]
+        best = study.best_trial()
         self.best = (best.number, best.value) if best is not None else None
 
     def add(self, trial: TrialRecord) -> None:
@@ -78,9 +80,8 @@ class QuietDisplay(SearchListener):
     def __init__(self, trials: int):
         self.tally = _Tally(trials)
 
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
-                    best: TrialRecord | None = None) -> None:
-        self.tally.ready(config, done, best)
+    def study_ready(self, study: StoredStudy, data: StudyData) -> None:
+        self.tally.ready(study)
 
     def trial_finished(self, trial: TrialRecord) -> None:
         self.tally.add(trial)
@@ -96,11 +97,11 @@ class LiveDisplay(QuietDisplay):
         super().__init__(trials)
         self.decoding: Progress | None = None
 
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
-                    best: TrialRecord | None = None) -> None:
-        super().study_ready(study_name, storage, data, config, done, best)
-        counts = data.split.counts()
-        console.print(f"study [bold]{study_name}[/] in {storage}: {done} finished trial(s) so far")
+    def study_ready(self, study: StoredStudy, data: StudyData) -> None:
+        super().study_ready(study, data)
+        config, counts = study.config, data.split.counts()
+        console.print(f"study [bold]{study.name}[/] in {study.storage_shown}: {self.tally.finished_before} "
+                      "finished trial(s) so far")
         console.print(f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
                       f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
                       f"image sizes searched: {', '.join(map(str, config.image_sizes))} px, "
@@ -110,7 +111,8 @@ class LiveDisplay(QuietDisplay):
             console.print(f"classes are unbalanced (largest/smallest {skew:.1f}): the loss weights them by inverse "
                           "frequency (--class-weights off to stop)")
         if data.loader_skipped:
-            console.print(f"[yellow]skipped {describe_skips(list(data.loader_skipped))}[/]")
+            console.print(f"[yellow]skipped {describe_skips(list(data.loader_skipped))} "
+                          f"(every one listed in {study.skipped_file})[/]")
         if data.not_in_split:
             console.print(f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "
                           "are not used; start a new study (--study NAME) to use them[/]")
@@ -150,11 +152,11 @@ class LiveDisplay(QuietDisplay):
 class JsonLinesDisplay(QuietDisplay):
     """``--json``: one JSON object per event, for scripts."""
 
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
-                    best: TrialRecord | None = None) -> None:
-        super().study_ready(study_name, storage, data, config, done, best)
-        _json_line("study", study=study_name, storage=storage, images=len(data.split.image_set),
-                   classes=list(data.class_names), split=data.split.counts(), finished_trials=done)
+    def study_ready(self, study: StoredStudy, data: StudyData) -> None:
+        super().study_ready(study, data)
+        _json_line("study", study=study.name, storage=study.storage_shown, images=len(data.split.image_set),
+                   classes=list(data.class_names), split=data.split.counts(),
+                   finished_trials=self.tally.finished_before, skipped_files=str(study.skipped_file))
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         _json_line("trial_start", trial=number, params=params)
@@ -186,7 +188,8 @@ def _print_summary(summary: SearchSummary) -> None:
     console.print(f"trials: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
                   + (f", {counts.running} running elsewhere" if counts.running else ""))
     if summary.unreadable:
-        console.print(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)}[/]")
+        console.print(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)} "
+                      f"(every one listed in {summary.skipped_file})[/]")
     if summary.interrupted:
         console.print(f"saved: every finished trial of study {summary.study_name}; the trial in progress was "
                       "marked failed. Run the same command again to resume.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import os
 import struct
 import zlib
@@ -85,6 +87,8 @@ def messy(tmp_path, digits_dir) -> Path:
     (root / "dög" / "truncated.png").write_bytes(half[: len(half) // 2])
     (root / "cat" / "notes.txt").write_text("not an image")
     (root / "cat" / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / "dög" / "._3.png").write_bytes(b"\x00\x05\x16\x07")  # macOS' metadata twin of a copied file
+    (root / "cat" / ".thumbnails").mkdir()
     (root / "README.md").write_text("loose file")
     os.symlink(root / "cat" / "3.png", root / "dög" / "link.png")
     os.symlink(root / "cat" / "gone.png", root / "dög" / "dangling.png")
@@ -104,7 +108,10 @@ def test_messy_folder_lists_every_image_and_reports_the_rest(messy):
     assert skipped["dög/dangling.png"] == "broken link"
     assert skipped["README.md"] == "not inside a class folder"
     assert skipped["empty-class/"] == "empty class folder, left out"
-    assert not any(".DS_Store" in path for path in skipped)
+    for hidden in ("cat/.DS_Store", "dög/._3.png"):  # ignored, but never without a trace
+        assert skipped[hidden].startswith("hidden or system file"), skipped
+    assert skipped["cat/.thumbnails/"] == "hidden folder, not searched"
+    assert not any("._3.png" in path for path in images.paths)
 
 
 def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, messy):
@@ -115,6 +122,15 @@ def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, m
         assert name in out
     assert "cat/notes.txt (not an image file extension)" in out and "empty-class/ (empty class folder" in out
     assert "Traceback" not in out
+    listed = workdir / "studies" / "messy" / "skipped-files.csv"
+    assert out.count(f"(every one listed in {Path('studies') / 'messy' / 'skipped-files.csv'})") == 2
+    with open(listed, newline="", encoding="utf-8") as handle:
+        rows = {row["path"]: (row["reason"], row["stage"]) for row in csv.DictReader(handle)}
+    assert set(rows) == set(dict(list_image_folder(messy).skipped)) | {
+        "cat/empty.png", "cat/corrupt.jpg", "dög/truncated.png"}  # every file left out, the short lines cut
+    assert rows["cat/empty.png"] == ("empty file", "decoding") and rows["cat/.DS_Store"][1] == "listing"
+    shown = run("show", "messy").output
+    assert all(path in shown for path in rows) and f"{len(rows)} file(s) left out" in shown
     trial = optuna.load_study(study_name="messy", storage="sqlite:///studies/automl-img.db").trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
 

@@ -19,7 +19,13 @@ PARTS = ("train", "val", "test")
 _PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
 # Files that operating systems and tools leave behind; not worth a report line.
-_JUNK = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' folder metadata
+_HIDDEN = "hidden or system file (.DS_Store, ._name, Thumbs.db...)"
+
+
+def _hidden(name: str) -> bool:
+    """Dot files (macOS' .DS_Store and ._name metadata among them) and Windows' folder files."""
+    return name.startswith(".") or name.lower() in _SYSTEM_FILES
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,10 @@ def list_image_folder(root: str | os.PathLike) -> ImageSet:
         for class_dir in top:
             rows += [(path, class_dir.name) for path in _collect(root, class_dir, skipped)]
     for entry in sorted(root.iterdir()):
-        if entry.is_file() and entry.name.lower() not in _JUNK:
-            skipped.append((entry.name, "not inside a class folder"))
+        if entry.is_file():
+            skipped.append((entry.name, _HIDDEN if _hidden(entry.name) else "not inside a class folder"))
+        elif entry.name.startswith("."):
+            skipped.append((entry.name + "/", "hidden folder, not searched"))
     image_set = ImageSet.from_labelled_files(root, rows, skipped)
     image_set.check_usable()
     return image_set
@@ -137,13 +145,15 @@ def _collect(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> lis
             dirnames[:] = []
             continue
         seen.add(real)
+        for hidden in sorted(d for d in dirnames if d.startswith(".")):
+            skipped.append(((Path(dirpath) / hidden).relative_to(root).as_posix() + "/", "hidden folder, not searched"))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            if name.lower() in _JUNK or name.startswith("._"):
-                continue
-            if full.suffix.lower() not in IMAGE_EXTENSIONS:
+            if _hidden(name):
+                skipped.append((rel, _HIDDEN))
+            elif full.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append((rel, "not an image file extension"))
             elif not full.is_file():
                 skipped.append((rel, "broken link"))

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from automl_img.study.config import StudyConfig, StudyData
+    from automl_img.study.config import StudyData
+    from automl_img.study.handle import StoredStudy
     from automl_img.study.records import TrialRecord
 
 
 class SearchListener:
     """Receives the search's progress; every method is optional."""
 
-    def study_ready(self, study_name: str, storage: str, data: StudyData, config: StudyConfig, done: int,
-                    best: TrialRecord | None = None) -> None: ...
+    def study_ready(self, study: StoredStudy, data: StudyData) -> None: ...
 
     def decode_progress(self, image_size: int, done: int, total: int) -> None: ...
 

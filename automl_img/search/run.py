@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -37,6 +38,7 @@ class SearchSummary:
     seconds: float
     unreadable: list[tuple[str, str]]
     loader_skipped: list[tuple[str, str]]
+    skipped_file: Path  # every left-out file, with the reason
 
     @property
     def interrupted(self) -> bool:
@@ -55,12 +57,13 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     stored, data = prepare_study(options, registry)
     study = stored.study
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
-    listener.study_ready(stored.name, stored.storage_shown, data, stored.config, stored.counts().finished,
-                         stored.best_trial())
+    stored.record_skipped(list(data.loader_skipped), unreadable=None)
+    listener.study_ready(stored, data)
 
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
     unreadable: list[tuple[str, str]] = []
+    trial_ran = False  # a trial decoded the images, so ``unreadable`` is this run's complete list
     failures: list[str] = []  # reasons of this run's consecutive failed trials
     stopped_because = ""
     try:
@@ -69,6 +72,7 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
                              sampler_seed=None if options.seed is None else options.seed + len(study.trials),
                              deadline=deadline)
             run = run_trial_process(spec, listener)
+            trial_ran = trial_ran or run.number is not None
             unreadable = run.unreadable or unreadable
             if run.fatal is not None:
                 raise run.fatal
@@ -82,9 +86,12 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
             listener.trial_finished(trial)
     except KeyboardInterrupt:
         stopped_because = "interrupted (Ctrl-C)"
+    finally:
+        stored.record_skipped(list(data.loader_skipped), unreadable if trial_ran else None)
     storage_shown = redact(options.storage) if options.storage else None
     return SearchSummary(stored.name, storage_shown, options.objective, stored.counts(), stored.best_trial(),
-                         stopped_because, time.time() - started, unreadable, list(data.loader_skipped))
+                         stopped_because, time.time() - started, unreadable, list(data.loader_skipped),
+                         stored.skipped_file)
 
 
 def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:

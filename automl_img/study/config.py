@@ -131,7 +131,8 @@ def imbalance(labels: np.ndarray, train_rows: np.ndarray) -> float:
 
 
 def describe_skips(items: list[tuple[str, str]], limit: int = 5) -> str:
-    """``3 files: a.png (reason), b.png (reason), ...`` for one-line reports."""
+    """``3 files: a.png (reason), b.png (reason), ...`` for one-line reports; hidden files (.DS_Store) last."""
+    items = sorted(items, key=lambda item: item[1].startswith("hidden"))
     shown = ", ".join(f"{path} ({reason})" for path, reason in items[:limit])
     more = f", and {len(items) - limit} more" if len(items) > limit else ""
     return f"{len(items)} file{'s' if len(items) != 1 else ''}: {shown}{more}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import io
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +12,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from automl_img.atomic import atomic_write_text
 from automl_img.errors import StudyError
 from automl_img.study.config import StudyConfig, StudyData, open_data, study_dir
 from automl_img.study.records import TrialRecord, trial_records
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 
 EXPORT_FOLDER = "export"
 REPORT_FILE = "report.html"
+SKIPPED_FILE = "skipped-files.csv"
+LISTING, DECODING = "listing", "decoding"  # when a file was left out: the loader skipped it, or OpenCV could not read it
 
 
 def trial_weights(number: int) -> str:
@@ -34,6 +39,13 @@ def stored_config(study: optuna.Study) -> StudyConfig:
         raise StudyError(f"study {study.study_name!r} was not made by automl-img search (no configuration stored); "
                          "give another --study name")
     return config
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+    stage: str  #: LISTING or DECODING
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,30 @@ class StoredStudy:
     @property
     def larger_is_better(self) -> bool:
         return self.study.direction == StudyDirection.MAXIMIZE
+
+    @property
+    def skipped_file(self) -> Path:
+        """Every file the study leaves out, with the reason: the complete list behind the one-line summaries."""
+        return self.folder / SKIPPED_FILE
+
+    def skipped(self) -> list[SkippedFile]:
+        if not self.skipped_file.exists():
+            return []
+        with open(self.skipped_file, newline="", encoding="utf-8") as handle:
+            return [SkippedFile(**row) for row in csv.DictReader(handle)]
+
+    def record_skipped(self, listing: list[tuple[str, str]], unreadable: list[tuple[str, str]] | None) -> None:
+        """Write the complete list; ``unreadable=None`` keeps the decoding failures recorded before."""
+        if unreadable is None:
+            decoding = [file for file in self.skipped() if file.stage == DECODING]
+        else:
+            decoding = [SkippedFile(path, reason, DECODING) for path, reason in unreadable]
+        rows = [SkippedFile(path, reason, LISTING) for path, reason in listing] + decoding
+        lines = io.StringIO()
+        writer = csv.writer(lines)
+        writer.writerow([f.name for f in fields(SkippedFile)])
+        writer.writerows(astuple(row) for row in rows)
+        atomic_write_text(self.skipped_file, lines.getvalue())
 
     def open_data(self, registry: Registry) -> StudyData:
         """The images the study was split from, refused when they are not the same files."""
