@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+from optuna.trial import TrialState
 
 from automl_img.bundle import BUNDLE_FILE, BundleManifest
 from automl_img.metrics import TestReport
@@ -22,6 +23,7 @@ from automl_img.study.records import TrialRecord
 from automl_img.study.storage import redact
 
 MISCLASSIFIED_SHOWN = 24
+PARAMETER_PLOTS_MIN_TRIALS = 5  # parallel coordinates and slices of fewer completed trials are noise
 
 
 def write_report(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
@@ -78,12 +80,21 @@ def _search_figures(study: optuna.Study) -> list[tuple[str, Callable]]:
 
     found = importances(study)
     top = list(found)[:6] if isinstance(found, dict) else None
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def when_enough(draw: Callable) -> Callable:
+        if completed >= PARAMETER_PLOTS_MIN_TRIALS:
+            return draw
+        return lambda: (f"Left out: with {completed} completed trial{'s' * (completed != 1)} it would show noise, "
+                        f"not a trend; it needs at least {PARAMETER_PLOTS_MIN_TRIALS}.")
+
     return [
         ("Optimisation history", lambda: optuna_plots.plot_optimization_history(study)),
         ("Parameter importances (fANOVA)", lambda: _importances(found)),
         ("Parallel coordinates of the most important parameters",
-         lambda: optuna_plots.plot_parallel_coordinate(study, params=top)),
-        ("Slices: objective against each important parameter", lambda: optuna_plots.plot_slice(study, params=top)),
+         when_enough(lambda: optuna_plots.plot_parallel_coordinate(study, params=top))),
+        ("Slices: objective against each important parameter",
+         when_enough(lambda: optuna_plots.plot_slice(study, params=top))),
     ]
 
 
