@@ -18,12 +18,14 @@ from automl_img.bundle import BundleManifest, DatasetRecord, FormatCheck, Member
 from automl_img.data.imageset import PARTS
 from automl_img.errors import AutomlImgError, StudyError
 from automl_img.hookspecs import Architecture
+from automl_img.native_output import output_to
 from automl_img.plugins import Entry, Registry
 from automl_img.space import StoredHyperParameters, sample_training_params
 from automl_img.study.config import StudyData
 from automl_img.study.handle import StoredStudy
 from automl_img.study.records import TrialRecord
 
+EXPORT_LOG = "export.log"  # what the converters printed
 PARITY_IMAGES = 256  # test images every exported format must classify like the Keras model
 # The bundle averages this many best trials: on two Fashion-MNIST subsets, 1.1 and 2.1 points above the best alone.
 DEFAULT_ENSEMBLE = 3
@@ -147,18 +149,23 @@ def _write_bundle(folder: Path, model, exporters: list[Entry], bundle: BundleMan
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     reference = np.asarray(model.predict(parity_images, verbose=0))
+    log = staging / EXPORT_LOG
     for entry in exporters:
         exporter = entry.implementation
         path = staging / exporter.file
         try:
-            exporter.export(model, path)
-        except AutomlImgError:
-            raise
+            with output_to(log):  # converters print screens of MLIR and TensorFlow notes
+                exporter.export(model, path)
+                predicted = exporter.load(path)(np.ascontiguousarray(parity_images))
         except Exception as exc:  # a converter that cannot express the model
+            kept = folder.with_name(f"{folder.name}.failed-{EXPORT_LOG}")
+            shutil.move(log, kept)
             shutil.rmtree(staging, ignore_errors=True)
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise AutomlImgError(f"cannot write the {entry.name} format: {first_line}") from None
-        predicted = exporter.load(path)(np.ascontiguousarray(parity_images))
+            if isinstance(exc, AutomlImgError):
+                first_line = str(exc)
+            raise AutomlImgError(f"cannot write the {entry.name} format: {first_line} (the converter's log: {kept})"
+                                 ) from None
         difference = float(np.abs(predicted - reference).max())
         agreement = float((predicted.argmax(axis=1) == reference.argmax(axis=1)).mean())
         bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), int(len(parity_images)), difference,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from automl_img.native_stderr import muted_stderr
+from automl_img.native_output import muted_stderr
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from automl_img.errors import AutomlImgError
 from automl_img.hookspecs import hookimpl
-from automl_img.native_stderr import muted_stderr
+from automl_img.native_output import muted_stderr
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 

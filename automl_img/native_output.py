@@ -1,0 +1,48 @@
+"""What C++ libraries print straight to file descriptors 1 and 2 (where Python's logging cannot reach):
+muted, or sent to a log file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def muted_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block: TensorFlow's start-up notes, LiteRT's
+    "Created TensorFlow Lite XNNPACK delegate" line. Python exceptions still propagate."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Append everything printed during the block, by Python or by C++ (converters, TensorFlow), to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+                yield
+        finally:
+            handle.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
