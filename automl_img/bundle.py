@@ -39,14 +39,16 @@ class Member:
 
 @dataclass(frozen=True)
 class FormatCheck:
-    """One exported format, checked against the Keras model on test images."""
+    """One exported format, checked against the Keras model on the test split."""
 
     file: str
     bytes: int
     checked_on_test_images: int
     max_abs_probability_difference: float
     same_class_fraction: float
-    ok: bool
+    ok: bool  #: exact formats: same classes, probabilities within 1e-3; quantised: accuracy within 1 point
+    test_accuracy: float | None = None
+    quantized: bool = False  #: weights and activations in 8 bits, calibrated on training images
 
 
 @dataclass(frozen=True)

@@ -121,8 +121,8 @@ def export_best(
     storage: StorageOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default studies/STUDY/export).")] = None,
     format: Annotated[Optional[list[str]], typer.Option(
-        "--format", help="Also write savedmodel, tflite or onnx (repeatable, or comma-separated); each is "
-                         "checked against the Keras model.")] = None,
+        "--format", help="Also write savedmodel, tflite, tflite-int8 (quantised, ~4x smaller) or onnx "
+                         "(repeatable, or comma-separated); each is checked against the Keras model.")] = None,
     refit: Annotated[bool, typer.Option(
         help="Retrain each averaged trial on train+val, for the epochs it needed, before the test.")] = False,
     ensemble: Annotated[int, typer.Option(
@@ -140,12 +140,17 @@ def export_best(
                   + (" (refit on train+val)" if refit else ""))
     console.print(f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
                   f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}")
-    print_table(None, ["format", "file", "bytes", "same class as Keras", "max |probability difference|"],
-                [[name, c.file, c.bytes, f"{c.same_class_fraction:.3f}", f"{c.max_abs_probability_difference:.1e}"]
+    keras = bundle.formats["keras"]
+    print_table(None, ["format", "file", "bytes", "size", "test accuracy", "same class as Keras",
+                       "max |probability difference|"],
+                [[name, c.file, c.bytes, f"{c.bytes / keras.bytes:.2f}x",
+                  f"{c.test_accuracy:.4f}" + (f" ({c.test_accuracy - keras.test_accuracy:+.4f})" if name != "keras" else ""),
+                  f"{c.same_class_fraction:.3f}", f"{c.max_abs_probability_difference:.1e}"]
                  for name, c in bundle.formats.items()])
     failed = [name for name, c in bundle.formats.items() if not c.ok]
     if failed:
-        console.print(f"[red]warning: {', '.join(failed)} disagree with the Keras model; see bundle.json[/]")
+        console.print(f"[red]warning: {', '.join(failed)} disagree with the Keras model beyond its tolerance; "
+                      "see bundle.json[/]")
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
 
 
@@ -155,7 +160,7 @@ def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write the predictions to this CSV file.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write them, with every class's probability, as JSON.")] = None,
-    format: Annotated[str, typer.Option("--format", help="Which of the bundle's models: keras, savedmodel, tflite, onnx.")] = "keras",
+    format: Annotated[str, typer.Option("--format", help="Which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx.")] = "keras",
     unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")] = False,
 ) -> None:
     """Classify images with an exported bundle; prints a table of class and probability per image."""

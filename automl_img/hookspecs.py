@@ -37,6 +37,8 @@ class Exporter(Protocol):
     """Writes a model in one format and loads it back as a predictor."""
 
     file: str  #: the file or folder name inside the bundle
+    # Optional: ``quantized = True`` makes export-best call ``export(model, path, calibration_images=...)`` with
+    # training images, and judge the format by its test accuracy instead of by exact probabilities.
 
     def export(self, model: Any, path: Path) -> None: ...
 

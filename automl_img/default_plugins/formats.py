@@ -1,4 +1,4 @@
-"""Built-in export formats: Keras' native file, TensorFlow SavedModel, LiteRT (TFLite) and ONNX.
+"""Built-in export formats: Keras' native file, TensorFlow SavedModel, LiteRT (TFLite, also int8) and ONNX.
 
 Each writes with Keras' own ``model.export`` where it serves, and loads back into a function
 from a uint8 image batch to class probabilities, so export-best can check every format against
@@ -25,6 +25,7 @@ def register_exporters(register):
     register("keras", KerasFile())
     register("savedmodel", SavedModel())
     register("tflite", LiteRT())
+    register("tflite-int8", QuantizedLiteRT())
     register("onnx", Onnx())
 
 
@@ -100,6 +101,26 @@ class LiteRT:
             return interpreter.get_tensor(target["index"]).copy()
 
         return predict
+
+
+class QuantizedLiteRT(LiteRT):
+    """LiteRT with 8-bit weights and activations, calibrated on training images: about 4x smaller."""
+
+    file = "model_int8.tflite"
+    quantized = True  # checked by its accuracy on the test split, not by exact probabilities
+
+    def export(self, model, path: Path, calibration_images: np.ndarray | None = None) -> None:
+        from automl_img.tf_runtime import tf
+
+        if calibration_images is None or not len(calibration_images):
+            raise AutomlImgError("the int8 LiteRT format needs training images to calibrate on")
+
+        def representative_images():
+            for image in calibration_images:
+                yield [image[np.newaxis]]
+
+        model.export(str(path), format="litert", verbose=False, optimizations=[tf.lite.Optimize.DEFAULT],
+                     representative_dataset=representative_images)
 
 
 class Onnx:
