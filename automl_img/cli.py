@@ -108,7 +108,7 @@ def search(
     registry = _registry()
     if registry.loaded_from() and not (quiet or json_lines):
         console.print(f"plugins: {'; '.join(registry.loaded_from())}")
-    display = search_display(trials, quiet, json_lines)
+    display = search_display(options, quiet, json_lines)
     summary = run_search(options, registry, display)
     display.summary(summary)
     if not summary.ok:

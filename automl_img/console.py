@@ -15,6 +15,7 @@ from rich.table import Table
 from automl_img.metrics import OBJECTIVES
 from automl_img.study.config import StudyData, describe_skips, imbalance
 from automl_img.study.handle import StoredStudy
+from automl_img.search.options import SearchOptions
 from automl_img.search.progress import SearchListener
 from automl_img.study.records import TrialRecord
 from automl_img.search.run import SearchSummary
@@ -40,8 +41,8 @@ def format_seconds(seconds: float) -> str:
 class _Tally:
     """What every display keeps count of: finished trials, pruned ones, the best so far, the ETA."""
 
-    def __init__(self, trials: int):
-        self.trials = trials
+    def __init__(self, trials: int, timeout: float | None = None):
+        self.trials, self.timeout = trials, timeout
         self.objective = "value"
         self.larger_is_better = True
         self.started = time.time()
@@ -68,17 +69,24 @@ class _Tally:
 
     @property
     def eta(self) -> float | None:
+        """Seconds until the trials asked for are done, or until ``--timeout`` if that comes first."""
         remaining = max(self.trials - self.done, 0)
         if not self.finished_here or not remaining:
             return None
-        return (time.time() - self.started) / self.finished_here * remaining
+        elapsed = time.time() - self.started
+        by_trials = elapsed / self.finished_here * remaining
+        return by_trials if self.timeout is None else max(min(by_trials, self.timeout - elapsed), 0.0)
+
+    def best_text(self) -> str:
+        return f"best #{self.best[0]} {self.best[1]:.4f}" if self.best else "no best yet"
 
 
 class QuietDisplay(SearchListener):
     """``--quiet``: nothing while searching; the summary at the end."""
 
-    def __init__(self, trials: int):
-        self.tally = _Tally(trials)
+    def __init__(self, trials: int, epochs: int, timeout: float | None = None):
+        self.tally = _Tally(trials, timeout)
+        self.epochs = epochs
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         self.tally.ready(study)
@@ -91,11 +99,13 @@ class QuietDisplay(SearchListener):
 
 
 class LiveDisplay(QuietDisplay):
-    """The terminal: the data, a bar for the first decode, a line per epoch and per trial."""
+    """The terminal: the data, a bar for the first decode, one live line for the trial in progress and a
+    summary line per finished trial. Piped to a file, the live line becomes a line per epoch."""
 
-    def __init__(self, trials: int):
-        super().__init__(trials)
+    def __init__(self, trials: int, epochs: int, timeout: float | None = None):
+        super().__init__(trials, epochs, timeout)
         self.decoding: Progress | None = None
+        self.running: Progress | None = None  # the live line of the trial in progress, on a terminal
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         super().study_ready(study, data)
@@ -130,11 +140,25 @@ class LiveDisplay(QuietDisplay):
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         console.print(f"[dim]trial #{number}: {format_params(params)}[/]")
+        if console.is_terminal:
+            self.running = Progress(TextColumn("[dim]{task.description}"), console=console, transient=True)
+            self.running.start()
+            self._running_task = self.running.add_task(f"  #{number} epoch 0/{self.epochs}", total=None)
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
-        console.print(f"[dim]  #{number} epoch {epoch}: val {self.tally.objective} {value:.4f}[/]")
+        line = f"  #{number} epoch {epoch}/{self.epochs}: val {self.tally.objective} {value:.4f}"
+        if self.running is not None:
+            self.running.update(self._running_task, description=f"{line} | {self.tally.best_text()}")
+        else:
+            console.print(f"[dim]{line}[/]")
+
+    def _stop_running(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
 
     def trial_finished(self, trial: TrialRecord) -> None:
+        self._stop_running()
         super().trial_finished(trial)
         tally = self.tally
         if trial.state == TrialState.COMPLETE:
@@ -145,8 +169,12 @@ class LiveDisplay(QuietDisplay):
             outcome = f"[red]failed[/]: {trial.fail_reason or 'see the log'}"
         console.print(f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
                       f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
-                      + (f", best #{tally.best[0]} {tally.best[1]:.4f}" if tally.best else "")
+                      + (f", {tally.best_text()}" if tally.best else "")
                       + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else ""))
+
+    def summary(self, summary: SearchSummary) -> None:
+        self._stop_running()  # interrupted mid-trial
+        super().summary(summary)
 
 
 class JsonLinesDisplay(QuietDisplay):
@@ -202,9 +230,10 @@ def _print_summary(summary: SearchSummary) -> None:
                   + (f" --storage '{summary.storage}'" if summary.storage else ""))
 
 
-def search_display(trials: int, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
-    """The display the search's options ask for."""
-    return JsonLinesDisplay(trials) if json_lines else QuietDisplay(trials) if quiet else LiveDisplay(trials)
+def search_display(options: SearchOptions, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
+    """The display the command line asks for."""
+    kind = JsonLinesDisplay if json_lines else QuietDisplay if quiet else LiveDisplay
+    return kind(options.trials, options.epochs, options.timeout)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -1,0 +1,71 @@
+"""What a person sees: on a terminal, one live line for the trial in progress; piped, a line per epoch."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pyte
+from helpers import run
+
+COLUMNS, ROWS = 160, 60
+
+
+def screen_after(command: list[str], cwd) -> list[str]:
+    """Run ``command`` on a real pseudo-terminal and return the lines a terminal emulator ends up showing."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS)}
+    process = subprocess.Popen(command, cwd=cwd, stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    output = b""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    process.wait(timeout=60)
+    os.close(leader)
+    screen = pyte.Screen(COLUMNS, ROWS)
+    stream = pyte.ByteStream(screen)
+    stream.feed(output.replace(b"\n", b"\r\n"))  # the terminal's own newline translation, done by pyte here
+    return [line.rstrip() for line in screen.display if line.strip()]
+
+
+def test_terminal_shows_one_line_per_finished_trial_and_no_epoch_lines(workdir, digits_dir):
+    command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "2", "--epochs", "3",
+               "-p", "image_size=8", "--seed", "0", "--pruner", "none"]
+    lines = screen_after(command, workdir)
+    assert not any(re.search(r"epoch \d+(/3)?:", line) for line in lines), lines  # live lines go when trials end
+    assert [line.split(" ")[1] for line in lines if line.startswith("trial #") and " complete " in line] == \
+        ["#0", "#1"], lines
+    assert any(line.startswith("search ended: the study has 2 finished trials") for line in lines), lines
+    assert sum(line.startswith("trial #") for line in lines) == 4, lines  # per trial: its parameters, its outcome
+
+    piped = run("search", digits_dir, "--study", "piped", "--trials", 1, "--epochs", 3, "-p", "image_size=8").output
+    epochs = [line.strip() for line in piped.splitlines() if re.search(r"epoch \d+/3:", line)]
+    assert [line.split(":")[0] for line in epochs] == ["#0 epoch 1/3", "#0 epoch 2/3", "#0 epoch 3/3"], piped
+
+
+def test_eta_never_runs_past_the_time_limit():
+    from automl_img.console import _Tally
+
+    tally = _Tally(trials=50, timeout=1200)
+    tally.started -= 60  # one trial took a minute: 49 more would take 49 minutes
+    tally.finished_here = 1
+    assert 1130 <= tally.eta <= 1140  # the run ends at --timeout, 20 minutes after it started
+    unlimited = _Tally(trials=50)
+    unlimited.started -= 60
+    unlimited.finished_here = 1
+    assert 49 * 60 - 2 <= unlimited.eta <= 49 * 60 + 2
