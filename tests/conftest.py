@@ -1,14 +1,32 @@
-"""Shared fixtures: real PNG files written from scikit-learn's digits, a scratch working folder."""
+"""Shared fixtures: real PNG files written from scikit-learn's digits, a scratch working folder, studies kept
+elsewhere, plugins registered for one test."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from helpers import NO_PLUGINS_ENV, STORAGE_ENV, STUDIES_ENV
 
 from automl_img.default_plugins.digits import write_digits
+from automl_img.plugins import pm
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _process_state_at_start() -> tuple[Path, str | None]:
+    return Path.cwd(), os.environ.get(STUDIES_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _process_state_is_restored(_process_state_at_start):
+    """No fixture, of any scope, leaves the process in another directory or with its studies moved between tests
+    (a module-scoped fixture keeps its studies elsewhere with ``helpers.studies_at``, not with chdir)."""
+    assert (Path.cwd(), os.environ.get(STUDIES_ENV)) == _process_state_at_start, "changed before this test"
+    yield
+    assert (Path.cwd(), os.environ.get(STUDIES_ENV)) == _process_state_at_start, "left changed by this test"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +47,34 @@ def workdir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "work"
     folder.mkdir()
     monkeypatch.chdir(folder)
-    monkeypatch.delenv("AUTOML_IMG_STORAGE", raising=False)
-    monkeypatch.delenv("AUTOML_IMG_NO_PLUGINS", raising=False)
+    monkeypatch.delenv(STUDIES_ENV, raising=False)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.delenv(NO_PLUGINS_ENV, raising=False)
     return folder
+
+
+@pytest.fixture
+def use_studies(workdir, monkeypatch) -> Callable[[Path], Path]:
+    """``use_studies(folder)``: for this test, the CLI's default storage and study artifacts are in ``folder``
+    (a study a module-scoped fixture made with ``helpers.studies_at``); the cwd is an empty ``workdir``."""
+
+    def use(folder: Path) -> Path:
+        monkeypatch.setenv(STUDIES_ENV, str(folder))
+        return folder
+
+    return use
+
+
+@pytest.fixture
+def register_plugin() -> Callable[..., object]:
+    """``register_plugin(plugin, name=None)``: register on the process's plugin manager for this test only."""
+    registered: list[object] = []
+
+    def register(plugin: object, name: str | None = None) -> object:
+        pm.register(plugin, name=name)
+        registered.append(plugin)
+        return plugin
+
+    yield register
+    for plugin in reversed(registered):
+        pm.unregister(plugin)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import optuna
 import pytest
-from helpers import run
+from helpers import run, storage_url, trials_of
 
 from automl_img.data import list_image_folder, load_image, read_image
 from automl_img.data.decode import probe_native_shape
@@ -114,6 +114,7 @@ def test_messy_folder_lists_every_image_and_reports_the_rest(messy):
     assert not any("._3.png" in path for path in images.paths)
 
 
+@pytest.mark.slow
 def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, messy):
     result = run("search", messy, "--trials", 1, "--epochs", 1, "-p", "image_size=8")
     out = result.output
@@ -131,7 +132,7 @@ def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, m
     assert rows["cat/empty.png"] == ("empty file", "decoding") and rows["cat/.DS_Store"][1] == "listing"
     shown = run("show", "messy").output
     assert all(path in shown for path in rows) and f"{len(rows)} file(s) left out" in shown
-    trial = optuna.load_study(study_name="messy", storage="sqlite:///studies/automl-img.db").trials[0]
+    trial = trials_of("messy")[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
 
 
@@ -149,7 +150,7 @@ def test_wrong_layouts_get_one_line_errors(workdir, tmp_path, make, message):
     result = run("search", make(root), "--trials", 1, expect=1)
     assert message in result.output and "Traceback" not in result.output
     assert result.output.strip().startswith("Error:") and result.output.strip().count("\n") == 0
-    assert optuna.get_all_study_names("sqlite:///studies/automl-img.db") == []  # no empty study left behind
+    assert optuna.get_all_study_names(storage_url()) == []  # no empty study left behind
 
 
 def test_class_with_too_few_images_is_named(workdir, tmp_path, digits_dir):
@@ -161,17 +162,28 @@ def test_class_with_too_few_images_is_named(workdir, tmp_path, digits_dir):
     assert "rare (2)" in result.output and "at least 3" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--trials", "-3"], "-3"),
-    (["--architecture", "resnet9000"], "unknown architecture 'resnet9000'; known: blog-cnn"),
-    (["--dataset", "nope"], "unknown dataset 'nope'"),
-    (["--storage", "mongodb://h/db"], "unknown storage 'mongodb://h/db'"),
-    (["--pruner", "fancy"], "unknown pruner 'fancy'; choose from median, hyperband, none"),
-    (["-p", "dropout"], "cannot read parameter 'dropout'"),
+@pytest.mark.parametrize("args, code, value, names, allowed", [
+    # a usage error (exit 2) from the option's own check, before anything runs
+    (["--trials", "-3"], 2, "-3", "Invalid value for '--trials'", "use 1 or more"),
+    (["--epochs", "0"], 2, "0", "Invalid value for '--epochs'", "use 1 or more"),
+    # names the command cannot resolve: one "Error:" line, exit 1
+    (["--architecture", "resnet9000"], 1, "'resnet9000'", "unknown architecture", "known: blog-cnn"),
+    (["--dataset", "nope"], 1, "'nope'", "unknown dataset", "known: digits, folder"),
+    (["--storage", "mongodb://h/db"], 1, "'mongodb://h/db'", "unknown storage",
+     "use sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST/DB or a journal file PATH.log"),
+    (["--pruner", "fancy"], 1, "'fancy'", "unknown pruner", "choose from median, hyperband, none"),
+    (["-p", "dropout"], 1, "'dropout'", "cannot read parameter", "write NAME=VALUE, NAME=A,B,C or NAME=LOW..HIGH"),
 ])
-def test_bad_option_values_name_the_value(workdir, digits_dir, args, message):
-    result = run("search", digits_dir, *args, expect=1 if args[0] != "--trials" else 2)
-    assert message in result.output and "Traceback" not in result.output
+def test_bad_option_values_name_the_option_the_value_and_what_is_allowed(workdir, digits_dir, args, code, value,
+                                                                          names, allowed):
+    result = run("search", digits_dir, *args, expect=code)
+    assert result.exit_code == code
+    out = " ".join(result.output.split())  # a usage error comes in a box that may wrap its line
+    assert f"{names} {value}" in out or f"{names}: {value}" in out, result.output
+    assert allowed in out, result.output
+    assert "Traceback" not in result.output
+    if code == 1:
+        assert result.output.strip().startswith("Error:") and result.output.strip().count("\n") == 0, result.output
 
 
 def test_unknown_parameter_override_stops_with_the_known_names(workdir, digits_dir):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
-import optuna
-from helpers import run
+import pytest
+from helpers import run, trials_of
+
+pytestmark = pytest.mark.slow  # real searches against the clock
 
 
 def test_study_timeout_stops_within_an_epoch_and_keeps_the_model(workdir, digits_dir):
@@ -14,7 +16,7 @@ def test_study_timeout_stops_within_an_epoch_and_keeps_the_model(workdir, digits
     result = run("search", digits_dir, "--trials", 50, "--epochs", 500, "--patience", 500, "--timeout", 12,
                  "-p", "image_size=8", "--pruner", "none")
     elapsed = time.time() - started
-    trials = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db").trials
+    trials = trials_of("digits")
     last = trials[-1]
     assert "time limit of 12 s reached" in result.output
     assert last.state.name == "COMPLETE" and last.user_attrs["stopped_by"] == "study time limit"
@@ -28,7 +30,6 @@ def test_trial_time_and_epoch_limits_stop_a_trial(workdir, digits_dir):
     run("search", digits_dir, "--trials", 1, "--epochs", 500, "--patience", 500, "--trial-timeout", 4,
         "-p", "image_size=8")
     run("search", digits_dir, "--study", "short", "--trials", 1, "--epochs", 3, "-p", "image_size=8")
-    timed, short = (optuna.load_study(study_name=s, storage="sqlite:///studies/automl-img.db").trials[0]
-                    for s in ("digits", "short"))
+    timed, short = trials_of("digits")[0], trials_of("short")[0]
     assert timed.user_attrs["stopped_by"] == "trial time limit" and len(timed.user_attrs["history"]) < 500
     assert short.user_attrs["stopped_by"] == "max epochs" and len(short.user_attrs["history"]) == 3

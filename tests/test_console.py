@@ -13,6 +13,7 @@ import termios
 import time
 
 import pyte
+import pytest
 from helpers import run
 
 COLUMNS, ROWS = 160, 60
@@ -43,6 +44,7 @@ def screen_after(command: list[str], cwd) -> list[str]:
     return [line.rstrip() for line in screen.display if line.strip()]
 
 
+@pytest.mark.slow  # two real trials on a pseudo-terminal
 def test_terminal_shows_one_line_per_finished_trial_and_no_epoch_lines(workdir, digits_dir):
     command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "2", "--epochs", "3",
                "-p", "image_size=8", "--seed", "0", "--pruner", "none"]

@@ -4,38 +4,48 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from helpers import REPO, run
+from helpers import REPO, load_study, run, studies_at
 
 from automl_img import hookimpl
-from automl_img.plugins import pm
-from automl_img.study.storage import default_storage_url
 
-
-def load(study: str = "digits") -> optuna.Study:
-    return optuna.load_study(study_name=study, storage=default_storage_url())
+pytestmark = pytest.mark.slow  # every test here runs a real search; test_smoke.py is the fast lane's
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory, digits_dir):
+def searched_once(tmp_path_factory, digits_dir):
     """One short, seeded search on the digits and its export, shared by the tests below."""
-    with pytest.MonkeyPatch.context() as patch:
-        work = tmp_path_factory.mktemp("searched")
-        patch.chdir(work)
+    studies = tmp_path_factory.mktemp("searched") / "studies"
+    with studies_at(studies):
         search = run("search", digits_dir, "--trials", 4, "--epochs", 15, "--seed", 7)
         export = run("export-best")
-        yield {"work": work, "search": search.output, "export": export.output,
-               "bundle": work / "studies" / "digits" / "export"}
+    return {"studies": studies, "search": search.output, "export": export.output,
+            "bundle": studies / "digits" / "export"}
+
+
+@pytest.fixture
+def searched(searched_once, use_studies):
+    """The shared search, with this test's CLI calls and ``load_study`` pointed at its studies folder."""
+    use_studies(searched_once["studies"])
+    return searched_once
 
 
 def test_short_search_and_export_reach_090_test_accuracy(searched):
     bundle = json.loads((searched["bundle"] / "bundle.json").read_text())
-    assert "4 completed" in searched["search"] or "pruned" in searched["search"]
+    counts = re.search(r"^trials: (\d+) completed, (\d+) pruned, (\d+) failed$", searched["search"], re.M)
+    assert counts, searched["search"]
+    completed, pruned, failed = map(int, counts.groups())
+    assert completed + pruned == 4 and failed == 0, counts.group(0)
+    assert completed >= 3  # the export averages the 3 best completed trials
+    states = [t.state for t in load_study().trials]
+    assert (states.count(optuna.trial.TrialState.COMPLETE), states.count(optuna.trial.TrialState.PRUNED),
+            len(states)) == (completed, pruned, 4)
     assert bundle["test"]["images"] >= 250  # 15% of 1,797, stratified
     assert bundle["test"]["accuracy"] >= 0.90, bundle["test"]
     assert set(bundle["test"]["per_class"]) == {str(d) for d in range(10)}
@@ -52,7 +62,7 @@ def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digi
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters
 
-    study = load()
+    study = load_study()
     best = study.best_trial
     completed = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value)
     bundle = json.loads((searched["bundle"] / "bundle.json").read_text())
@@ -66,7 +76,7 @@ def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digi
     members = []
     for trial in completed[:3]:
         rebuilt = training.build_model(build_blog_cnn, StoredHyperParameters(trial.params), size, 1, 10)
-        rebuilt.load_weights(searched["work"] / "studies" / "digits" / trial.user_attrs["weights"])
+        rebuilt.load_weights(searched["studies"] / "digits" / trial.user_attrs["weights"])
         members.append(rebuilt.predict(images, verbose=0))
     np.testing.assert_allclose(model.predict(images, verbose=0), np.mean(members, axis=0), atol=1e-6)
 
@@ -89,7 +99,7 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
             image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
             cv2.imwrite(str(data / digit / file.name), cv2.resize(image, (16, 16), interpolation=cv2.INTER_CUBIC))
     run("search", data, "--trials", 3, "--epochs", 2, "--seed", 3, "-p", "image_size=8,16")
-    study = load("large")
+    study = load_study("large")
     sizes = {t.number: t.params["image_size"] for t in study.trials}
     assert set(sizes.values()) == {8, 16}, sizes  # the seed gives both sizes; a new Optuna may need another seed
 
@@ -140,7 +150,7 @@ def test_predict_files_and_folders_writes_csv_and_json(searched, digits_dir, tmp
 def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     first = run("search", digits_dir, "--trials", 2, "--epochs", 2, "--seed", 1)
     assert "0 finished trial(s) so far" in first.output
-    before = {t.number: (t.state, t.value, t.params) for t in load().trials}
+    before = {t.number: (t.state, t.value, t.params) for t in load_study().trials}
     assert len(before) == 2
     assert before[0][2] == {  # a new study starts from every default (8 px: the only size)
         "image_size": 8, "batch_size": 64, "learning_rate": 0.001, "rotation": 5.0, "zoom": 0.05,
@@ -150,12 +160,12 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
 
     again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
     assert "2 finished trial(s) so far" in again.output
-    after = {t.number: (t.state, t.value, t.params) for t in load().trials}
+    after = {t.number: (t.state, t.value, t.params) for t in load_study().trials}
     assert len(after) == 3 and all(after[n] == before[n] for n in before)
     assert after[2][2] != after[0][2]  # the resumed run does not replay the first trial's parameters
 
     done = run("search", digits_dir, "--trials", 3, "--epochs", 2)
-    assert "has 3 finished trials" in done.output and len(load().trials) == 3
+    assert "has 3 finished trials" in done.output and len(load_study().trials) == 3
     split = json.loads((workdir / "studies" / "digits" / "split.json").read_text())
     assert len(split["files"]) == 1797
 
@@ -185,7 +195,7 @@ def test_unreadable_files_are_reported_by_name_and_count(workdir, digits_copy):
     assert "0/corrupt.png (not a readable image" in result.output
     assert "1/empty.png (empty file)" in result.output
     assert "2/notes.txt (not an image file extension)" in result.output
-    assert load("digits-copy").trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert load_study("digits-copy").trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_local_plugins_folder_is_loaded_and_searched(workdir, digits_dir):
@@ -203,7 +213,7 @@ def test_local_plugins_folder_is_loaded_and_searched(workdir, digits_dir):
     searched = run("search", table, "--dataset", "csv", "--architecture", "small-resnet", "--trials", 1,
                    "--epochs", 1)
     assert "plugins: local file plugins/csv_labels.py; local file plugins/small_resnet.py" in searched.output
-    trial = load("labels.csv").trials[0]
+    trial = load_study("labels.csv").trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert {"base_filters", "blocks_per_stage", "stages"} <= set(trial.params)
 
@@ -234,19 +244,14 @@ class TinyPlugin:
 
 
 @pytest.fixture
-def tiny_plugin(digits_dir):
-    plugin = TinyPlugin(digits_dir)
-    pm.register(plugin, name="tiny")
-    try:
-        yield plugin
-    finally:
-        pm.unregister(plugin)
+def tiny_plugin(digits_dir, register_plugin):
+    return register_plugin(TinyPlugin(digits_dir), name="tiny")
 
 
 def test_registered_plugin_is_listed_and_used_by_a_search(workdir, tiny_plugin):
     listing = run("plugins").output
     assert "few-digits" in listing and "tiny-mlp" in listing and "registered in-process" in listing
     run("search", "--dataset", "few-digits", "--architecture", "tiny-mlp", "--trials", 2, "--epochs", 2)
-    trials = load("few-digits").trials
+    trials = load_study("few-digits").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert all(t.params["tiny_units"] in (8, 16, 24, 32) for t in trials)

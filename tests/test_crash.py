@@ -9,9 +9,10 @@ import sys
 import time
 
 import optuna
-from helpers import run
+import pytest
+from helpers import run, trials_of
 
-STORAGE = "sqlite:///studies/automl-img.db"
+pytestmark = pytest.mark.slow  # searches killed and interrupted mid-trial
 
 
 def start_search(digits_dir, *extra: str) -> subprocess.Popen:
@@ -26,7 +27,7 @@ def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.tria
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            trials = optuna.load_study(study_name="digits", storage=STORAGE).trials
+            trials = trials_of("digits")
         except Exception:  # the study may not exist yet
             trials = []
         if len(trials) > number and trials[number].state.name == "RUNNING" and len(trials[number].intermediate_values) >= 2:
@@ -53,12 +54,12 @@ def test_sigkill_mid_trial_loses_only_that_trial_and_the_rerun_completes(workdir
     while alive(trial_process) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(trial_process), "the trial process outlived the killed search"
-    before = optuna.load_study(study_name="digits", storage=STORAGE).trials
+    before = trials_of("digits")
     assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
 
     resumed = run("search", digits_dir, "--trials", 3, "--epochs", 2, "-p", "image_size=8", "--pruner", "none")
     assert "1 finished trial(s) so far" in resumed.output
-    after = optuna.load_study(study_name="digits", storage=STORAGE).trials
+    after = trials_of("digits")
     assert after[0].state.name == "COMPLETE" and after[0].value == before[0].value
     assert after[1].state.name == "FAIL" and "ended during the trial" in after[1].user_attrs["fail_reason"]
     assert sum(t.state.name == "COMPLETE" for t in after) == 3
@@ -72,7 +73,7 @@ def test_ctrl_c_saves_everything_says_how_to_resume_and_the_study_stays_usable(w
     assert search.returncode == 130, output
     assert "interrupted (Ctrl-C)" in output and "Run the same command again to resume" in output
     assert "Traceback" not in output
-    trials = optuna.load_study(study_name="digits", storage=STORAGE).trials
+    trials = trials_of("digits")
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
     assert trials[1].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
 

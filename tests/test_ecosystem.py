@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,38 +14,66 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
-from helpers import run
+from helpers import load_study, run, studies_at, trials_of
 
 from automl_img import hookimpl
-from automl_img.plugins import pm
+
+# Every test here runs a search or uses one (test_smoke.py holds the fast lane's): all slow.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory, digits_dir):
-    """A finished 3-trial search on the digits, shared by the read-only tests below."""
-    with pytest.MonkeyPatch.context() as patch:
-        work = tmp_path_factory.mktemp("ecosystem")
-        patch.chdir(work)
+def searched_studies(tmp_path_factory, digits_dir) -> Path:
+    """A finished 3-trial search on the digits, in a studies folder of its own."""
+    with studies_at(tmp_path_factory.mktemp("ecosystem") / "studies") as studies:
         run("search", digits_dir, "--trials", 3, "--epochs", 6, "--seed", 5, "-p", "image_size=8",
             "-p", "learning_rate=0.002..0.01")
-        yield work
+    return studies
+
+
+@pytest.fixture
+def study_dir(searched_studies, use_studies) -> Path:
+    """The shared study, for the read-only tests below: their CLI calls and ``load_study`` use its folder."""
+    return use_studies(searched_studies)
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of the rich tables in ``output``, as lists of stripped cells."""
+    return [[cell.strip() for cell in re.split(r"[│|]", line)] for line in output.splitlines()
+            if re.search(r"[│|]", line) and "┃" not in line]
 
 
 def test_studies_lists_counts_best_and_update(study_dir, digits_dir):
     result = run("studies")
     row = next(line for line in result.output.splitlines() if line.strip().startswith("digits"))
-    study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
+    study = load_study()
     assert f"#{study.best_trial.number} accuracy {study.best_value:.4f}" in row
     assert str(digits_dir) in row and " 3 " in row
 
 
 def test_show_prints_trials_best_params_and_importances(study_dir):
     out = run("show", "digits").output
-    assert "best: trial #" in out and "learning_rate=" in out
-    assert "parameter importances (fANOVA)" in out
-    assert out.count("complete") >= 3
+    study = load_study()
+    assert len(study.trials) == 3
+    trials_table, _, importances = out.partition("parameter importances (fANOVA)")
+    listed = {int(row[0]): row[1:3] for row in table_rows(trials_table)}
+    assert listed == {t.number: [t.state.name.lower(), f"{t.value:.4f}" if t.value is not None else ""]
+                      for t in study.trials}, out
+
+    best = study.best_trial
+    lines = [line.strip() for line in out.splitlines()]
+    at = lines.index(f"best: trial #{best.number}, val accuracy {best.value:.4f}")
+    shown = dict(word.split("=", 1) for word in lines[at + 1].split())
+    assert set(shown) == set(best.params), lines[at + 1]
+    assert float(shown["learning_rate"]) == pytest.approx(best.params["learning_rate"], rel=5e-3)
+
+    assert importances, f"no fANOVA importances section (3 completed trials are enough):\n{out}"
+    ranked = table_rows(importances)
+    names, values = [row[0] for row in ranked], [float(row[1]) for row in ranked]
+    assert "learning_rate" in names and set(names) <= set(best.params), names
+    assert values == sorted(values, reverse=True) and all(0 <= v <= 1 for v in values)
+    assert sum(values) == pytest.approx(1, abs=0.0005 * len(values))  # shares, each printed to 3 decimals
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +158,7 @@ def test_every_export_format_is_checked_and_predicts_like_keras(study_dir, digit
 def test_refit_trains_on_train_and_val_for_the_best_epoch_count(study_dir, tmp_path):
     run("export-best", "--out", tmp_path / "refit", "--refit")
     bundle = json.loads((tmp_path / "refit" / "bundle.json").read_text())
-    study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
+    study = load_study()
     assert bundle["refit"]["epochs"] == [study.trials[m["trial"]].user_attrs["best_epoch"] for m in bundle["members"]]
     assert len(bundle["members"]) == 3
     assert bundle["refit"]["images"] == bundle["dataset"]["split"]["train"] + bundle["dataset"]["split"]["val"]
@@ -150,8 +179,7 @@ def test_same_seed_same_parameters_and_scores(workdir, digits_dir):
     for study in ("first", "second"):
         run("search", digits_dir, "--study", study, "--trials", 2, "--epochs", 2, "--seed", 11,
             "-p", "image_size=8")
-    first, second = (optuna.load_study(study_name=s, storage="sqlite:///studies/automl-img.db").trials
-                     for s in ("first", "second"))
+    first, second = trials_of("first"), trials_of("second")
     assert [t.params for t in first] == [t.params for t in second]
     assert [t.value for t in first] == [t.value for t in second]
 
@@ -172,8 +200,7 @@ def test_unbalanced_classes_get_class_weights_and_say_so(workdir, digits_dir, tm
     assert "unbalanced" not in plain.output
     from automl_img.study.config import StudyConfig
 
-    configs = {s: StudyConfig.of(optuna.load_study(study_name=s, storage="sqlite:///studies/automl-img.db"))
-               for s in ("unbalanced", "plain")}
+    configs = {s: StudyConfig.of(load_study(s)) for s in ("unbalanced", "plain")}
     assert configs["unbalanced"].balance_classes and not configs["plain"].balance_classes
     weights = configs["unbalanced"].class_weights(np.array([0] * 6 + [1] * 2 + [2]), np.arange(9))
     assert weights == pytest.approx({0: 0.5, 1: 1.5, 2: 3.0})
@@ -182,7 +209,7 @@ def test_unbalanced_classes_get_class_weights_and_say_so(workdir, digits_dir, tm
 @pytest.mark.parametrize("objective, scored", [("balanced_accuracy", "balanced_accuracy"), ("loss", "loss")])
 def test_objective_is_selectable(workdir, digits_dir, objective, scored):
     run("search", digits_dir, "--trials", 1, "--epochs", 2, "--objective", objective, "-p", "image_size=8")
-    study = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db")
+    study = load_study()
     trial = study.trials[0]
     assert trial.value == pytest.approx(trial.user_attrs["val_scores"][scored])
     assert study.direction.name == ("MINIMIZE" if objective == "loss" else "MAXIMIZE")
@@ -223,18 +250,14 @@ class H5Plugin:
         register("h5", KerasH5())
 
 
-def test_exporter_plugin_is_listed_checked_and_used(study_dir, digits_dir, tmp_path):
-    plugin = H5Plugin()
-    pm.register(plugin, name="h5")
-    try:
-        assert "h5" in run("plugins").output
-        run("export-best", "--out", tmp_path / "b", "--format", "h5")
-        check = json.loads((tmp_path / "b" / "bundle.json").read_text())["formats"]["h5"]
-        assert check["ok"] and (tmp_path / "b" / "model.h5").exists()
-        out = run("predict", tmp_path / "b", digits_dir / "1", "--format", "h5").output
-        assert "probability" in out
-    finally:
-        pm.unregister(plugin)
+def test_exporter_plugin_is_listed_checked_and_used(study_dir, digits_dir, tmp_path, register_plugin):
+    register_plugin(H5Plugin(), name="h5")
+    assert "h5" in run("plugins").output
+    run("export-best", "--out", tmp_path / "b", "--format", "h5")
+    check = json.loads((tmp_path / "b" / "bundle.json").read_text())["formats"]["h5"]
+    assert check["ok"] and (tmp_path / "b" / "model.h5").exists()
+    out = run("predict", tmp_path / "b", digits_dir / "1", "--format", "h5").output
+    assert "probability" in out
 
 
 def test_missing_format_in_bundle_says_how_to_add_it(study_dir, digits_dir, tmp_path):
@@ -248,7 +271,8 @@ def test_installed_plugin_package_shows_up_and_is_searched(workdir, digits_dir, 
     source = Path(__file__).parent / "data" / "hello-plugin"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(source)], check=True)
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    # The package itself stays importable the way it was (installed, or a PYTHONPATH checkout).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
     listing = subprocess.run([sys.executable, "-m", "automl_img", "plugins"], env=env, capture_output=True,
                              text=True, check=True).stdout
     assert "hello-mlp" in listing and "entry point (automl-img-hello 0.1.0)" in listing
@@ -256,5 +280,5 @@ def test_installed_plugin_package_shows_up_and_is_searched(workdir, digits_dir, 
                              "hello-mlp", "--trials", "1", "--epochs", "1", "-p", "image_size=8"],
                             env=env, capture_output=True, text=True)
     assert search.returncode == 0, search.stdout + search.stderr
-    trial = optuna.load_study(study_name="digits", storage="sqlite:///studies/automl-img.db").trials[0]
+    trial = trials_of("digits")[0]
     assert trial.state.name == "COMPLETE" and "hello_units" in trial.params

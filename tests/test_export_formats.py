@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import run
+
+pytestmark = pytest.mark.slow  # real searches, real converters in real processes
 
 AREA_NET = '''
 from automl_img import hookimpl

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from helpers import run
+from helpers import run, trials_of
 
 from automl_img import hookimpl
 from automl_img.atomic import atomic_path
-from automl_img.plugins import pm
-
-
-def trials(study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage="sqlite:///studies/automl-img.db").trials
 
 
 class BuggyPlugins:
@@ -48,31 +43,28 @@ class BuggyPlugins:
 
 
 @pytest.fixture
-def buggy_plugins():
-    plugin = BuggyPlugins()
-    pm.register(plugin, name="buggy-plugins")
-    try:
-        yield plugin
-    finally:
-        pm.unregister(plugin)
+def buggy_plugins(register_plugin):
+    return register_plugin(BuggyPlugins(), name="buggy-plugins")
 
 
+@pytest.mark.slow
 def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits_dir, buggy_plugins):
     result = run("search", digits_dir, "--architecture", "buggy-at-default", "--trials", 2, "--epochs", 1,
                  "--seed", 0)
     assert "trial #0 failed: ValueError: plugin bug with units=1" in result.output
     assert "2 completed, 0 pruned, 1 failed" in result.output
-    recorded = trials("digits")
+    recorded = trials_of("digits")
     assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
     assert recorded[0].user_attrs["fail_reason"] == "ValueError: plugin bug with units=1"
     assert recorded[0].params["units"] == 1 and all(t.params["units"] != 1 for t in recorded[1:])
 
 
+@pytest.mark.slow
 def test_diverging_trials_are_failed_with_the_reason_and_repeated_failure_stops(workdir, digits_dir, buggy_plugins):
     result = run("search", digits_dir, "--architecture", "outputs-nan", "--trials", 5, "--epochs", 3,
                  "--max-failures", 2, "-p", "image_size=8", expect=1)
     assert "stopped after 2 failed trials in a row; the last one: training diverged" in result.output
-    recorded = trials("digits")
+    recorded = trials_of("digits")
     assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] * 2
     assert all("lower the learning rate" in t.user_attrs["fail_reason"] for t in recorded)
 

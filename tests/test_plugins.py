@@ -6,7 +6,7 @@ import pytest
 
 from automl_img import hookimpl
 from automl_img.errors import PluginError
-from automl_img.plugins import load_plugins, pm
+from automl_img.plugins import load_plugins
 
 
 def test_builtins_are_registered_like_any_plugin(tmp_path):
@@ -59,11 +59,7 @@ class Raising:
         raise ValueError("plugin bug")
 
 
-def test_plugin_raising_in_a_hook_is_named(tmp_path):
-    plugin = Raising()
-    pm.register(plugin, name="raising")
-    try:
-        with pytest.raises(PluginError, match="registered in-process failed in register_dataset_loaders"):
-            load_plugins([tmp_path])
-    finally:
-        pm.unregister(plugin)
+def test_plugin_raising_in_a_hook_is_named(tmp_path, register_plugin):
+    register_plugin(Raising(), name="raising")
+    with pytest.raises(PluginError, match="registered in-process failed in register_dataset_loaders"):
+        load_plugins([tmp_path])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from helpers import run
+
+pytestmark = pytest.mark.slow  # a real search; test_smoke.py writes a report in the fast lane
 
 
 def test_report_of_one_trial_leaves_out_parameter_plots_and_says_why(workdir, digits_dir):

@@ -14,6 +14,8 @@ from automl_img.study.storage import open_storage
 
 PASSWORD = "s3cret-Pa55"
 
+pytestmark = pytest.mark.slow  # several search processes; a real PostgreSQL server
+
 
 def start_workers(count: int, digits_dir: Path, storage: str, trials: int) -> list[subprocess.Popen]:
     command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--study", "shared", "--storage",
