@@ -46,7 +46,7 @@ def test_one_trial_search_is_recorded_and_summarised(searched):
     out = searched["search"]
     assert "study few-digits in the default storage" in out and "0 finished trial(s) so far" in out
     assert f"data: {10 * PER_CLASS} images, 10 classes" in out
-    assert re.search(r"#0 epoch 1: val accuracy \d\.\d{4}", out) and re.search(r"#0 epoch 2: val accuracy", out)
+    assert re.search(r"#0 epoch 1/2: val accuracy \d\.\d{4}", out) and re.search(r"#0 epoch 2/2: val accuracy", out)
     assert "trials: 1 completed, 0 pruned, 0 failed" in out.splitlines()
     [trial] = load_study("few-digits").trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
