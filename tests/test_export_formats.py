@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -54,19 +53,3 @@ def test_converter_output_goes_to_the_bundle_log_and_a_failure_is_one_line(workd
     assert "saved_model" in written.stdout and "onnx" in written.stdout
     assert (workdir / "studies" / "digits" / "export" / "export.log").is_file()
 
-
-def test_int8_litert_is_4x_smaller_and_its_accuracy_change_is_measured(workdir, digits_dir):
-    run("search", digits_dir, "--trials", 1, "--epochs", 12, "-p", "image_size=8", "-p", "batch_norm=false", "--seed", 0)
-    result = run("export-best", "--format", "tflite-int8")
-    bundle = json.loads((workdir / "studies" / "digits" / "export" / "bundle.json").read_text())
-    keras, int8 = bundle["formats"]["keras"], bundle["formats"]["tflite-int8"]
-    assert int8["quantized"] and int8["checked_on_test_images"] == bundle["test"]["images"]
-    assert int8["bytes"] < 0.35 * keras["bytes"], (int8["bytes"], keras["bytes"])
-    assert keras["test_accuracy"] == bundle["test"]["accuracy"] > 0.9  # a model worth quantising
-    assert int8["ok"] == (int8["test_accuracy"] >= keras["test_accuracy"] - 0.01)
-    assert int8["ok"] and int8["max_abs_probability_difference"] > 1e-6  # lossy, and honestly so
-    assert f"{int8['test_accuracy']:.4f} ({int8['test_accuracy'] - keras['test_accuracy']:+.4f})" in result.output
-    predicted = run("predict", workdir / "studies" / "digits" / "export", digits_dir / "7", "--format", "tflite-int8")
-    lines = [line for line in predicted.output.splitlines() if ".png" in line]
-    assert len(lines) == len(list((digits_dir / "7").glob("*.png")))
-    assert sum(line.split("│")[1].strip() == "7" for line in lines) > 0.9 * len(lines)

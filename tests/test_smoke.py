@@ -104,3 +104,8 @@ def test_export_predict_and_report_use_the_study(searched, few_digits, tmp_path)
     for heading in ("Study few-digits", "Optimisation history", "Learning curves of the best trial (#0)",
                     "Confusion matrix on the test split", "Trials"):
         assert heading in page
+    sections = dict(re.findall(r"<h2>(.*?)</h2>(.*?)(?=<h2>|$)", page, flags=re.S))
+    for title in ("Parallel coordinates of the most important parameters",
+                  "Slices: objective against each important parameter"):  # one trial: noise, so left out
+        assert "<img" not in sections[title] and "Left out: with 1 completed trial" in sections[title], title
+    assert "<img" in sections["Optimisation history"] and "<img" in sections["Learning curves of the best trial (#0)"]
