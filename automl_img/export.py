@@ -52,14 +52,42 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
     if ensemble < 1:
         raise StudyError(f"--ensemble must be 1 or more (got {ensemble}); 1 exports the best trial alone")
     stored = StoredStudy.open(study_name, storage_url)
-    config = stored.config
     exporters = [registry.get("exporter", name) for name in dict.fromkeys(["keras", *formats])]
     members = stored.best_trials(ensemble)
-    best = members[0]
     for trial in members:
         _check_weights_are_here(stored, trial, ensemble)
+    folder = (Path(out) if out else stored.export_folder).resolve()
+    staging = folder.with_name(f".{folder.name}.partial")  # the bundle is written here, then swapped in
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with output_to(staging / EXPORT_LOG):  # TensorFlow's notes, the converters' screens of MLIR
+            bundle = _write_bundle(staging, stored, registry, members, exporters, refit)
+    except _FormatFailed as failed:
+        kept = folder.with_name(f"{folder.name}.failed-{EXPORT_LOG}")
+        shutil.move(staging / EXPORT_LOG, kept)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise AutomlImgError(f"cannot write the {failed.format} format: {failed.reason} (the converter's log: {kept})"
+                             ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_in(staging, folder)
+    return ExportResult(folder, bundle)
+
+
+class _FormatFailed(Exception):
+    def __init__(self, format: str, reason: str):
+        super().__init__(reason)
+        self.format, self.reason = format, reason
+
+
+def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, members: list[TrialRecord],
+                  exporters: list[Entry], refit: bool) -> BundleManifest:
+    """Rebuild and average the members, test them once, write every format and the manifest into ``staging``."""
     from automl_img import metrics, training
 
+    config, best = stored.config, members[0]
     data = stored.open_data(registry)
     build = registry.architecture(config.architecture)
     models = [_member_model(stored, trial, data, build) for trial in members]
@@ -107,9 +135,16 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
     test = _TestSplit(images, rows["test"], labels[rows["test"]], test_probabilities,
                       [str(data.split.image_set.absolute(data.split.image_set.paths[row])) for row in rows["test"]])
     calibration = np.random.default_rng(0).permutation(rows["train"])[:CALIBRATION_IMAGES]
-    folder = Path(out) if out else stored.export_folder
-    _write_bundle(folder, model, exporters, bundle, test, images[np.sort(calibration)])
-    return ExportResult(folder, bundle)
+    _write_formats(staging, model, exporters, bundle, test, images[np.sort(calibration)])
+    bundle.write(staging)
+    (staging / "report.txt").write_text(_report_text(bundle), encoding="utf-8")
+    with open(staging / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true_class", "predicted_class", "probability"])
+        names = bundle.class_names
+        for path, label, row in zip(test.files, test.labels, test.probabilities):
+            writer.writerow([path, names[label], names[int(row.argmax())], f"{row.max():.6f}"])
+    return bundle
 
 
 @dataclass(frozen=True)
@@ -158,36 +193,24 @@ def _check_weights_are_here(stored: StoredStudy, trial: TrialRecord, ensemble: i
         raise StudyError(f"{exc}" + (" (or export fewer trials with --ensemble)" if ensemble > 1 else "")) from None
 
 
-def _write_bundle(folder: Path, model, exporters: list[Entry], bundle: BundleManifest, test: _TestSplit,
-                  calibration_images: np.ndarray) -> None:
-    """Write the whole bundle beside the target, then swap it in: never half a bundle at ``folder``."""
-    folder = folder.resolve()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    log = staging / EXPORT_LOG
+def _write_formats(staging: Path, model, exporters: list[Entry], bundle: BundleManifest, test: _TestSplit,
+                   calibration_images: np.ndarray) -> None:
+    """Write each format, load it back and check it against the Keras model on the test split."""
     keras_accuracy = float((test.probabilities.argmax(axis=1) == test.labels).mean()) if len(test.labels) else 0.0
     for entry in exporters:
         exporter = entry.implementation
         path = staging / exporter.file
         quantized = getattr(exporter, "quantized", False)
         try:
-            with output_to(log):  # converters print screens of MLIR and TensorFlow notes
-                if quantized:
-                    exporter.export(model, path, calibration_images=calibration_images)
-                else:
-                    exporter.export(model, path)
-                predicted = test.predict(exporter.load(path))
+            if quantized:
+                exporter.export(model, path, calibration_images=calibration_images)
+            else:
+                exporter.export(model, path)
+            predicted = test.predict(exporter.load(path))
+        except AutomlImgError as exc:
+            raise _FormatFailed(entry.name, str(exc)) from None
         except Exception as exc:  # a converter that cannot express the model
-            kept = folder.with_name(f"{folder.name}.failed-{EXPORT_LOG}")
-            shutil.move(log, kept)
-            shutil.rmtree(staging, ignore_errors=True)
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            if isinstance(exc, AutomlImgError):
-                first_line = str(exc)
-            raise AutomlImgError(f"cannot write the {entry.name} format: {first_line} (the converter's log: {kept})"
-                                 ) from None
+            raise _FormatFailed(entry.name, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]) from None
         difference = float(np.abs(predicted - test.probabilities).max()) if len(predicted) else 0.0
         agreement = float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted) else 1.0
         accuracy = float((predicted.argmax(axis=1) == test.labels).mean()) if len(predicted) else 0.0
@@ -195,14 +218,10 @@ def _write_bundle(folder: Path, model, exporters: list[Entry], bundle: BundleMan
               else agreement == 1.0 and difference < 1e-3)
         bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), int(len(predicted)), difference,
                                                  agreement, ok, accuracy, quantized)
-    bundle.write(staging)
-    (staging / "report.txt").write_text(_report_text(bundle), encoding="utf-8")
-    with open(staging / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "true_class", "predicted_class", "probability"])
-        names = bundle.class_names
-        for path, label, row in zip(test.files, test.labels, test.probabilities):
-            writer.writerow([path, names[label], names[int(row.argmax())], f"{row.max():.6f}"])
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Replace ``folder`` by the finished ``staging``: never half a bundle at ``folder``."""
     if folder.exists():
         retired = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
