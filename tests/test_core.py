@@ -108,6 +108,7 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     exported = subprocess.run([sys.executable, "-m", "automl_img", "export-best", "--study", "large", "--format",
                                "savedmodel,tflite,onnx"], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0 and exported.stderr == "", exported.stderr  # TensorFlow's notes: export.log
+    assert (workdir / "studies" / "large" / "export" / "export.log").is_file()
     bundle = json.loads((workdir / "studies" / "large" / "export" / "bundle.json").read_text())
     assert bundle["preprocessing"]["image_size"] == 16
     assert set(bundle["formats"]) == {"keras", "savedmodel", "tflite", "onnx"}
