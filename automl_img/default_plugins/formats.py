@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from automl_img.errors import AutomlImgError
-from automl_img.hookspecs import hookimpl
+from automl_img.hookspecs import Predictor, hookimpl
 from automl_img.native_output import muted_stderr
-
-Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 @hookimpl

@@ -134,19 +134,22 @@ class StoredStudy:
 
     def best_trials(self, count: int) -> list[TrialRecord]:
         """The ``count`` best completed trials, best first; a clear message when there is none."""
-        completed = self.trials((TrialState.COMPLETE,))
-        if not completed:
+        ranked = self._ranked()
+        if not ranked:
             counts = self.counts()
             raise StudyError(
                 f"study {self.name!r} has no completed trial yet ({counts.pruned} pruned, {counts.failed} failed); "
                 "run `automl-img search` with the same data and --study to add trials, then export again"
             )
-        sign = -1 if self.larger_is_better else 1
-        return sorted(completed, key=lambda t: (sign * t.value, t.number))[:count]
+        return ranked[:count]
 
     def best_trial(self) -> TrialRecord | None:
-        completed = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return self.best_trials(1)[0] if completed else None
+        ranked = self._ranked()
+        return ranked[0] if ranked else None
+
+    def _ranked(self) -> list[TrialRecord]:
+        sign = -1 if self.larger_is_better else 1
+        return sorted(self.trials((TrialState.COMPLETE,)), key=lambda t: (sign * t.value, t.number))
 
     def weights_file(self, trial: TrialRecord) -> Path:
         """The trial's best weights on this machine; a clear message when they are elsewhere."""
