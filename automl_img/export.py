@@ -56,7 +56,8 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
     members = stored.best_trials(ensemble)
     for trial in members:
         _check_weights_are_here(stored, trial, ensemble)
-    folder = (Path(out) if out else stored.export_folder).resolve()
+    target = Path(out) if out else stored.export_folder  # as the user will read it
+    folder = target.resolve()
     staging = folder.with_name(f".{folder.name}.partial")  # the bundle is written here, then swapped in
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -73,7 +74,7 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _swap_in(staging, folder)
-    return ExportResult(folder, bundle)
+    return ExportResult(target, bundle)
 
 
 class _FormatFailed(Exception):
