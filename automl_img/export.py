@@ -164,7 +164,8 @@ class _TestSplit:
 
 
 def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, build: Architecture, refit: bool = False):
-    """The trial's model with its best epoch's weights, or retrained on train+val for as many epochs."""
+    """The trial's model with its best epoch's weights, or retrained on train+val for as many epochs (its
+    schedule fitted to them); flip-averaged where the trial trained on mirrored images, as it was scored."""
     from automl_img import training
 
     config = stored.config
@@ -172,15 +173,15 @@ def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, buil
     params = sample_training_params(hp, config.image_sizes)
     training.keras.utils.set_random_seed(trial.seed or 0)  # a refit starts as the trial did
     model = training.build_model(build, hp, params.image_size, config.channels, len(config.class_names),
-                                 params.learning_rate if refit else None, name=f"trial_{trial.number}")
+                                 name=f"trial_{trial.number}")
     if not refit:
         model.load_weights(stored.weights_file(trial))
-        return model
+        return training.as_trained(model, params)
     decoded = data.cache.load(params.image_size, config.channels)
     train, val = data.rows("train", decoded), data.rows("val", decoded)
     training.refit(model, decoded.images, data.labels, np.concatenate([train, val]), params, _refit_epochs(trial),
                    config.class_weights(data.labels, train))
-    return model
+    return training.as_trained(model, params)
 
 
 def _refit_epochs(trial: TrialRecord) -> int:

@@ -63,7 +63,8 @@ def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, i
         trial = study.ask()
         # build_model wraps the architecture exactly as a search does and checks its outputs.
         model = training.build_model(build, TrialHyperParameters(trial), input_shape[0], input_shape[2],
-                                     num_classes, learning_rate=1e-3)
+                                     num_classes)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][-1]), "the loss of one training step is not finite"
         probabilities = np.asarray(model.predict(images, verbose=0))

@@ -21,6 +21,7 @@ from automl_img.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, TrainingParams
 
 PREDICT_BATCH = 256
+WARMUP_SHARE = 10  # the learning rate warms up over one epoch, or a tenth of the steps when that is less
 # Rows of pixels up to this size are batched inside the graph; larger sets stream from the memory map.
 IN_MEMORY_BYTES = 1 << 30
 
@@ -34,8 +35,11 @@ class Reporter(Protocol):
 
 
 def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int, channels: int,
-                num_classes: int, learning_rate: float | None = None, name: str | None = None):
-    """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out."""
+                num_classes: int, name: str | None = None):
+    """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out.
+
+    ``train`` and ``refit`` compile it, with a schedule fitted to the epochs they are given.
+    """
     shape = (image_size, image_size, channels)
     inputs = keras.Input(shape, dtype="uint8", name="image")
     scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)
@@ -44,13 +48,30 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
         raise PluginError(f"the architecture's build() returned {type(body).__name__}, not a keras.Model")
     model = keras.Model(inputs, body(scaled), name=name or body.name)
     _check_outputs_are_probabilities(model, shape, num_classes)
-    if learning_rate is not None:
-        # Softmax outputs, so the loss takes probabilities (the recipe's from_logits=True was a bug).
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
-        )
     return model
+
+
+def compile_for(model, params: TrainingParams, epochs: int, steps_per_epoch: int) -> None:
+    """The recipe: AdamW under a learning rate that warms up, then follows a cosine to zero at the end of
+    the last epoch ("Budgeted Training", ICLR 2020: a schedule fitted to the budget makes a short training
+    a complete one), and cross-entropy with label smoothing on the softmax outputs.
+
+    Weight decay skips biases and batch-norm scales and offsets, as is usual.
+    """
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(steps_per_epoch, total // WARMUP_SHARE)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else params.learning_rate, decay_steps=max(1, total - warmup),
+        warmup_target=params.learning_rate if warmup else None, warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing))
+
+
+def _one_hot(dataset, num_classes: int):
+    """Label smoothing needs one-hot targets (Keras' class weights read them back with argmax)."""
+    return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def ensemble(members: list) -> Any:
@@ -74,6 +95,19 @@ def ensemble(members: list) -> Any:
     return keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="ensemble")
 
 
+def as_trained(model, params: TrainingParams):
+    """The model as it is scored and exported: a model trained on mirrored images averages its
+    probabilities over each image and its mirror image (test-time augmentation); others as they are."""
+    if not params.horizontal_flip:
+        return model
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="image")
+    mirrored = _fixed_matrix_on_axis(inputs, np.eye(model.input_shape[2], dtype=np.float32)[::-1], 2,
+                                     f"{model.name}_mirror")
+    outputs = keras.layers.Average(name=f"{model.name}_and_mirror")([model(inputs, training=False),
+                                                                      model(mirrored, training=False)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
+
+
 def area_weights(size: int, own: int) -> np.ndarray:
     """The (own, size) matrix of area interpolation along one axis: each output pixel averages the input
     pixels its box covers, each weighted by the share of it that lies in the box (OpenCV's INTER_AREA)."""
@@ -91,20 +125,21 @@ def _area_shrink(inputs, size: int, own: int, name: str):
     uint8 input rounds: every export format can express it, unlike ResizeArea, which LiteRT lacks and
     tf2onnx translates to a different resize."""
     weights = area_weights(size, own).T  # (size, own): a Dense kernel over the last axis
-
-    def shrink_last_axis(x, axis_name: str):
-        layer = keras.layers.Dense(own, use_bias=False, trainable=False, name=f"{name}_shrink_{axis_name}")
-        x = layer(x)
-        layer.set_weights([weights])
-        return x
-
-    x = keras.layers.Rescaling(1.0, name=f"{name}_to_float")(inputs)  # (batch, height, width, channels)
-    x = keras.layers.Permute((1, 3, 2), name=f"{name}_width_last")(x)  # (batch, height, channels, width)
-    x = shrink_last_axis(x, "width")
-    x = keras.layers.Permute((3, 2, 1), name=f"{name}_height_last")(x)  # (batch, own width, channels, height)
-    x = shrink_last_axis(x, "height")
-    x = keras.layers.Permute((3, 1, 2), name=f"{name}_channels_last")(x)  # (batch, own height, own width, channels)
+    x = _fixed_matrix_on_axis(inputs, weights, 2, f"{name}_width")
+    x = _fixed_matrix_on_axis(x, weights, 1, f"{name}_height")
     return keras.layers.Rescaling(1.0, offset=0.5, name=f"{name}_round")(x)
+
+
+def _fixed_matrix_on_axis(x, matrix: np.ndarray, axis: int, name: str):
+    """``x`` (batch, height, width, channels) times a fixed (in, out) matrix along the height (1) or width (2):
+    a non-trainable Dense between two Permutes, built-in layers that every export format can express."""
+    order = (1, 3, 2) if axis == 2 else (3, 2, 1)  # that axis last, and back: each order is its own inverse
+    x = keras.layers.Rescaling(1.0, name=f"{name}_to_float")(x)
+    x = keras.layers.Permute(order, name=f"{name}_last")(x)
+    layer = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name=f"{name}_matrix")
+    x = layer(x)
+    layer.set_weights([matrix])
+    return keras.layers.Permute(order, name=f"{name}_back")(x)
 
 
 def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_classes: int) -> None:
@@ -203,13 +238,16 @@ class Limits:
 def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
           params: TrainingParams, limits: Limits, objective: str = "accuracy", reporter: Reporter | None = None,
           seed: int = 0, class_weight: dict[int, float] | None = None) -> TrainingResult:
-    """Fit with augmentation, score val every epoch, keep the best epoch; report to the pruner."""
+    """Fit for ``limits.epochs`` with augmentation (the schedule ends with the last of them), score val every
+    epoch (``as_trained``), keep the best epoch; report to the pruner."""
     result = TrainingResult(objective)
-    watch = _EpochWatch(result, images, labels, val_rows, limits, reporter)
+    watch = _EpochWatch(result, as_trained(model, params), images, labels, val_rows, limits, reporter)
+    compile_for(model, params, limits.epochs, steps_per_epoch=-(-len(train_rows) // params.batch_size))
     started = time.time()
     try:
         model.fit(
-            batches(images, labels, train_rows, params.batch_size, params, shuffle_seed=seed),
+            _one_hot(batches(images, labels, train_rows, params.batch_size, params, shuffle_seed=seed),
+                     model.output_shape[-1]),
             epochs=limits.epochs,
             verbose=0,
             callbacks=[watch],
@@ -229,17 +267,19 @@ def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
 def refit(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, params: TrainingParams, epochs: int,
           class_weight: dict[int, float] | None = None, seed: int = 0) -> None:
     """Train a fresh model on ``rows`` for a fixed number of epochs (no validation left to stop on)."""
-    model.fit(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed), epochs=epochs, verbose=0,
-              class_weight=class_weight, shuffle=False)
+    compile_for(model, params, epochs, steps_per_epoch=-(-len(rows) // params.batch_size))
+    model.fit(_one_hot(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed),
+                       model.output_shape[-1]),
+              epochs=epochs, verbose=0, class_weight=class_weight, shuffle=False)
 
 
 class _EpochWatch(keras.callbacks.Callback):
     """After each epoch: score val, keep the best weights, report to the pruner, apply the limits."""
 
-    def __init__(self, result: TrainingResult, images: np.ndarray, labels: np.ndarray, val_rows: np.ndarray,
+    def __init__(self, result: TrainingResult, scored, images: np.ndarray, labels: np.ndarray, val_rows: np.ndarray,
                  limits: Limits, reporter: Reporter | None):
         super().__init__()
-        self.result, self.images, self.labels, self.val_rows = result, images, labels, val_rows
+        self.result, self.scored, self.images, self.labels, self.val_rows = result, scored, images, labels, val_rows
         self.limits, self.reporter = limits, reporter
         self.larger_is_better = OBJECTIVES[result.objective]
         self.best_weights: list | None = None
@@ -253,7 +293,7 @@ class _EpochWatch(keras.callbacks.Callback):
             self.failure = f"training diverged: loss became {loss} in epoch {epoch + 1}; lower the learning rate"
             self.model.stop_training = True
             return
-        epoch_scores = scores(self.labels[self.val_rows], predict(self.model, self.images, self.val_rows))
+        epoch_scores = scores(self.labels[self.val_rows], predict(self.scored, self.images, self.val_rows))
         value = epoch_scores[self.result.objective]
         self.result.history.append({"epoch": epoch + 1, "train_loss": loss,
                                     **{f"val_{k}": v for k, v in epoch_scores.items()}})

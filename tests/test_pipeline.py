@@ -9,7 +9,8 @@ import pytest
 from automl_img import training
 from automl_img.space import TrainingParams
 
-RECIPE_AUGMENTATION = TrainingParams(image_size=16, batch_size=8, learning_rate=1e-3, rotation=30.0, zoom=0.2,
+RECIPE_AUGMENTATION = TrainingParams(image_size=16, batch_size=8, learning_rate=1e-3, weight_decay=0.0,
+                                     label_smoothing=0.0, rotation=30.0, zoom=0.2,
                                      width_shift=0.1, height_shift=0.1, horizontal_flip=True)
 
 

@@ -99,8 +99,8 @@ def test_first_trial_trains_at_a_cheap_image_size(native, overrides, first):
 
 
 def test_recipe_values_lie_inside_the_training_space():
-    recipe = {"image_size": 28, "batch_size": 32, "learning_rate": 1e-3, "rotation": 30.0, "zoom": 0.2,
-              "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True}
+    recipe = {"image_size": 28, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "label_smoothing": 0.0,
+              "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True}
     params = sample_training_params(StoredHyperParameters(recipe), [16, 28])
     assert params.augments and params.rotation == 30.0
     study = optuna.create_study()
