@@ -76,13 +76,13 @@ def search(
     dataset: Annotated[str, typer.Option(help="Dataset loader plugin (see `automl-img plugins`).")] = "folder",
     architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`).")] = "blog-cnn",
     seed: Annotated[Optional[int], typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
-    epochs: Annotated[int, typer.Option(callback=_at_least_one, help="Maximum epochs per trial.")] = 40,
+    epochs: Annotated[int, typer.Option(callback=_at_least_one, help="Epochs of the longest trials. New configurations train for a ninth of them, the best again for a third, then all (40: 4, 13, 40 epochs).")] = 40,
     patience: Annotated[int, typer.Option(callback=_at_least_one, help="Stop a trial after this many epochs without improvement.")] = 10,
     trial_timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Maximum seconds per trial.")] = None,
     max_failures: Annotated[int, typer.Option(callback=_at_least_one, help="Stop after this many failed trials in a row.")] = 5,
     objective: Annotated[str, typer.Option(help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe or random.")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="Stops weak trials early: median, hyperband or none.")] = "median",
+    pruner: Annotated[str, typer.Option(help="Stops weak trials early: median (among trials of the same epochs) or none.")] = "median",
     class_weights: Annotated[str, typer.Option(
         help="auto (on when the largest class has 1.5x the images of the smallest), on or off.")] = "auto",
     param: Annotated[Optional[list[str]], typer.Option(

@@ -84,9 +84,8 @@ class _Tally:
 class QuietDisplay(SearchListener):
     """``--quiet``: nothing while searching; the summary at the end."""
 
-    def __init__(self, trials: int, epochs: int, timeout: float | None = None):
+    def __init__(self, trials: int, timeout: float | None = None):
         self.tally = _Tally(trials, timeout)
-        self.epochs = epochs
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         self.tally.ready(study)
@@ -102,8 +101,9 @@ class LiveDisplay(QuietDisplay):
     """The terminal: the data, a bar for the first decode, one live line for the trial in progress and a
     summary line per finished trial. Piped to a file, the live line becomes a line per epoch."""
 
-    def __init__(self, trials: int, epochs: int, timeout: float | None = None):
-        super().__init__(trials, epochs, timeout)
+    def __init__(self, trials: int, timeout: float | None = None):
+        super().__init__(trials, timeout)
+        self.epochs = 0  # of the trial in progress
         self.decoding: Progress | None = None
         self.running: Progress | None = None  # the live line of the trial in progress, on a terminal
 
@@ -138,12 +138,14 @@ class LiveDisplay(QuietDisplay):
             self.decoding.stop()
             self.decoding = None
 
-    def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        console.print(f"[dim]trial #{number}: {format_params(params)}[/]")
+    def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
+        self.epochs = epochs
+        longer = f"#{promoted_from}'s configuration for {epochs} epochs" if promoted_from is not None else ""
+        console.print(f"[dim]trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}[/]")
         if console.is_terminal:
             self.running = Progress(TextColumn("[dim]{task.description}"), console=console, transient=True)
             self.running.start()
-            self._running_task = self.running.add_task(f"  #{number} epoch 0/{self.epochs}", total=None)
+            self._running_task = self.running.add_task(f"  #{number} epoch 0/{epochs}", total=None)
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
         line = f"  #{number} epoch {epoch}/{self.epochs}: val {self.tally.objective} {value:.4f}"
@@ -186,8 +188,8 @@ class JsonLinesDisplay(QuietDisplay):
                    classes=list(data.class_names), split=data.split.counts(),
                    finished_trials=self.tally.finished_before, skipped_files=str(study.skipped_file))
 
-    def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        _json_line("trial_start", trial=number, params=params)
+    def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
+        _json_line("trial_start", trial=number, params=params, epochs=epochs, promoted_from=promoted_from)
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
         _json_line("epoch", trial=number, epoch=epoch, **{self.tally.objective: value})
@@ -233,7 +235,7 @@ def _print_summary(summary: SearchSummary) -> None:
 def search_display(options: SearchOptions, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
     """The display the command line asks for."""
     kind = JsonLinesDisplay if json_lines else QuietDisplay if quiet else LiveDisplay
-    return kind(options.trials, options.epochs, options.timeout)
+    return kind(options.trials, options.timeout)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

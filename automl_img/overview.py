@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from automl_img.study.config import StudyConfig
 from automl_img.study.handle import StoredStudy, TrialCounts, count_trials
-from automl_img.study.records import trial_records
+from automl_img.study.records import TrialRecord, trial_records
 from automl_img.study.storage import open_storage, study_names
 
 
@@ -47,10 +47,22 @@ def summarise(study: optuna.Study) -> StudyRow:
 
 
 def trial_rows(stored: StoredStudy) -> list[list]:
-    """#, state, value, best epoch, epochs run, seconds, and why it stopped or failed."""
+    """#, state, value, best epoch, epochs run of planned, seconds, and why it stopped or failed (or whose
+    configuration it trains for longer)."""
     return [[trial.number, trial.state.name.lower(), f"{trial.value:.4f}" if trial.value is not None else "",
-             trial.best_epoch, trial.epochs_run or None, trial.seconds, trial.fail_reason or trial.stopped_by or ""]
+             trial.best_epoch, _epochs(trial), trial.seconds, trial.fail_reason or _ended(trial)]
             for trial in stored.trials()]
+
+
+def _epochs(trial: TrialRecord) -> str | None:
+    if not trial.epochs_run:
+        return None
+    return f"{trial.epochs_run}/{trial.epochs}" if trial.epochs else str(trial.epochs_run)
+
+
+def _ended(trial: TrialRecord) -> str:
+    promoted = f"#{trial.promoted_from} for longer" if trial.promoted_from is not None else ""
+    return "; ".join(part for part in (trial.stopped_by, promoted) if part)
 
 
 def importances(study: optuna.Study) -> dict[str, float] | str:

@@ -46,3 +46,29 @@ def resident_mb(pid: int | str = "self") -> float:
 def peak_resident_mb(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def trial_test_scores(work: Path, study_name: str, number: int) -> dict[str, float]:
+    """One trial's own checkpoint, alone, scored on the study's val and test splits (what trial 0 alone,
+    the hand-set defaults, would have given)."""
+    os.environ["AUTOML_IMG_STUDIES"] = str(work / "studies")
+    from automl_img import training
+    from automl_img.metrics import scores
+    from automl_img.plugins import PluginSource
+    from automl_img.space import StoredHyperParameters, sample_training_params
+    from automl_img.study.handle import StoredStudy
+
+    stored = StoredStudy.open(study_name, f"sqlite:///{work}/studies/automl-img.db")
+    registry = PluginSource().load()
+    trial = next(t for t in stored.trials() if t.number == number)
+    data = stored.open_data(registry)
+    hp = StoredHyperParameters(trial.params)
+    params = sample_training_params(hp, stored.config.image_sizes)
+    size = params.image_size
+    model = training.build_model(registry.architecture(stored.config.architecture), hp, size, stored.config.channels,
+                                 len(stored.config.class_names))
+    model.load_weights(stored.weights_file(trial))
+    model = training.as_trained(model, params)
+    decoded = data.cache.load(size, stored.config.channels)
+    return {part: scores(data.labels[rows], training.predict(model, decoded.images, rows))["accuracy"]
+            for part in ("val", "test") for rows in [data.rows(part, decoded)]}

@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DATA, write_result
+from _common import DATA, trial_test_scores, write_result
 
-RECIPE = {"batch_size": 32, "learning_rate": 0.001, "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1,
+RECIPE = {"batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0, "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1,
           "height_shift": 0.1, "horizontal_flip": "true", "activations": "recipe", "filters_1": 32, "filters_2": 32,
           "filters_3": 32, "filters_4": 64, "batch_norm": "false", "dropout": 0.4, "dense_units": 64}
 SINGLE = "export-best-trial-alone"  # `export-best --ensemble 1`: what the averaging adds
@@ -69,6 +69,8 @@ def study_figures(work: Path, study_name: str, started: float, seconds: float) -
             "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
             "trials_failed": states.count("FAIL"), "seconds": round(seconds, 1), "best_so_far": timeline,
             "best_trial": bundle.trial, "trial_0_val_accuracy": (first.val_scores or {}).get("accuracy"),
+            "trial_0_test_accuracy": trial_test_scores(work, study_name, 0)["test"] if first.weights else None,
+            "trial_epochs": [[r.number, r.state.name, r.epochs, r.promoted_from, r.value] for r in records],
             "averaged_trials": [[m.trial, m.image_size] for m in bundle.members],
             "best_trial_alone_test_accuracy": single.test.accuracy,
             "best_trial_alone_val_accuracy": single.val_scores["accuracy"], "best_params": bundle.params}

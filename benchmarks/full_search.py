@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import optuna
-from _common import DATA, write_result
+from _common import DATA, trial_test_scores, write_result
 
 from automl_img.bundle import BundleManifest
 from automl_img.study.records import TrialRecord
@@ -66,7 +66,10 @@ def main() -> None:
     sampler.join()
     subprocess.run([cli, "export-best", "--study", "full"], cwd=work, check=True, stdout=subprocess.DEVNULL)
     total_seconds = time.time() - started
-    bundle = BundleManifest.read(work / "studies" / "full" / "export")
+    single = work / "studies" / "full" / "best-trial-alone"  # for the record: what the averaging adds
+    subprocess.run([cli, "export-best", "--study", "full", "--ensemble", "1", "--out", str(single)], cwd=work, check=True,
+                   stdout=subprocess.DEVNULL)
+    bundle, alone = BundleManifest.read(work / "studies" / "full" / "export"), BundleManifest.read(single)
     trials = optuna.load_study(study_name="full", storage=f"sqlite:///{work}/studies/automl-img.db").trials
     records = [TrialRecord.of(t) for t in trials]  # every trial, surplus ones included, as the counts always were
     states = [r.state.name for r in records]
@@ -79,6 +82,10 @@ def main() -> None:
         "command": " ".join(["automl-img", *command[1:]]),
         "test_accuracy": bundle.test.accuracy, "test_images": bundle.test.images,
         "val_accuracy": bundle.val_scores["accuracy"], "best_trial": bundle.trial,
+        "averaged_trials": [member.trial for member in bundle.members],
+        "best_trial_alone_test_accuracy": alone.test.accuracy, "best_trial_alone_val_accuracy": alone.val_scores["accuracy"],
+        "trial_0_val_accuracy": (records[0].val_scores or {}).get("accuracy"),
+        "trial_0_test_accuracy": trial_test_scores(work, "full", 0)["test"] if records[0].weights else None,
         "best_params": bundle.params,
         "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
         "trials_failed": states.count("FAIL"),
@@ -87,7 +94,8 @@ def main() -> None:
         "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
         "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2) if outside else None,
         "trials": [{"number": r.number, "state": r.state.name, "value": r.value, "seconds": r.seconds,
-                    "epochs": r.epochs_run, "stopped_by": r.stopped_by,
+                    "epochs": r.epochs_run, "planned_epochs": r.epochs, "promoted_from": r.promoted_from,
+                    "stopped_by": r.stopped_by,
                     "image_size": r.params.get("image_size")} for r in records],
     })
 

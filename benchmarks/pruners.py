@@ -17,7 +17,7 @@ from pathlib import Path
 from _common import DATA, write_result
 from compare import run_automl
 
-PAIRINGS = (("tpe", "median"), ("tpe", "hyperband"), ("tpe", "none"), ("random", "median"))
+PAIRINGS = (("tpe", "median"), ("tpe", "none"), ("random", "median"))
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def main() -> None:
                             overrides=fixed)
     stored, data = prepare_study(options, registry)
     study = stored.study
-    study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median", args.epochs)
+    study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median")
     spec = TrialSpec(options, stored.name, stored.config, data, registry.plugin_source)
     objective = Objective(spec, registry.architecture("blog-cnn"), lambda event: None)
     started = time.time()

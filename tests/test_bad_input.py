@@ -171,7 +171,7 @@ def test_class_with_too_few_images_is_named(workdir, tmp_path, digits_dir):
     (["--dataset", "nope"], 1, "'nope'", "unknown dataset", "known: digits, folder"),
     (["--storage", "mongodb://h/db"], 1, "'mongodb://h/db'", "unknown storage",
      "use sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST/DB or a journal file PATH.log"),
-    (["--pruner", "fancy"], 1, "'fancy'", "unknown pruner", "choose from median, hyperband, none"),
+    (["--pruner", "fancy"], 1, "'fancy'", "unknown pruner", "choose from median, none"),
     (["-p", "dropout"], 1, "'dropout'", "cannot read parameter", "write NAME=VALUE, NAME=A,B,C or NAME=LOW..HIGH"),
 ])
 def test_bad_option_values_name_the_option_the_value_and_what_is_allowed(workdir, digits_dir, args, code, value,

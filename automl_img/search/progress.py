@@ -18,7 +18,7 @@ class SearchListener:
 
     def decode_progress(self, image_size: int, done: int, total: int) -> None: ...
 
-    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None: ...
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None: ...
 
@@ -39,9 +39,11 @@ class DecodeProgress:
 class TrialStarted:
     number: int
     params: dict[str, Any]
+    epochs: int  # its schedule's length
+    promoted_from: int | None = None  # the shorter trial whose configuration it trains for longer
 
     def deliver(self, listener: SearchListener) -> None:
-        listener.trial_started(self.number, self.params)
+        listener.trial_started(self.number, self.params, self.epochs, self.promoted_from)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.space import default_image_sizes
+from automl_img.search.fidelity import epoch_levels, next_promotion
 from automl_img.search.options import SearchOptions
 from automl_img.search.progress import SearchListener
 from automl_img.search.trial_process import TrialRun, TrialSpec, run_trial_process
@@ -68,6 +69,7 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     stopped_because = ""
     try:
         while not (stopped_because := _stop_reason(stored, options, deadline, failures)):
+            _queue_promotion(stored, options, deadline)
             spec = TrialSpec(options, stored.name, stored.config, data, registry.plugin_source,
                              sampler_seed=None if options.seed is None else options.seed + len(study.trials),
                              deadline=deadline)
@@ -108,6 +110,17 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
     if len(failures) >= options.max_consecutive_failures:
         return f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
     return ""
+
+
+def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: float | None) -> None:
+    """Queue the next configuration due for a longer training (search/fidelity.py), unless a queued trial waits."""
+    trials = stored.trials()
+    if any(trial.state == TrialState.WAITING for trial in trials):
+        return
+    promotion = next_promotion(trials, epoch_levels(options.epochs), stored.larger_is_better,
+                               None if deadline is None else deadline - time.time())
+    if promotion is not None:
+        records.enqueue(stored.study, promotion.params, epochs=promotion.epochs, promoted_from=promotion.parent)
 
 
 def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStudy, StudyData]:

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.hookspecs import Architecture
+from automl_img.search.fidelity import epoch_levels
 from automl_img.search.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, TrialHyperParameters, sample_training_params
 from automl_img.study import records
@@ -17,6 +18,7 @@ from automl_img.study.handle import trial_weights
 from automl_img.study.records import FINISHED, Worker
 
 if TYPE_CHECKING:
+    from automl_img.search.options import SearchOptions
     from automl_img.search.trial_process import TrialSpec
 
 Emit = Callable[[ProgressEvent], None]  # progress for the search's listener
@@ -63,17 +65,17 @@ class Objective:
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise DataError("no readable images left in the train or val split; check the skipped files listed above")
         seed = (options.seed or 0) + trial.number
-        records.write(trial, seed=seed, command=options.as_command())
+        epochs = records.read(trial, "epochs") or epoch_levels(options.epochs)[0]  # set when queued
+        records.write(trial, seed=seed, command=options.as_command(), epochs=epochs)
         training.keras.utils.set_random_seed(seed)
         try:
-            model = training.build_model(self.build, hp, params.image_size, config.channels,
-                                         len(config.class_names), params.learning_rate)
+            model = training.build_model(self.build, hp, params.image_size, config.channels, len(config.class_names))
             unused = hp.unused_overrides()
             if unused:
                 raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
                                  f"known: {', '.join(sorted(hp.values))}")
-            self.emit(TrialStarted(trial.number, dict(trial.params)))
-            limits = training.Limits(options.epochs, options.patience, self.spec.deadline, options.trial_timeout)
+            self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
+            limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
             result = training.train(model, decoded.images, data.labels, train_rows, val_rows, params, limits,
                                     options.objective, _Reporter(trial, self.emit), seed=seed,
                                     class_weight=config.class_weights(data.labels, train_rows))
@@ -107,15 +109,15 @@ class _Reporter:
         return self.trial.should_prune()
 
 
-def enqueue_defaults(study: optuna.Study, overrides: dict, config: StudyConfig, build: Architecture) -> None:
+def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyConfig, build: Architecture) -> None:
     """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
-    well on our development data (README, "The search space").
+    well on our development data (README, "The search space"), at the lowest epoch level.
 
     The search then starts from a known, strong model (exportable early) and improves on it.
     """
     from automl_img import training
 
-    hp = DefaultHyperParameters(overrides)
+    hp = DefaultHyperParameters(options.overrides)
     params = sample_training_params(hp, config.image_sizes)
     try:  # building declares the architecture's parameters, so their defaults are fixed too
         build(hp, (params.image_size, params.image_size, config.channels), len(config.class_names))
@@ -123,7 +125,7 @@ def enqueue_defaults(study: optuna.Study, overrides: dict, config: StudyConfig, 
         pass
     finally:
         training.keras.backend.clear_session()
-    study.enqueue_trial(hp.values, skip_if_exists=True)
+    records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs)[0])
 
 
 def resident_mb() -> float | None:

@@ -113,6 +113,7 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     _die_with_parent(parent_pid)
     _interrupt_on_sigterm()
     import optuna
+    from optuna.trial import TrialState
 
     from automl_img.search.samplers import make_pruner, make_sampler
     from automl_img.search.trial import Objective, enqueue_defaults
@@ -124,10 +125,11 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     try:
         build = spec.plugins.load().architecture(spec.options.architecture)
         study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.options.storage),
-                                  sampler=make_sampler(spec.options.sampler, spec.sampler_seed),
-                                  pruner=make_pruner(spec.options.pruner, spec.options.epochs))
+                                  pruner=make_pruner(spec.options.pruner))
+        study.sampler = make_sampler(spec.options.sampler, spec.sampler_seed,
+                                     completed=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
         if not study.trials:
-            enqueue_defaults(study, spec.options.overrides, spec.config, build)
+            enqueue_defaults(study, spec.options, spec.config, build)
         objective = Objective(spec, build, _emitter(events))
         study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
     except errors.AutomlImgError as exc:

@@ -77,6 +77,8 @@ class TrialRecord:
     best_epoch: int | None = None  #: 1-based; its weights are the ones kept
     val_scores: dict[str, float] | None = None  #: every objective on val at the best epoch
     weights: str | None = None  #: the best epoch's weights, relative to the study's folder
+    epochs: int | None = None  #: the epochs its learning-rate schedule spans: its fidelity level
+    promoted_from: int | None = None  #: the shorter trial whose configuration it trains for longer
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -104,6 +106,18 @@ def write(trial: optuna.Trial, **values: Any) -> None:
     """Store fields of the trial's record (names and meanings as in ``TrialRecord``)."""
     for name, value in values.items():
         trial.set_user_attr(name, _encoded(name, value))
+
+
+def read(trial: optuna.Trial, name: str) -> Any:
+    """One stored field of a running trial's record (None while unset)."""
+    _encoded(name, None)
+    return trial.user_attrs.get(name)
+
+
+def enqueue(study: optuna.Study, params: dict[str, Any], skip_if_exists: bool = False, **values: Any) -> None:
+    """Queue a trial with these parameters and record fields; the next trial to start takes it."""
+    study.enqueue_trial(params, user_attrs={name: _encoded(name, value) for name, value in values.items()},
+                        skip_if_exists=skip_if_exists)
 
 
 def write_to_storage(study: optuna.Study, number: int, **values: Any) -> None:

@@ -1,0 +1,153 @@
+"""The training recipe and multi-fidelity search: flip-averaged scoring, a schedule that ends with the trial's own last epoch,
+epoch levels, promotions (asynchronous successive halving), pruning among comparable trials only, and
+a multi-fidelity study that resumes where it stopped."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from helpers import run, trials_of
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from automl_img.search.fidelity import Promotion, epoch_levels, next_promotion
+from automl_img.search.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
+from automl_img.study.records import TrialRecord
+
+
+@pytest.mark.parametrize("epochs, levels", [(40, [4, 13, 40]), (15, [5, 15]), (6, [2, 6]), (5, [5]), (1, [1])])
+def test_epoch_levels_divide_by_three_down_to_two_epochs(epochs, levels):
+    assert epoch_levels(epochs) == levels
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
+    """After warm-up to the peak, the rate decays to zero exactly when the last planned epoch ends."""
+    from automl_img import training
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.space import DefaultHyperParameters, sample_training_params
+
+    hp = DefaultHyperParameters({"batch_size": 8, "image_size": 8})
+    params = sample_training_params(hp, [8])
+    model = training.build_model(build_blog_cnn, hp, 8, 1, 3)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (44, 8, 8, 1), dtype=np.uint8), np.arange(44) % 3
+    steps = 5  # 40 training rows in batches of 8
+    result = training.train(model, images, labels, np.arange(40), np.arange(40, 44), params, training.Limits(epochs))
+    assert result.epochs_run == epochs and int(model.optimizer.iterations) == epochs * steps
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)  # where training ended
+    rates = []
+    for step in range(epochs * steps + 1):  # the whole schedule, read back through the optimizer
+        model.optimizer.iterations.assign(step)
+        rates.append(float(model.optimizer.learning_rate))
+    assert rates[-1] == pytest.approx(0.0, abs=1e-9)
+    assert max(rates) == pytest.approx(params.learning_rate, rel=1e-6)
+    assert rates.index(max(rates)) == min(steps, epochs * steps // training.WARMUP_SHARE)  # warm-up, then decay
+    assert all(later <= earlier for earlier, later in zip(rates[rates.index(max(rates)):], rates[rates.index(max(rates)) + 1:]))
+
+
+def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged(tmp_path):
+    from automl_img import training
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.space import DefaultHyperParameters, sample_training_params
+    from automl_img.tf_runtime import keras
+
+    hp = DefaultHyperParameters({"image_size": 12, "horizontal_flip": True})
+    params = sample_training_params(hp, [12])
+    model = training.build_model(build_blog_cnn, hp, 12, 3, 4)
+    images = np.random.default_rng(1).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
+    expected = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
+    averaged = training.as_trained(model, params)
+    np.testing.assert_allclose(averaged.predict(images, verbose=0), expected, atol=1e-6)
+    assert not np.allclose(expected, model.predict(images, verbose=0), atol=1e-4)  # the mirror changes something
+    averaged.save(tmp_path / "model.keras")  # built-in layers only: loads in safe mode, as bundles do
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
+    unflipped = sample_training_params(DefaultHyperParameters({"image_size": 12}), [12])
+    assert training.as_trained(model, unflipped) is model
+
+
+def record(number: int, value: float | None, epochs: int, state=TrialState.COMPLETE, promoted_from=None,
+           seconds=10.0) -> TrialRecord:
+    return TrialRecord(number=number, state=state, value=value, params={"p": number}, intermediate_values={},
+                       epochs=epochs, promoted_from=promoted_from, seconds=seconds,
+                       history=[{"epoch": e + 1} for e in range(epochs)])
+
+
+def test_the_best_third_of_a_level_is_promoted_once_each():
+    levels = [2, 6, 18]
+    low = [record(0, 0.5, 2), record(1, 0.9, 2), record(2, 0.7, 2)]
+    assert next_promotion(low[:2], levels, larger_is_better=True) is None  # fewer than 3 finished: none is top third
+    assert next_promotion(low, levels, larger_is_better=True) == Promotion(1, {"p": 1}, 6)
+    promoted = low + [record(3, None, 6, state=TrialState.WAITING, promoted_from=1)]
+    assert next_promotion(promoted, levels, larger_is_better=True) is None  # #1 is taken; #2 is not in the top third
+    six = promoted + [record(4, 0.6, 2), record(5, 0.8, 2), record(6, 0.1, 2, state=TrialState.PRUNED)]
+    assert next_promotion(six, levels, larger_is_better=True) == Promotion(5, {"p": 5}, 6)  # 7 finished: top 2
+    assert next_promotion(six, levels, larger_is_better=False) == Promotion(0, {"p": 0}, 6)  # a loss: smallest first
+
+
+def test_higher_levels_are_promoted_first_and_only_with_epochs_that_fit_the_time_left():
+    levels = [2, 6, 18]
+    trials = [record(0, 0.5, 2), record(1, 0.9, 2), record(2, 0.7, 2),
+              record(3, 0.95, 6, promoted_from=1, seconds=60.0), record(4, 0.6, 6), record(5, 0.5, 6),
+              record(6, 0.8, 2), record(7, 0.85, 2), record(8, 0.4, 2)]
+    assert next_promotion(trials, levels, True) == Promotion(3, {"p": 3}, 18)
+    # #3 ran 6 epochs in 60 s: 10 s an epoch; 100 s left, less the start-up, fit 8 epochs, a schedule of its own
+    assert next_promotion(trials, levels, True, seconds_left=100.0) == Promotion(3, {"p": 3}, 8)
+    # too little time for more than #3 had: next due is #7 (level 2's top 2 of 6; #1 went up), 2 epochs in 10 s
+    assert next_promotion(trials, levels, True, seconds_left=35.0) == Promotion(7, {"p": 7}, 4)
+    assert next_promotion(trials, levels, True, seconds_left=20.0) is None
+
+
+def test_pruning_compares_a_trial_with_trials_of_its_own_level_only():
+    """At epoch 15, a 40-epoch trial reading 0.5 is pruned among 40-epoch peers reading 0.6, not among
+    18-epoch peers that read 0.9 there (near the end of their schedule)."""
+    study = optuna.create_study(direction="maximize", pruner=LevelMedianPruner())
+
+    def peer(epochs: int, value: float) -> None:
+        study.add_trial(create_trial(value=value, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+                                     intermediate_values={step: value for step in range(1, 19)},
+                                     user_attrs={"epochs": epochs}))
+
+    def judged(epochs: int, value: float, step: int = 15) -> bool:
+        trial = study.ask()
+        trial.set_user_attr("epochs", epochs)
+        for epoch in range(1, step + 1):
+            trial.report(value, epoch)
+        verdict = trial.should_prune()
+        study.tell(trial, state=TrialState.FAIL)
+        return verdict
+
+    for _ in range(MEDIAN_STARTUP_TRIALS):
+        peer(18, 0.9)
+    assert not judged(40, 0.5)  # no 40-epoch peer yet
+    for _ in range(MEDIAN_STARTUP_TRIALS):
+        peer(40, 0.6)
+    assert judged(40, 0.5) and not judged(40, 0.7)
+    assert judged(18, 0.8)
+    assert not judged(40, 0.5, step=14)  # the first third of 40 epochs is not judged
+    assert not judged(18, 0.1, step=6) and judged(18, 0.1, step=7)  # ceil(18 / 3) = 6
+    assert not judged(18, 0.1, step=18)  # the last epoch: the trial is complete anyway
+
+
+@pytest.mark.slow
+def test_a_multi_fidelity_study_resumes_and_promotes_its_best_short_trial(workdir, digits_dir):
+    """--epochs 6: configurations train 2 epochs, the best third again for 6. A second run promotes the best
+    of the first run's trials, and the promoted trial's schedule spans its own 6 epochs."""
+    common = ["--epochs", 6, "--seed", 3, "-p", "image_size=8", "--pruner", "none"]
+    run("search", digits_dir, "--trials", 3, *common)
+    first = trials_of("digits")
+    assert [t.user_attrs["epochs"] for t in first] == [2, 2, 2]
+    assert [len(t.user_attrs["history"]) for t in first] == [2, 2, 2]
+    best = max(first, key=lambda t: t.value)
+    output = run("search", digits_dir, "--trials", 5, *common).output
+    trials = trials_of("digits")
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    promoted = trials[3]
+    assert promoted.user_attrs["promoted_from"] == best.number and promoted.params == best.params
+    assert promoted.user_attrs["epochs"] == 6 and len(promoted.user_attrs["history"]) == 6
+    assert trials[4].user_attrs["epochs"] == 2 and "promoted_from" not in trials[4].user_attrs
+    assert "trials: 5 completed" in output
+    shown = run("show").output
+    assert "6/6" in shown and f"#{best.number} for longer" in shown
