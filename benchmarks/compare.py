@@ -219,7 +219,8 @@ def main() -> None:
         results["automl_img_test_accuracy_minus"] = {
             name: round(ours - figures["test_accuracy"], 4) for name, figures in results.items()
             if isinstance(figures, dict) and "test_accuracy" in figures and name != "automl_img"}
-    write_result(f"compare-{data.name}-{args.budget}s", {"data": str(data), "budget_seconds": args.budget, **results})
+    only = "" if sorted(args.only) == ["a", "b", "c"] else f"-only-{args.only}"  # a part never replaces a whole run
+    write_result(f"compare-{data.name}-{args.budget}s{only}", {"data": str(data), "budget_seconds": args.budget, **results})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # real searches against the clock
 
 def test_study_timeout_stops_within_an_epoch_and_keeps_the_model(workdir, digits_dir):
     started = time.time()
-    result = run("search", digits_dir, "--trials", 50, "--epochs", 500, "--patience", 500, "--timeout", 12,
+    result = run("search", digits_dir, "--trials", 2, "--epochs", 500, "--patience", 500, "--timeout", 12,
                  "-p", "image_size=8", "--pruner", "none")
     elapsed = time.time() - started
     trials = trials_of("digits")

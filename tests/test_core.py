@@ -62,7 +62,7 @@ def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digi
     from automl_img.tf_runtime import keras
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
-    from automl_img.space import StoredHyperParameters
+    from automl_img.space import StoredHyperParameters, sample_training_params
 
     study = load_study()
     best = study.best_trial
@@ -79,6 +79,7 @@ def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digi
     for trial in completed[:3]:
         rebuilt = training.build_model(build_blog_cnn, StoredHyperParameters(trial.params), size, 1, 10)
         rebuilt.load_weights(searched["studies"] / "digits" / trial.user_attrs["weights"])
+        rebuilt = training.as_trained(rebuilt, sample_training_params(StoredHyperParameters(trial.params), [size]))
         members.append(rebuilt.predict(images, verbose=0))
     np.testing.assert_allclose(model.predict(images, verbose=0), np.mean(members, axis=0), atol=1e-6)
 
@@ -92,7 +93,7 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     from automl_img.tf_runtime import keras
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
-    from automl_img.space import StoredHyperParameters
+    from automl_img.space import StoredHyperParameters, sample_training_params
 
     data = tmp_path / "large"  # 16 px digits: the 8 px member's pixels come from a shrink, as in a real study
     for digit in "0123":
@@ -124,6 +125,7 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
         size = sizes[trial.number]
         rebuilt = training.build_model(build_blog_cnn, StoredHyperParameters(trial.params), size, 1, 4)
         rebuilt.load_weights(workdir / "studies" / "large" / trial.user_attrs["weights"])
+        rebuilt = training.as_trained(rebuilt, sample_training_params(StoredHyperParameters(trial.params), [size]))
         members.append(rebuilt.predict(np.stack([load_image(f, size, 1) for f in files]), verbose=0))
     averaged = model.predict(np.stack([load_image(f, 16, 1) for f in files]), verbose=0)
     np.testing.assert_allclose(averaged, np.mean(members, axis=0), atol=1e-5)
@@ -158,10 +160,10 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     before = {t.number: (t.state, t.value, t.params) for t in load_study().trials}
     assert len(before) == 2
     assert before[0][2] == {  # a new study starts from every default (8 px: the only size)
-        "image_size": 8, "batch_size": 64, "learning_rate": 0.001, "rotation": 5.0, "zoom": 0.05,
-        "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False, "activations": "relu",
-        "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128, "dropout": 0.3,
-        "dense_units": 256}
+        "image_size": 8, "batch_size": 64, "learning_rate": 0.002, "weight_decay": 0.01, "label_smoothing": 0.1,
+        "rotation": 5.0, "zoom": 0.05, "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False,
+        "activations": "relu", "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128,
+        "filters_4": 128, "dropout": 0.3, "head": "average", "dense_units": 256}
 
     again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
     assert "2 finished trial(s) so far" in again.output

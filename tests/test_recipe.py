@@ -16,9 +16,11 @@ from automl_img.search.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
 from automl_img.study.records import TrialRecord
 
 
-@pytest.mark.parametrize("epochs, levels", [(40, [4, 13, 40]), (15, [5, 15]), (6, [2, 6]), (5, [5]), (1, [1])])
-def test_epoch_levels_divide_by_three_down_to_two_epochs(epochs, levels):
-    assert epoch_levels(epochs) == levels
+@pytest.mark.parametrize("epochs, trials, levels", [(40, 50, [4, 13, 40]), (15, 3, [5, 15]), (6, 50, [2, 6]),
+                                                    (5, 50, [5]), (1, 50, [1]), (40, 2, [40]), (40, 1, [40])])
+def test_epoch_levels_divide_by_three_down_to_two_epochs(epochs, trials, levels):
+    """Fewer than 3 trials could never promote one: they train for all the epochs asked."""
+    assert epoch_levels(epochs, trials) == levels
 
 
 @pytest.mark.parametrize("epochs", [1, 3])

@@ -22,10 +22,13 @@ MIN_EPOCHS = 2  # one epoch is all warm-up and decay: a ranking of such trials s
 START_SECONDS = 15  # a trial process's start: TensorFlow's import, the cached images, the first compile
 
 
-def epoch_levels(max_epochs: int) -> list[int]:
-    """``--epochs 40`` gives [4, 13, 40]: each level REDUCTION times the one below, none under MIN_EPOCHS."""
+def epoch_levels(max_epochs: int, trials: int) -> list[int]:
+    """``--epochs 40`` gives [4, 13, 40]: each level REDUCTION times the one below, none under MIN_EPOCHS.
+
+    A search of fewer than REDUCTION trials could never promote one: its trials train for ``max_epochs``.
+    """
     levels = [max_epochs]
-    while levels[0] // REDUCTION >= MIN_EPOCHS:
+    while trials >= REDUCTION and levels[0] // REDUCTION >= MIN_EPOCHS:
         levels.insert(0, levels[0] // REDUCTION)
     return levels
 

@@ -117,7 +117,7 @@ def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: floa
     trials = stored.trials()
     if any(trial.state == TrialState.WAITING for trial in trials):
         return
-    promotion = next_promotion(trials, epoch_levels(options.epochs), stored.larger_is_better,
+    promotion = next_promotion(trials, epoch_levels(options.epochs, options.trials), stored.larger_is_better,
                                None if deadline is None else deadline - time.time())
     if promotion is not None:
         records.enqueue(stored.study, promotion.params, epochs=promotion.epochs, promoted_from=promotion.parent)

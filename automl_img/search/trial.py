@@ -65,7 +65,7 @@ class Objective:
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise DataError("no readable images left in the train or val split; check the skipped files listed above")
         seed = (options.seed or 0) + trial.number
-        epochs = records.read(trial, "epochs") or epoch_levels(options.epochs)[0]  # set when queued
+        epochs = records.read(trial, "epochs") or epoch_levels(options.epochs, options.trials)[0]  # set when queued
         records.write(trial, seed=seed, command=options.as_command(), epochs=epochs)
         training.keras.utils.set_random_seed(seed)
         try:
@@ -125,7 +125,7 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
         pass
     finally:
         training.keras.backend.clear_session()
-    records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs)[0])
+    records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0])
 
 
 def resident_mb() -> float | None:
