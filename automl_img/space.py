@@ -23,7 +23,7 @@ DEFAULT_WEIGHT_DECAY = 0.01
 
 # Parameters that trials stored before they existed did not sample, with the value those trials used:
 # their studies still export, report and resume.
-ADDED_LATER: dict[str, Any] = {"weight_decay": 0.0, "label_smoothing": 0.0, "head": "flatten"}
+ADDED_LATER: dict[str, Any] = {"weight_decay": 0.0, "label_smoothing": 0.0, "head": "flatten"}  # head: blog-cnn's
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,8 @@ def test_json_lines_mode_is_one_object_per_line(workdir, digits_dir):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "study" and kinds[-1] == "summary"
     assert kinds.count("epoch") == 2 and "trial_start" in kinds and "trial_end" in kinds
+    start = events[kinds.index("trial_start")]
+    assert (start["epochs"], start["promoted_from"]) == (2, None)  # its schedule's length; not a promotion
     assert events[-1]["completed"] == 1
 
 

@@ -107,3 +107,23 @@ def test_recipe_values_lie_inside_the_training_space():
     trial = study.ask()
     sample_training_params(TrialHyperParameters(trial, {k: v for k, v in recipe.items()}), [16, 28])
     assert trial.params == recipe
+
+
+def test_trials_stored_before_the_recipe_parameters_existed_rebuild_as_they_trained():
+    """A study from before weight decay, label smoothing and the head choice still exports and resumes:
+    its trials read no weight decay, no smoothing and the Flatten head they were trained with."""
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.tf_runtime import keras
+
+    old = {"image_size": 16, "batch_size": 64, "learning_rate": 1e-3, "rotation": 5.0, "zoom": 0.05,
+           "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False, "activations": "relu",
+           "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128,
+           "dropout": 0.3, "dense_units": 256}
+    hp = StoredHyperParameters(old)
+    params = sample_training_params(hp, [16])
+    assert (params.weight_decay, params.label_smoothing) == (0.0, 0.0)
+    model = build_blog_cnn(hp, (16, 16, 1), 10)
+    assert any(isinstance(layer, keras.layers.Flatten) for layer in model.layers)
+    assert not any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
+    with pytest.raises(StudyError, match="no value for 'dropout'"):
+        build_blog_cnn(StoredHyperParameters({k: v for k, v in old.items() if k != "dropout"}), (16, 16, 1), 10)
