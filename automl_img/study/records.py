@@ -110,7 +110,7 @@ def write(trial: optuna.Trial, **values: Any) -> None:
 
 def read(trial: optuna.Trial, name: str) -> Any:
     """One stored field of a running trial's record (None while unset)."""
-    _encoded(name, None)
+    _encoded(name, None)  # refuses a name that is not a stored field
     return trial.user_attrs.get(name)
 
 
