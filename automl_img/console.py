@@ -127,9 +127,9 @@ class LiveDisplay(QuietDisplay):
             console.print(f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "
                           "are not used; start a new study (--study NAME) to use them[/]")
 
-    def decode_progress(self, image_size: int, done: int, total: int) -> None:
+    def decode_progress(self, image_size: int, done: int, total: int, task: str = "decoding images") -> None:
         if self.decoding is None:
-            self.decoding = Progress(TextColumn(f"decoding images at {image_size} px"), BarColumn(),
+            self.decoding = Progress(TextColumn(f"{task} at {image_size} px"), BarColumn(),
                                      MofNCompleteColumn(), TimeRemainingColumn(), console=console)
             self.decoding.start()
             self._task = self.decoding.add_task("decode", total=total)

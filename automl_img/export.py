@@ -20,7 +20,7 @@ from automl_img.errors import AutomlImgError, StudyError
 from automl_img.hookspecs import Architecture
 from automl_img.native_output import output_to
 from automl_img.plugins import Entry, Registry
-from automl_img.space import StoredHyperParameters, sample_training_params
+from automl_img.space import StoredHyperParameters
 from automl_img.study.config import StudyData
 from automl_img.study.handle import StoredStudy
 from automl_img.study.records import TrialRecord
@@ -169,11 +169,9 @@ def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, buil
     from automl_img import training
 
     config = stored.config
-    hp = StoredHyperParameters(trial.params)
-    params = sample_training_params(hp, config.image_sizes)
     training.keras.utils.set_random_seed(trial.seed or 0)  # a refit starts as the trial did
-    model = training.build_model(build, hp, params.image_size, config.channels, len(config.class_names),
-                                 name=f"trial_{trial.number}")
+    model, params = training.build_for_trial(build, StoredHyperParameters(trial.params), config.image_sizes,
+                                             config.channels, len(config.class_names), name=f"trial_{trial.number}")
     if not refit:
         model.load_weights(stored.weights_file(trial))
         return training.as_trained(model, params)

@@ -50,7 +50,8 @@ class RegisterDatasetLoader(Protocol):
 
 
 class RegisterArchitecture(Protocol):
-    def __call__(self, name: str, build: Architecture, channels: int | None = None) -> None: ...
+    def __call__(self, name: str, build: Architecture, channels: int | None = None,
+                 min_image_size: int | None = None) -> None: ...
 
 
 class RegisterExporter(Protocol):
@@ -64,7 +65,8 @@ def register_dataset_loaders(register: RegisterDatasetLoader) -> None:
 
 @hookspec
 def register_architectures(register: RegisterArchitecture) -> None:
-    """Register architectures: ``register(name, build, channels=None)``; ``channels=3`` asks for RGB input."""
+    """Register architectures: ``register(name, build, channels=None, min_image_size=None)``; ``channels=3`` asks
+    for RGB input, ``min_image_size`` for images enlarged to at least that many pixels (pretrained backbones)."""
 
 
 @hookspec

@@ -21,6 +21,7 @@ DEFAULT_PLUGINS = (
     "automl_img.default_plugins.folder",
     "automl_img.default_plugins.digits",
     "automl_img.default_plugins.blog_cnn",
+    "automl_img.default_plugins.backbones",
     "automl_img.default_plugins.formats",
 )
 HOOKS = {"dataset": "register_dataset_loaders", "architecture": "register_architectures",
@@ -39,6 +40,7 @@ class Entry:
     implementation: DatasetLoader | Architecture | Exporter  #: what the plugin registered under the name
     source: str  #: which plugin registered it, in words
     channels: int | None = None  #: architectures only: the channels the model needs (None: the data's)
+    min_image_size: int | None = None  #: architectures only: smaller images are enlarged to this size
 
     @property
     def description(self) -> str:
@@ -177,8 +179,9 @@ def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[
     for impl in implementations:
         source = sources.get(impl.plugin_name, impl.plugin_name)
 
-        def register(name: str, implementation: Any, channels: int | None = None, _source: str = source) -> None:
-            registry.add(Entry(kind, name, implementation, _source, channels))
+        def register(name: str, implementation: Any, channels: int | None = None, min_image_size: int | None = None,
+                     _source: str = source) -> None:
+            registry.add(Entry(kind, name, implementation, _source, channels, min_image_size))
 
         others = [other.plugin for other in implementations if other is not impl]
         try:

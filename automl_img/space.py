@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass
@@ -181,36 +182,64 @@ class TrainingParams:
     learning_rate: float  # the peak, after warm-up; the schedule ends at zero (training.compile_for)
     weight_decay: float  # AdamW's, decoupled
     label_smoothing: float
-    rotation: float  # degrees, either way
-    zoom: float  # fraction, in or out
-    width_shift: float  # fraction of the width, either way
-    height_shift: float
-    horizontal_flip: bool
+    rotation: float = 0.0  # degrees, either way
+    zoom: float = 0.0  # fraction, in or out
+    width_shift: float = 0.0  # fraction of the width, either way
+    height_shift: float = 0.0
+    horizontal_flip: bool = False
+    # Pretrained backbones whose top layers train: the peak rate for that second stage, after the head
+    # trained alone at ``learning_rate``; None for every other trial.
+    fine_tune_learning_rate: float | None = None
 
     @property
     def augments(self) -> bool:
         return any((self.rotation, self.zoom, self.width_shift, self.height_shift, self.horizontal_flip))
 
+    def without_augmentation(self) -> TrainingParams:
+        """For a head that trains on fixed features before its backbone is fine-tuned."""
+        return dataclasses.replace(self, rotation=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
+                                   horizontal_flip=False, fine_tune_learning_rate=None)
 
-def sample_training_params(hp: HyperParameters, image_sizes: Sequence[int]) -> TrainingParams:
+
+class Stage:
+    """How a trial trains, which decides the training parameters it has (training.transfer_stage)."""
+
+    FULL = "full"  # every weight trains on augmented images
+    HEAD = "head"  # a frozen pretrained backbone: only the head trains, on cached features, no augmentation
+    FINE_TUNE = "fine-tune"  # the head first, then the backbone's top layers too, on augmented images
+
+
+def sample_image_size(hp: HyperParameters, image_sizes: Sequence[int]) -> int:
+    """Declared first: the architecture is built for it. The default (trial 0) is a cheap size."""
+    return hp.Choice("image_size", list(image_sizes), ordered=True, default=first_trial_image_size(image_sizes))
+
+
+def sample_training_params(hp: HyperParameters, image_size: int, stage: str = Stage.FULL) -> TrainingParams:
     """Declare the training parameters; the ranges hold the recipe's values (rotation 30, zoom 0.2, flip...).
 
-    The defaults (trial 0) are a cheap size (``first_trial_image_size``), AdamW peaking at 2e-3, label
-    smoothing 0.1 and light augmentation: strong augmentation cost accuracy in every search on our
-    development data.
+    The defaults (trial 0) are AdamW peaking at 2e-3, label smoothing 0.1 and light augmentation: strong
+    augmentation cost accuracy in every search on our development data. A head trained on cached features
+    sees no augmentation, so it declares none.
     """
-    return TrainingParams(
-        image_size=hp.Choice("image_size", list(image_sizes), ordered=True,
-                             default=first_trial_image_size(image_sizes)),
+    common = dict(
+        image_size=image_size,
         batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True, default=64),
         learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=2e-3),
         weight_decay=hp.Float("weight_decay", 1e-4, 0.1, sampling="log", default=DEFAULT_WEIGHT_DECAY),
         label_smoothing=hp.Float("label_smoothing", 0.0, 0.2, default=0.1),
+    )
+    if stage == Stage.HEAD:
+        return TrainingParams(**common)
+    return TrainingParams(
+        **common,
         rotation=hp.Float("rotation", 0.0, 30.0, default=5.0),
         zoom=hp.Float("zoom", 0.0, 0.2, default=0.05),
         width_shift=hp.Float("width_shift", 0.0, 0.15, default=0.05),
         height_shift=hp.Float("height_shift", 0.0, 0.15, default=0.05),
         horizontal_flip=hp.Boolean("horizontal_flip", default=False),
+        # Pretrained weights move little: a tenth of the usual rates (Keras' transfer-learning guide uses 1e-5).
+        fine_tune_learning_rate=hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
+        if stage == Stage.FINE_TUNE else None,
     )
 
 
@@ -220,9 +249,12 @@ def first_trial_image_size(image_sizes: Sequence[int]) -> int:
     return max(cheap) if cheap else min(image_sizes)
 
 
-def default_image_sizes(native_size: int) -> list[int]:
-    """Candidates no larger than the images themselves (28 px stays 28 px), the largest few kept."""
-    sizes = [size for size in IMAGE_SIZE_LADDER if size <= native_size]
+def default_image_sizes(native_size: int, min_image_size: int | None = None) -> list[int]:
+    """Candidates no larger than the images themselves (28 px stays 28 px), the largest few kept; at least
+    ``min_image_size`` (a pretrained backbone's), to which smaller images are enlarged."""
+    if min_image_size and native_size < min_image_size:
+        return [min_image_size]
+    sizes = [size for size in IMAGE_SIZE_LADDER if size <= native_size and size >= (min_image_size or 0)]
     if native_size <= IMAGE_SIZE_LADDER[-1] and native_size not in sizes:
         sizes.append(native_size)
     return sizes[-MAX_DEFAULT_IMAGE_SIZES:]

@@ -48,8 +48,10 @@ def check_dataset_loader(load: Callable[[str | None], Any], source: str | None, 
 
 
 def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, int] = (16, 16, 1),
-                       num_classes: int = 3, trials: int = 3) -> None:
-    """Builds for sampled parameters, outputs probabilities, trains a step, rebuilds from stored parameters."""
+                       num_classes: int = 3, trials: int = 3, overrides: dict[str, Any] | None = None) -> None:
+    """Builds for sampled parameters, outputs probabilities, trains a step, rebuilds from stored parameters.
+
+    ``overrides`` fixes parameters as ``-p NAME=VALUE`` does (a local weights file, say)."""
     import optuna
 
     from automl_img import training
@@ -62,7 +64,7 @@ def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, i
     for _ in range(trials):
         trial = study.ask()
         # build_model wraps the architecture exactly as a search does and checks its outputs.
-        model = training.build_model(build, TrialHyperParameters(trial), input_shape[0], input_shape[2],
+        model = training.build_model(build, TrialHyperParameters(trial, overrides), input_shape[0], input_shape[2],
                                      num_classes)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
@@ -86,11 +88,12 @@ class ArchitectureContract:
 
     build: Callable[..., Any] | None = None
     input_shapes: tuple[tuple[int, int, int], ...] = ((16, 16, 1), (24, 24, 3))
+    overrides: dict[str, Any] | None = None
 
     def test_architecture_contract(self) -> None:
         assert self.build is not None, "set build = staticmethod(your_build_function)"
         for shape in self.input_shapes:
-            check_architecture(self.build, input_shape=shape)
+            check_architecture(self.build, input_shape=shape, overrides=self.overrides)
 
 
 class DatasetLoaderContract:

@@ -18,7 +18,7 @@ from automl_img.augment import random_affine
 from automl_img.tf_runtime import keras, tf
 from automl_img.errors import PluginError, TrialFailed
 from automl_img.metrics import OBJECTIVES, scores
-from automl_img.space import HyperParameters, TrainingParams
+from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
 
 PREDICT_BATCH = 256
 WARMUP_SHARE = 10  # the learning rate warms up over one epoch, or a tenth of the steps when that is less
@@ -51,18 +51,57 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
     return model
 
 
-def compile_for(model, params: TrainingParams, epochs: int, steps_per_epoch: int) -> None:
+def build_for_trial(build: Callable[..., Any], hp: HyperParameters, image_sizes: list[int], channels: int,
+                    num_classes: int, name: str | None = None) -> tuple[Any, TrainingParams]:
+    """The trial's model and its training parameters: which of them exist depends on how the model trains
+    (``stage_of``), so the image size is declared first, then the architecture's own, then the rest."""
+    image_size = sample_image_size(hp, image_sizes)
+    model = build_model(build, hp, image_size, channels, num_classes, name)
+    return model, sample_training_params(hp, image_size, stage_of(model))
+
+
+@dataclass(frozen=True)
+class BackboneParts:
+    """A model whose architecture is a sub-model named ``features`` (a pretrained backbone) followed by one
+    named ``head``: while the backbone is frozen, training it is training the head on fixed features."""
+
+    extractor: Any  #: uint8 images -> the backbone's features, the model's own input scaling included
+    backbone: Any  #: the ``features`` sub-model
+    head: Any  #: features -> class probabilities; its layers are the model's own
+
+
+def backbone_parts(model) -> BackboneParts | None:
+    body = model.layers[-1]
+    names = {layer.name for layer in getattr(body, "layers", [])}
+    if not {"features", "head"} <= names:
+        return None
+    backbone = body.get_layer("features")
+    extractor = keras.Model(model.input, backbone(model.get_layer("scale_to_unit").output), name="extractor")
+    return BackboneParts(extractor, backbone, body.get_layer("head"))
+
+
+def stage_of(model) -> str:
+    """``Stage.HEAD`` for a frozen backbone, ``Stage.FINE_TUNE`` when some of its layers train, else FULL."""
+    parts = backbone_parts(model)
+    if parts is None:
+        return Stage.FULL
+    return Stage.FINE_TUNE if parts.backbone.trainable_weights else Stage.HEAD
+
+
+def compile_for(model, params: TrainingParams, epochs: int, steps_per_epoch: int,
+                learning_rate: float | None = None) -> None:
     """The recipe: AdamW under a learning rate that warms up, then follows a cosine to zero at the end of
     the last epoch ("Budgeted Training", ICLR 2020: a schedule fitted to the budget makes a short training
     a complete one), and cross-entropy with label smoothing on the softmax outputs.
 
     Weight decay skips biases and batch-norm scales and offsets, as is usual.
     """
+    peak = learning_rate or params.learning_rate
     total = max(1, epochs * steps_per_epoch)
     warmup = min(steps_per_epoch, total // WARMUP_SHARE)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else params.learning_rate, decay_steps=max(1, total - warmup),
-        warmup_target=params.learning_rate if warmup else None, warmup_steps=warmup)
+        0.0 if warmup else peak, decay_steps=max(1, total - warmup),
+        warmup_target=peak if warmup else None, warmup_steps=warmup)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(optimizer=optimizer,
@@ -237,12 +276,15 @@ class Limits:
 
 def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
           params: TrainingParams, limits: Limits, objective: str = "accuracy", reporter: Reporter | None = None,
-          seed: int = 0, class_weight: dict[int, float] | None = None) -> TrainingResult:
+          seed: int = 0, class_weight: dict[int, float] | None = None,
+          learning_rate: float | None = None) -> TrainingResult:
     """Fit for ``limits.epochs`` with augmentation (the schedule ends with the last of them), score val every
-    epoch (``as_trained``), keep the best epoch; report to the pruner."""
+    epoch (``as_trained``), keep the best epoch; report to the pruner.
+
+    ``images`` may be any rows of numbers the model takes: a head trains on its backbone's features."""
     result = TrainingResult(objective)
     watch = _EpochWatch(result, as_trained(model, params), images, labels, val_rows, limits, reporter)
-    compile_for(model, params, limits.epochs, steps_per_epoch=-(-len(train_rows) // params.batch_size))
+    compile_for(model, params, limits.epochs, -(-len(train_rows) // params.batch_size), learning_rate)
     started = time.time()
     try:
         model.fit(
@@ -266,8 +308,17 @@ def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
 
 def refit(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, params: TrainingParams, epochs: int,
           class_weight: dict[int, float] | None = None, seed: int = 0) -> None:
-    """Train a fresh model on ``rows`` for a fixed number of epochs (no validation left to stop on)."""
-    compile_for(model, params, epochs, steps_per_epoch=-(-len(rows) // params.batch_size))
+    """Train a fresh model on ``rows`` for a fixed number of epochs (no validation left to stop on), in the
+    stages its trial trained in: a fine-tuned backbone's head first trains alone, on unaugmented images."""
+    parts = backbone_parts(model)
+    if params.fine_tune_learning_rate is not None and parts is not None:
+        trainable = {id(layer): layer.trainable for layer in parts.backbone.layers}
+        parts.backbone.trainable = False
+        refit(model, images, labels, rows, params.without_augmentation(), epochs, class_weight, seed)
+        parts.backbone.trainable = True
+        for layer in parts.backbone.layers:
+            layer.trainable = trainable[id(layer)]
+    compile_for(model, params, epochs, -(-len(rows) // params.batch_size), params.fine_tune_learning_rate)
     model.fit(_one_hot(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed),
                        model.output_shape[-1]),
               epochs=epochs, verbose=0, class_weight=class_weight, shuffle=False)

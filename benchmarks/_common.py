@@ -55,18 +55,17 @@ def trial_test_scores(work: Path, study_name: str, number: int) -> dict[str, flo
     from automl_img import training
     from automl_img.metrics import scores
     from automl_img.plugins import PluginSource
-    from automl_img.space import StoredHyperParameters, sample_training_params
+    from automl_img.space import StoredHyperParameters
     from automl_img.study.handle import StoredStudy
 
     stored = StoredStudy.open(study_name, f"sqlite:///{work}/studies/automl-img.db")
     registry = PluginSource().load()
     trial = next(t for t in stored.trials() if t.number == number)
     data = stored.open_data(registry)
-    hp = StoredHyperParameters(trial.params)
-    params = sample_training_params(hp, stored.config.image_sizes)
+    model, params = training.build_for_trial(registry.architecture(stored.config.architecture),
+                                             StoredHyperParameters(trial.params), stored.config.image_sizes,
+                                             stored.config.channels, len(stored.config.class_names))
     size = params.image_size
-    model = training.build_model(registry.architecture(stored.config.architecture), hp, size, stored.config.channels,
-                                 len(stored.config.class_names))
     model.load_weights(stored.weights_file(trial))
     model = training.as_trained(model, params)
     decoded = data.cache.load(size, stored.config.channels)

@@ -118,8 +118,8 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
     from automl_img import metrics, training
     from automl_img.tf_runtime import keras
     from automl_img.data import ImageCache, Split
+    from automl_img.space import sample_image_size, sample_training_params
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
-    from automl_img.space import sample_training_params
     from automl_img.study.config import StudyConfig
 
     import optuna
@@ -150,14 +150,13 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
 
     class SameSpace(kt.HyperModel):
         def build(self, hp):
-            params = sample_training_params(hp, sizes)
-            model = training.build_model(build_blog_cnn, hp, params.image_size, config.channels, classes)
+            model, params = training.build_for_trial(build_blog_cnn, hp, sizes, config.channels, classes)
             model.compile(optimizer=keras.optimizers.Adam(params.learning_rate),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             return model
 
         def fit(self, hp, model, *args, **kwargs):
-            params = sample_training_params(hp, sizes)
+            params = sample_training_params(hp, sample_image_size(hp, sizes))
             images = arrays[params.image_size]
             train = training.batches(images, labels, train_rows, params.batch_size, params, shuffle_seed=0)
             val = training.batches(images, labels, val_rows, 256)

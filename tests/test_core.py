@@ -79,7 +79,7 @@ def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digi
     for trial in completed[:3]:
         rebuilt = training.build_model(build_blog_cnn, StoredHyperParameters(trial.params), size, 1, 10)
         rebuilt.load_weights(searched["studies"] / "digits" / trial.user_attrs["weights"])
-        rebuilt = training.as_trained(rebuilt, sample_training_params(StoredHyperParameters(trial.params), [size]))
+        rebuilt = training.as_trained(rebuilt, sample_training_params(StoredHyperParameters(trial.params), size))
         members.append(rebuilt.predict(images, verbose=0))
     np.testing.assert_allclose(model.predict(images, verbose=0), np.mean(members, axis=0), atol=1e-6)
 
@@ -125,7 +125,7 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
         size = sizes[trial.number]
         rebuilt = training.build_model(build_blog_cnn, StoredHyperParameters(trial.params), size, 1, 4)
         rebuilt.load_weights(workdir / "studies" / "large" / trial.user_attrs["weights"])
-        rebuilt = training.as_trained(rebuilt, sample_training_params(StoredHyperParameters(trial.params), [size]))
+        rebuilt = training.as_trained(rebuilt, sample_training_params(StoredHyperParameters(trial.params), size))
         members.append(rebuilt.predict(np.stack([load_image(f, size, 1) for f in files]), verbose=0))
     averaged = model.predict(np.stack([load_image(f, 16, 1) for f in files]), verbose=0)
     np.testing.assert_allclose(averaged, np.mean(members, axis=0), atol=1e-5)

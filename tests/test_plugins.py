@@ -12,7 +12,7 @@ from automl_img.plugins import load_plugins
 def test_builtins_are_registered_like_any_plugin(tmp_path):
     registry = load_plugins([tmp_path])
     assert registry.names("dataset") == ["digits", "folder"]
-    assert registry.names("architecture") == ["blog-cnn"]
+    assert registry.names("architecture") == ["blog-cnn", "efficientnet-b0", "efficientnet-lite0", "mobilenet-v3-small"]
     assert {e.source for e in registry.entries.values()} == {"built-in"}
 
 

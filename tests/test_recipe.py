@@ -28,11 +28,10 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     """After warm-up to the peak, the rate decays to zero exactly when the last planned epoch ends."""
     from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
-    from automl_img.space import DefaultHyperParameters, sample_training_params
+    from automl_img.space import DefaultHyperParameters
 
     hp = DefaultHyperParameters({"batch_size": 8, "image_size": 8})
-    params = sample_training_params(hp, [8])
-    model = training.build_model(build_blog_cnn, hp, 8, 1, 3)
+    model, params = training.build_for_trial(build_blog_cnn, hp, [8], 1, 3)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (44, 8, 8, 1), dtype=np.uint8), np.arange(44) % 3
     steps = 5  # 40 training rows in batches of 8
@@ -56,8 +55,7 @@ def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged
     from automl_img.tf_runtime import keras
 
     hp = DefaultHyperParameters({"image_size": 12, "horizontal_flip": True})
-    params = sample_training_params(hp, [12])
-    model = training.build_model(build_blog_cnn, hp, 12, 3, 4)
+    model, params = training.build_for_trial(build_blog_cnn, hp, [12], 3, 4)
     images = np.random.default_rng(1).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
     expected = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
     averaged = training.as_trained(model, params)
@@ -66,7 +64,7 @@ def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged
     averaged.save(tmp_path / "model.keras")  # built-in layers only: loads in safe mode, as bundles do
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
-    unflipped = sample_training_params(DefaultHyperParameters({"image_size": 12}), [12])
+    unflipped = sample_training_params(DefaultHyperParameters(), 12)
     assert training.as_trained(model, unflipped) is model
 
 

@@ -8,7 +8,7 @@ import pytest
 from automl_img.errors import StudyError
 from automl_img.space import (
     DefaultHyperParameters, Range, StoredHyperParameters, TrialHyperParameters, default_image_sizes, load_overrides,
-    parse_override, sample_training_params,
+    parse_override, sample_image_size, sample_training_params,
 )
 
 
@@ -94,18 +94,18 @@ def test_image_size_candidates_never_upscale_by_default():
     (3000, {"image_size": [128, 256]}, 128),  # every candidate large: the cheapest of them
 ])
 def test_first_trial_trains_at_a_cheap_image_size(native, overrides, first):
-    params = sample_training_params(DefaultHyperParameters(overrides), default_image_sizes(native))
-    assert params.image_size == first
+    assert sample_image_size(DefaultHyperParameters(overrides), default_image_sizes(native)) == first
 
 
 def test_recipe_values_lie_inside_the_training_space():
     recipe = {"image_size": 28, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "label_smoothing": 0.0,
               "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True}
-    params = sample_training_params(StoredHyperParameters(recipe), [16, 28])
+    params = sample_training_params(StoredHyperParameters(recipe), 28)
     assert params.augments and params.rotation == 30.0
     study = optuna.create_study()
     trial = study.ask()
-    sample_training_params(TrialHyperParameters(trial, {k: v for k, v in recipe.items()}), [16, 28])
+    hp = TrialHyperParameters(trial, {k: v for k, v in recipe.items()})
+    sample_training_params(hp, sample_image_size(hp, [16, 28]))
     assert trial.params == recipe
 
 
@@ -120,7 +120,7 @@ def test_trials_stored_before_the_recipe_parameters_existed_rebuild_as_they_trai
            "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128,
            "dropout": 0.3, "dense_units": 256}
     hp = StoredHyperParameters(old)
-    params = sample_training_params(hp, [16])
+    params = sample_training_params(hp, 16)
     assert (params.weight_decay, params.label_smoothing) == (0.0, 0.0)
     model = build_blog_cnn(hp, (16, 16, 1), 10)
     assert any(isinstance(layer, keras.layers.Flatten) for layer in model.layers)

@@ -16,7 +16,7 @@ class SearchListener:
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None: ...
 
-    def decode_progress(self, image_size: int, done: int, total: int) -> None: ...
+    def decode_progress(self, image_size: int, done: int, total: int, task: str = "decoding images") -> None: ...
 
     def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None: ...
 
@@ -30,9 +30,10 @@ class DecodeProgress:
     image_size: int
     done: int
     total: int
+    task: str = "decoding images"  # or "computing features": a pretrained backbone's, once per image
 
     def deliver(self, listener: SearchListener) -> None:
-        listener.decode_progress(self.image_size, self.done, self.total)
+        listener.decode_progress(self.image_size, self.done, self.total, self.task)
 
 
 @dataclass(frozen=True)

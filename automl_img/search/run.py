@@ -176,7 +176,7 @@ def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) ->
         architecture=options.architecture,
         objective=options.objective,
         channels=architecture.channels or native.channels,
-        image_sizes=default_image_sizes(native.size),
+        image_sizes=default_image_sizes(native.size, architecture.min_image_size),
         split_seed=data.split.seed,
         split_hash=data.split.hash,
         class_names=list(image_set.class_names),

