@@ -1,6 +1,6 @@
 """One real search against a time budget: what a user gets, and what it costs the machine.
 
-    python benchmarks/full_search.py [--data benchmarks/data/fashion-mnist] [--timeout 3600]
+    python benchmarks/full_search.py [--data benchmarks/data/fashion-mnist] [--timeout 3600] [--architecture NAME]
 
 Runs `automl-img search DATA --timeout T --seed 0` and `automl-img export-best` as a user would,
 sampling the resident memory of the search process and its trial processes every second. Reports
@@ -45,11 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA / "fashion-mnist")
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--architecture", default="blog-cnn")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="full-search-"))
     cli = str(Path(sys.executable).parent / "automl-img")
     command = [cli, "search", str(args.data.resolve()), "--study", "full", "--trials", "100000", "--timeout",
-               str(args.timeout), "--seed", "0", "--quiet"]
+               str(args.timeout), "--seed", "0", "--quiet", "--architecture", args.architecture]
     started = time.time()
     search = subprocess.Popen(command, cwd=work)
     peak = [0.0]
@@ -78,7 +79,8 @@ def main() -> None:
             for (earlier_end, _), (_, later) in zip(ended, ended[1:])]
     outside = [(t.datetime_complete - t.datetime_start).total_seconds() - r.seconds
                for t, r in zip(trials, records) if t.datetime_complete and r.seconds is not None]
-    write_result(f"full_search-{args.data.name}-{args.timeout}s", {
+    suffix = "" if args.architecture == "blog-cnn" else f"-{args.architecture}"
+    write_result(f"full_search-{args.data.name}-{args.timeout}s{suffix}", {
         "command": " ".join(["automl-img", *command[1:]]),
         "test_accuracy": bundle.test.accuracy, "test_images": bundle.test.images,
         "val_accuracy": bundle.val_scores["accuracy"], "best_trial": bundle.trial,
@@ -89,6 +91,8 @@ def main() -> None:
         "best_params": bundle.params,
         "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
         "trials_failed": states.count("FAIL"),
+        "seconds_to_first_model": round(min(t.datetime_complete.timestamp() for t in trials
+                                            if t.state == optuna.trial.TrialState.COMPLETE) - started, 1),
         "search_seconds": round(search_seconds, 1), "search_and_export_seconds": round(total_seconds, 1),
         "peak_resident_mb_search_and_trial_process": round(peak[0], 1),
         "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
@@ -96,7 +100,8 @@ def main() -> None:
         "trials": [{"number": r.number, "state": r.state.name, "value": r.value, "seconds": r.seconds,
                     "epochs": r.epochs_run, "planned_epochs": r.epochs, "promoted_from": r.promoted_from,
                     "stopped_by": r.stopped_by,
-                    "image_size": r.params.get("image_size")} for r in records],
+                    "image_size": r.params.get("image_size"),
+                    "fine_tune_share": r.params.get("fine_tune_share")} for r in records],
     })
 
 

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from automl_img.data.features import load_features
-from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError, TrialFailed
+from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.hookspecs import Architecture
 from automl_img.search.fidelity import epoch_levels
 from automl_img.search.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
@@ -64,25 +64,18 @@ class Objective:
         try:
             model, params = training.build_for_trial(self.build, hp, config.image_sizes, config.channels,
                                                      len(config.class_names))
-        except PluginError as exc:
-            raise TrialFailed(str(exc)) from exc
-        except (DataError, StudyError, TrialFailed):
-            raise
-        except Exception as exc:  # a plugin's bug
-            raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
-        unused = hp.unused_overrides()
-        if unused:
-            raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
-                             f"known: {', '.join(sorted(hp.values))}")
-        decoded = data.cache.load(params.image_size, config.channels,
-                                  lambda done, total: self.emit(DecodeProgress(params.image_size, done, total)))
-        self.unreadable = data.unreadable_files(decoded)
-        train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
-        if len(train_rows) == 0 or len(val_rows) == 0:
-            raise DataError("no readable images left in the train or val split; check the skipped files listed above")
-        epochs = records.read(trial, "epochs") or epoch_levels(options.epochs, options.trials)[0]  # set when queued
-        records.write(trial, seed=seed, command=options.as_command(), epochs=epochs)
-        try:
+            unused = hp.unused_overrides()
+            if unused:
+                raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
+                                 f"known: {', '.join(sorted(hp.values))}")
+            decoded = data.cache.load(params.image_size, config.channels,
+                                      lambda done, total: self.emit(DecodeProgress(params.image_size, done, total)))
+            self.unreadable = data.unreadable_files(decoded)
+            train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
+            if len(train_rows) == 0 or len(val_rows) == 0:
+                raise DataError("no readable images left in the train or val split; check the skipped files listed above")
+            epochs = records.read(trial, "epochs") or epoch_levels(options.epochs, options.trials)[0]  # set when queued
+            records.write(trial, seed=seed, command=options.as_command(), epochs=epochs)
             self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
             limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
             fit = functools.partial(training.train, labels=data.labels, train_rows=train_rows, val_rows=val_rows,
@@ -141,7 +134,7 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
     hp = DefaultHyperParameters(options.overrides)
     try:  # building declares the architecture's parameters, so their defaults are fixed too
         training.build_for_trial(build, hp, config.image_sizes, config.channels, len(config.class_names))
-    except AutomlImgError:  # missing pretrained weights, say: stop before any trial, with the reason
+    except (DataError, StudyError):  # missing pretrained weights, say: stop before any trial, with the reason
         raise
     except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
         pass
