@@ -74,7 +74,8 @@ def search(
     study: StudyOption = None,
     storage: StorageOption = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader plugin (see `automl-img plugins`).")] = "folder",
-    architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`).")] = "blog-cnn",
+    architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`); several, "
+                                              "comma-separated, make the family a searched parameter.")] = "blog-cnn",
     seed: Annotated[Optional[int], typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
     epochs: Annotated[int, typer.Option(callback=_at_least_one, help="Epochs of the longest trials. New configurations train for a ninth of them, the best again for a third, then all (40: 4, 13, 40 epochs).")] = 40,
     patience: Annotated[int, typer.Option(callback=_at_least_one, help="Stop a trial after this many epochs without improvement.")] = 10,

@@ -114,7 +114,7 @@ class LiveDisplay(QuietDisplay):
                       "finished trial(s) so far")
         console.print(f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
                       f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
-                      f"image sizes searched: {', '.join(map(str, config.image_sizes))} px, "
+                      f"image sizes searched: {_sizes_text(config)}, "
                       f"{'grayscale' if config.channels == 1 else 'RGB'}")
         if config.balance_classes:
             skew = imbalance(data.labels, data.split.indices("train"))
@@ -245,3 +245,9 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(table)
+
+
+def _sizes_text(config) -> str:
+    """``16, 24, 28 px``; per architecture where a study searches several with different sizes."""
+    sizes = config.family_image_sizes or {"": config.image_sizes}
+    return "; ".join(f"{name + ' ' if name else ''}{', '.join(map(str, found))} px" for name, found in sizes.items())

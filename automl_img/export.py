@@ -17,7 +17,7 @@ import numpy as np
 from automl_img.bundle import BundleManifest, DatasetRecord, FormatCheck, Member, Preprocessing, Refit
 from automl_img.data.imageset import PARTS
 from automl_img.errors import AutomlImgError, StudyError
-from automl_img.hookspecs import Architecture
+from automl_img.families import Families
 from automl_img.native_output import output_to
 from automl_img.plugins import Entry, Registry
 from automl_img.space import StoredHyperParameters
@@ -90,8 +90,8 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
 
     config, best = stored.config, members[0]
     data = stored.open_data(registry)
-    build = registry.architecture(config.architecture)
-    models = [_member_model(stored, trial, data, build) for trial in members]
+    architectures = config.families(registry)
+    models = [_member_model(stored, trial, data, architectures) for trial in members]
     model = training.ensemble(models)
     image_size = model.input_shape[1]
     decoded = data.cache.load(image_size, config.channels)
@@ -100,7 +100,7 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
     val_scores = metrics.scores(labels[rows["val"]], training.predict(model, images, rows["val"]))  # before a refit
     refit_record = None
     if refit:
-        models = [_member_model(stored, trial, data, build, refit=True) for trial in members]
+        models = [_member_model(stored, trial, data, architectures, refit=True) for trial in members]
         model = training.ensemble(models)
         refit_record = Refit([_refit_epochs(trial) for trial in members], int(len(rows["train"]) + len(rows["val"])))
     test_probabilities = training.predict(model, images, rows["test"])
@@ -163,15 +163,16 @@ class _TestSplit:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.probabilities.shape[1]), np.float32)
 
 
-def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, build: Architecture, refit: bool = False):
+def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, architectures: Families,
+                  refit: bool = False):
     """The trial's model with its best epoch's weights, or retrained on train+val for as many epochs (its
     schedule fitted to them); flip-averaged where the trial trained on mirrored images, as it was scored."""
     from automl_img import training
 
     config = stored.config
     training.keras.utils.set_random_seed(trial.seed or 0)  # a refit starts as the trial did
-    model, params = training.build_for_trial(build, StoredHyperParameters(trial.params), config.image_sizes,
-                                             config.channels, len(config.class_names), name=f"trial_{trial.number}")
+    model, params = training.build_for_trial(architectures, StoredHyperParameters(trial.params), config.channels,
+                                             len(config.class_names), name=f"trial_{trial.number}")
     if not refit:
         model.load_weights(stored.weights_file(trial))
         return training.as_trained(model, params)

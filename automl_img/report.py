@@ -14,6 +14,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
+from automl_img import families
 from automl_img.bundle import BUNDLE_FILE, BundleManifest
 from automl_img.metrics import TestReport
 from automl_img.overview import importances, trial_rows
@@ -66,6 +67,7 @@ def _header(stored: StoredStudy, counts: TrialCounts, best: TrialRecord | None) 
     facts = [
         ("data", f"{config.source or config.dataset} ({len(config.class_names)} classes)"),
         ("architecture", config.architecture),
+        *_families(stored),
         ("objective", f"val {config.objective}"),
         ("trials", f"{counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"),
         ("best", best_text),
@@ -73,6 +75,29 @@ def _header(stored: StoredStudy, counts: TrialCounts, best: TrialRecord | None) 
     ]
     rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
     return f"<h1>Study {html.escape(stored.name)}</h1><table class='facts'>{rows}</table>"
+
+
+def _families(stored: StoredStudy) -> list[tuple[str, str]]:
+    """In a study of several architectures: each family's best completed trial, and how far behind the winner."""
+    names = families.names(stored.config.architecture)
+    if len(names) == 1:
+        return []
+    completed = stored.trials((TrialState.COMPLETE,))
+    best = {name: max((t for t in completed if t.params.get(families.FAMILY_PARAM) == name),
+                      key=lambda t: t.value if stored.larger_is_better else -t.value, default=None) for name in names}
+    ranked = sorted((t.value, name) for name, t in best.items() if t is not None)
+    winner = ranked[-1 if stored.larger_is_better else 0][0] if ranked else None
+    rows = []
+    for name in names:
+        trial = best[name]
+        count = sum(t.params.get(families.FAMILY_PARAM) == name for t in completed)
+        if trial is None:
+            rows.append((name, "no completed trial"))
+            continue
+        behind = "the best family" if trial.value == winner else f"{abs(winner - trial.value):.4f} behind the best"
+        rows.append((name, f"best trial #{trial.number}, val {stored.config.objective} {trial.value:.4f} "
+                           f"({behind}; {count} completed trial{'s' * (count != 1)})"))
+    return rows
 
 
 def _search_figures(study: optuna.Study) -> list[tuple[str, Callable]]:

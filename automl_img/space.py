@@ -209,9 +209,9 @@ class Stage:
     FINE_TUNE = "fine-tune"  # the head first, then the backbone's top layers too, on augmented images
 
 
-def sample_image_size(hp: HyperParameters, image_sizes: Sequence[int]) -> int:
-    """Declared first: the architecture is built for it. The default (trial 0) is a cheap size."""
-    return hp.Choice("image_size", list(image_sizes), ordered=True, default=first_trial_image_size(image_sizes))
+def sample_image_size(hp: HyperParameters, image_sizes: Sequence[int], name: str = "image_size") -> int:
+    """Declared before the architecture's parameters: it is built for that size. The default (trial 0) is cheap."""
+    return hp.Choice(name, list(image_sizes), ordered=True, default=first_trial_image_size(image_sizes))
 
 
 def sample_training_params(hp: HyperParameters, image_size: int, stage: str = Stage.FULL) -> TrainingParams:

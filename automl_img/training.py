@@ -17,6 +17,7 @@ from automl_img.atomic import atomic_path
 from automl_img.augment import random_affine
 from automl_img.tf_runtime import keras, tf
 from automl_img.errors import PluginError, TrialFailed
+from automl_img.families import Families
 from automl_img.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
 
@@ -51,12 +52,14 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
     return model
 
 
-def build_for_trial(build: Callable[..., Any], hp: HyperParameters, image_sizes: list[int], channels: int,
-                    num_classes: int, name: str | None = None) -> tuple[Any, TrainingParams]:
-    """The trial's model and its training parameters: which of them exist depends on how the model trains
-    (``stage_of``), so the image size is declared first, then the architecture's own, then the rest."""
-    image_size = sample_image_size(hp, image_sizes)
-    model = build_model(build, hp, image_size, channels, num_classes, name)
+def build_for_trial(architectures: Families, hp: HyperParameters, channels: int, num_classes: int,
+                    name: str | None = None) -> tuple[Any, TrainingParams]:
+    """The trial's model and its training parameters: which of them exist depends on the family and on how
+    the model trains (``stage_of``), so the family is declared first, then the image size, the architecture's
+    own parameters, and the rest."""
+    family = architectures.choose(hp)
+    image_size = sample_image_size(hp, family.image_sizes, family.size_parameter)
+    model = build_model(family.build, hp, image_size, channels, num_classes, name)
     return model, sample_training_params(hp, image_size, stage_of(model))
 
 

@@ -62,8 +62,7 @@ def trial_test_scores(work: Path, study_name: str, number: int) -> dict[str, flo
     registry = PluginSource().load()
     trial = next(t for t in stored.trials() if t.number == number)
     data = stored.open_data(registry)
-    model, params = training.build_for_trial(registry.architecture(stored.config.architecture),
-                                             StoredHyperParameters(trial.params), stored.config.image_sizes,
+    model, params = training.build_for_trial(stored.config.families(registry), StoredHyperParameters(trial.params),
                                              stored.config.channels, len(stored.config.class_names))
     size = params.image_size
     model.load_weights(stored.weights_file(trial))

@@ -29,6 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from automl_img import training
+    from automl_img.families import Families
     from automl_img.plugins import load_plugins
     from automl_img.space import DefaultHyperParameters
     from automl_img.tf_runtime import keras
@@ -47,8 +48,8 @@ def main() -> None:
         build = registry.architecture(name)
         entry: dict = {"features_images_per_second": {}, "fine_tune_images_per_second": {}}
         for size in SIZES:
-            model, _ = training.build_for_trial(build, DefaultHyperParameters({**overrides, "fine_tune_share": 0.0}),
-                                                [size], 1, 10)
+            model, _ = training.build_for_trial(Families.single(build, [size]),
+                                                DefaultHyperParameters({**overrides, "fine_tune_share": 0.0}), 1, 10)
             extractor = training.backbone_parts(model).extractor
             images = rng.integers(0, 256, (args.images, size, size, 1), dtype=np.uint8)
             extractor.predict(images[:128], batch_size=128, verbose=0)  # warm-up: tracing
@@ -59,7 +60,7 @@ def main() -> None:
         entry["weights"] = int(sum(np.prod(w.shape) for w in training.backbone_parts(model).backbone.weights))
         for size, share in FINE_TUNE:
             model, params = training.build_for_trial(
-                build, DefaultHyperParameters({**overrides, "fine_tune_share": share}), [size], 1, 10)
+                Families.single(build, [size]), DefaultHyperParameters({**overrides, "fine_tune_share": share}), 1, 10)
             images = rng.integers(0, 256, (args.images // 2, size, size, 1), dtype=np.uint8)
             labels = rng.integers(0, 10, len(images))
             training.compile_for(model, params, 2, len(images) // params.batch_size, params.fine_tune_learning_rate)

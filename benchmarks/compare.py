@@ -118,6 +118,7 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
     from automl_img import metrics, training
     from automl_img.tf_runtime import keras
     from automl_img.data import ImageCache, Split
+    from automl_img.families import Families
     from automl_img.space import sample_image_size, sample_training_params
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.study.config import StudyConfig
@@ -150,7 +151,7 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
 
     class SameSpace(kt.HyperModel):
         def build(self, hp):
-            model, params = training.build_for_trial(build_blog_cnn, hp, sizes, config.channels, classes)
+            model, params = training.build_for_trial(Families.single(build_blog_cnn, sizes), hp, config.channels, classes)
             model.compile(optimizer=keras.optimizers.Adam(params.learning_rate),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             return model

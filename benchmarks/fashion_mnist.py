@@ -4,10 +4,11 @@
 
 makes  OUT/fashion-mnist/{train,test}/<class>/<n>.png      60,000 / 10,000 images
        OUT/fashion-mnist-6k/{train,test}/<class>/<n>.png    6,000 / 2,000 (the first 600 / 200 of each class)
-and    OUT/fashion-mnist-6k-b/{train,test}/<class>/<n>.png  6,000 / 2,000 (the next 600 / 200 of each class)
+       OUT/fashion-mnist-6k-b/{train,test}/<class>/<n>.png  6,000 / 2,000 (the next 600 / 200 of each class)
+and    OUT/fashion-mnist-600-b/{train,test}/<class>/<n>.png   600 / 2,000 (the next 60 / 200 of each class)
 
-automl-img's defaults were chosen on fashion-mnist-6k; fashion-mnist-6k-b shares no image with it,
-so a comparison there does not score the defaults on the images they were picked on.
+automl-img's defaults were chosen on fashion-mnist-6k; fashion-mnist-6k-b and -600-b share no image with
+it (nor with each other), so a comparison there does not score the defaults on the images they were picked on.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
     print(write(out / "fashion-mnist", {"train": slice(None), "test": slice(None)}))
     print(write(out / "fashion-mnist-6k", {"train": slice(600), "test": slice(200)}))
     print(write(out / "fashion-mnist-6k-b", {"train": slice(600, 1200), "test": slice(200, 400)}))
+    print(write(out / "fashion-mnist-600-b", {"train": slice(1200, 1260), "test": slice(400, 600)}))
 
 
 if __name__ == "__main__":

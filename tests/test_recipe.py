@@ -11,6 +11,7 @@ from helpers import run, trials_of
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from automl_img.families import Families
 from automl_img.search.fidelity import Promotion, epoch_levels, next_promotion
 from automl_img.search.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
 from automl_img.study.records import TrialRecord
@@ -31,7 +32,7 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     from automl_img.space import DefaultHyperParameters
 
     hp = DefaultHyperParameters({"batch_size": 8, "image_size": 8})
-    model, params = training.build_for_trial(build_blog_cnn, hp, [8], 1, 3)
+    model, params = training.build_for_trial(Families.single(build_blog_cnn, [8]), hp, 1, 3)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (44, 8, 8, 1), dtype=np.uint8), np.arange(44) % 3
     steps = 5  # 40 training rows in batches of 8
@@ -55,7 +56,7 @@ def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged
     from automl_img.tf_runtime import keras
 
     hp = DefaultHyperParameters({"image_size": 12, "horizontal_flip": True})
-    model, params = training.build_for_trial(build_blog_cnn, hp, [12], 3, 4)
+    model, params = training.build_for_trial(Families.single(build_blog_cnn, [12]), hp, 3, 4)
     images = np.random.default_rng(1).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
     expected = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
     averaged = training.as_trained(model, params)

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from automl_img import families
 from automl_img.data.decode import probe_native_shape
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
@@ -126,18 +127,18 @@ def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: floa
 def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStudy, StudyData]:
     """Create the study (config, split) or reopen it, refusing a resume with different settings."""
     loader = registry.get("dataset", options.dataset)
-    architecture = registry.get("architecture", options.architecture)
+    architectures = [registry.get("architecture", name) for name in families.names(options.architecture)]
     storage = open_storage(options.storage)
     name = options.study or default_study_name(options.dataset, options.source)
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         config = stored_config(study)
-        config.check_same_search(name, dataset=options.dataset, architecture=options.architecture,
+        config.check_same_search(name, dataset=options.dataset, architecture=",".join(families.names(options.architecture)),
                                  objective=options.objective)
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:  # read the data first: a wrong path or layout leaves no empty study behind
         data = open_data(name, loader, options.source, options.seed or 0)
-        config = _new_config(options, architecture, data)
+        config = _new_config(options, architectures, data)
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                     direction="maximize" if OBJECTIVES[options.objective] else "minimize")
         config.save(study)
@@ -166,17 +167,19 @@ def _exit_reason(exit_code: int | None) -> str:
     return f"the trial process ended with exit code {exit_code} during the trial"
 
 
-def _new_config(options: SearchOptions, architecture: Entry, data: StudyData) -> StudyConfig:
+def _new_config(options: SearchOptions, architectures: list[Entry], data: StudyData) -> StudyConfig:
     image_set = data.split.image_set
     native = probe_native_shape([image_set.absolute(p) for p in image_set.paths], seed=options.seed or 0)
     skew = imbalance(image_set.labels, data.split.indices("train"))
+    sizes = {entry.name: default_image_sizes(native.size, entry.min_image_size) for entry in architectures}
     return StudyConfig(
         dataset=options.dataset,
         source=str(image_set.root.resolve()) if options.source else None,
-        architecture=options.architecture,
+        architecture=",".join(sizes),
         objective=options.objective,
-        channels=architecture.channels or native.channels,
-        image_sizes=default_image_sizes(native.size, architecture.min_image_size),
+        channels=max(entry.channels or native.channels for entry in architectures),
+        image_sizes=sizes[architectures[0].name],
+        family_image_sizes=sizes if len(sizes) > 1 else None,
         split_seed=data.split.seed,
         split_hash=data.split.hash,
         class_names=list(image_set.class_names),

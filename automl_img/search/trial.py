@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from automl_img.data.features import load_features
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
-from automl_img.hookspecs import Architecture
+from automl_img.families import Families
 from automl_img.search.fidelity import epoch_levels
 from automl_img.search.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters
@@ -29,8 +29,8 @@ Emit = Callable[[ProgressEvent], None]  # progress for the search's listener
 class Objective:
     """The function Optuna calls; a trial's own faults become TrialFailed, the study goes on."""
 
-    def __init__(self, spec: TrialSpec, build: Architecture, emit: Emit):
-        self.spec, self.build, self.emit = spec, build, emit
+    def __init__(self, spec: TrialSpec, architectures: Families, emit: Emit):
+        self.spec, self.architectures, self.emit = spec, architectures, emit
         self.last_number: int | None = None
         self.unreadable: list[tuple[str, str]] = []
 
@@ -62,8 +62,7 @@ class Objective:
         seed = (options.seed or 0) + trial.number
         training.keras.utils.set_random_seed(seed)
         try:
-            model, params = training.build_for_trial(self.build, hp, config.image_sizes, config.channels,
-                                                     len(config.class_names))
+            model, params = training.build_for_trial(self.architectures, hp, config.channels, len(config.class_names))
             unused = hp.unused_overrides()
             if unused:
                 raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
@@ -123,24 +122,26 @@ class _Reporter:
         return self.trial.should_prune()
 
 
-def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyConfig, build: Architecture) -> None:
+def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyConfig, architectures: Families) -> None:
     """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
-    well on our development data (README, "The search space"), at the lowest epoch level.
+    well on our development data (README, "The search space"), at the lowest epoch level. With several
+    architectures, each one's defaults come next, so the family is judged early and cheaply.
 
     The search then starts from a known, strong model (exportable early) and improves on it.
     """
     from automl_img import training
 
-    hp = DefaultHyperParameters(options.overrides)
-    try:  # building declares the architecture's parameters, so their defaults are fixed too
-        training.build_for_trial(build, hp, config.image_sizes, config.channels, len(config.class_names))
-    except (DataError, StudyError):  # missing pretrained weights, say: stop before any trial, with the reason
-        raise
-    except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
-        pass
-    finally:
-        training.keras.backend.clear_session()
-    records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0])
+    for fixed in architectures.default_overrides():
+        hp = DefaultHyperParameters({**options.overrides, **fixed})
+        try:  # building declares the architecture's parameters, so their defaults are fixed too
+            training.build_for_trial(architectures, hp, config.channels, len(config.class_names))
+        except (DataError, StudyError):  # missing pretrained weights, say: stop before any trial, with the reason
+            raise
+        except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
+            pass
+        finally:
+            training.keras.backend.clear_session()
+        records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0])
 
 
 def resident_mb() -> float | None:

@@ -123,14 +123,14 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     objective = None
     fatal, interrupted = None, False
     try:
-        build = spec.plugins.load().architecture(spec.options.architecture)
+        architectures = spec.config.families(spec.plugins.load())
         study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.options.storage),
                                   pruner=make_pruner(spec.options.pruner))
         study.sampler = make_sampler(spec.options.sampler, spec.sampler_seed,
                                      completed=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
         if not study.trials:
-            enqueue_defaults(study, spec.options, spec.config, build)
-        objective = Objective(spec, build, _emitter(events))
+            enqueue_defaults(study, spec.options, spec.config, architectures)
+        objective = Objective(spec, architectures, _emitter(events))
         study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
     except errors.AutomlImgError as exc:
         fatal = (type(exc).__name__, str(exc))

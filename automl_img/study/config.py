@@ -11,7 +11,9 @@ import optuna
 
 from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_split
 from automl_img.errors import StudyError
-from automl_img.plugins import Entry
+from automl_img import families
+from automl_img.families import Families, Family
+from automl_img.plugins import Entry, Registry
 from automl_img.study.storage import studies_dir
 
 CONFIG_ATTR = "automl_img_config"
@@ -32,6 +34,15 @@ class StudyConfig:
     split_hash: str
     class_names: list[str]
     balance_classes: bool = False  # weight the loss by inverse class frequency
+    # Several architectures (``architecture`` is "a,b"): each one's candidate sizes; image_sizes are the first's.
+    family_image_sizes: dict[str, list[int]] | None = None
+
+    def families(self, registry: Registry) -> Families:
+        """The architecture(s) this study searches, as its trials build them."""
+        found = families.names(self.architecture)
+        sizes = self.family_image_sizes or {found[0]: self.image_sizes}
+        return Families([Family(name, registry.architecture(name), sizes[name], families.size_parameter(name, sizes))
+                         for name in found])
 
     def class_weights(self, labels: np.ndarray, train_rows: np.ndarray) -> dict[int, float] | None:
         """Keras class weights (``n / (classes * count)``) when the study balances classes, else None."""
