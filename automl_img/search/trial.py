@@ -63,7 +63,7 @@ class Objective:
         training.keras.utils.set_random_seed(seed)
         try:
             model, params = training.build_for_trial(self.architectures, hp, config.channels, len(config.class_names))
-            unused = hp.unused_overrides()
+            unused = hp.unused_overrides() if len(self.architectures.members) == 1 else []  # else: enqueue_defaults
             if unused:
                 raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
                                  f"known: {', '.join(sorted(hp.values))}")
@@ -131,6 +131,7 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
     """
     from automl_img import training
 
+    declared: set[str] = set()
     for fixed in architectures.default_overrides():
         hp = DefaultHyperParameters({**options.overrides, **fixed})
         try:  # building declares the architecture's parameters, so their defaults are fixed too
@@ -141,7 +142,12 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
             pass
         finally:
             training.keras.backend.clear_session()
+        declared |= set(hp.values)
         records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0])
+    unused = set(options.overrides) - declared
+    if len(architectures.members) > 1 and unused:  # one family's trial cannot tell another family's parameters
+        raise StudyError(f"parameter(s) {', '.join(sorted(unused))} are in none of the architectures' search spaces; "
+                         f"known: {', '.join(sorted(declared))}")
 
 
 def resident_mb() -> float | None:
