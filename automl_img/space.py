@@ -202,7 +202,7 @@ class TrainingParams:
 
 
 class Stage:
-    """How a trial trains, which decides the training parameters it has (training.transfer_stage)."""
+    """How a trial trains, which decides the training parameters it has (``training.stage_of``)."""
 
     FULL = "full"  # every weight trains on augmented images
     HEAD = "head"  # a frozen pretrained backbone: only the head trains, on cached features, no augmentation

@@ -74,6 +74,7 @@ class BackboneParts:
 
 
 def backbone_parts(model) -> BackboneParts | None:
+    """The parts of a model ``build_model`` wrapped, or None where its architecture has no such parts."""
     body = model.layers[-1]
     names = {layer.name for layer in getattr(body, "layers", [])}
     if not {"features", "head"} <= names:
@@ -81,6 +82,14 @@ def backbone_parts(model) -> BackboneParts | None:
     backbone = body.get_layer("features")
     extractor = keras.Model(model.input, backbone(model.get_layer("scale_to_unit").output), name="extractor")
     return BackboneParts(extractor, backbone, body.get_layer("head"))
+
+
+def leaf_layers(model) -> list:
+    """Every layer that holds weights, nested models flattened, from input to output."""
+    found = []
+    for layer in model.layers:
+        found.extend(leaf_layers(layer) if hasattr(layer, "layers") else [layer] if layer.weights else [])
+    return found
 
 
 def stage_of(model) -> str:
@@ -315,12 +324,12 @@ def refit(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, param
     stages its trial trained in: a fine-tuned backbone's head first trains alone, on unaugmented images."""
     parts = backbone_parts(model)
     if params.fine_tune_learning_rate is not None and parts is not None:
-        trainable = {id(layer): layer.trainable for layer in parts.backbone.layers}
+        trainable = [(layer, layer.trainable) for layer in leaf_layers(parts.backbone)]
         parts.backbone.trainable = False
         refit(model, images, labels, rows, params.without_augmentation(), epochs, class_weight, seed)
-        parts.backbone.trainable = True
-        for layer in parts.backbone.layers:
-            layer.trainable = trainable[id(layer)]
+        parts.backbone.trainable = True  # sets every nested layer: each gets its own flag back
+        for layer, flag in trainable:
+            layer.trainable = flag
     compile_for(model, params, epochs, -(-len(rows) // params.batch_size), params.fine_tune_learning_rate)
     model.fit(_one_hot(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed),
                        model.output_shape[-1]),

@@ -82,10 +82,11 @@ def _with_head(features, hp, input_shape, num_classes, name: str):
     """Freeze the backbone except its top ``fine_tune_share`` of layers (batch norm stays frozen, in inference
     mode, as Keras' transfer-learning guide advises), then dropout and a softmax layer on its pooled features."""
     from automl_img.tf_runtime import keras
+    from automl_img.training import leaf_layers
     from keras import layers
 
     share = hp.Choice("fine_tune_share", FINE_TUNE_SHARES, ordered=True, default=0.0)
-    inner = _layers_in_order(features)
+    inner = leaf_layers(features)
     first_trained = len(inner) - round(share * len(inner))
     for index, layer in enumerate(inner):
         layer.trainable = index >= first_trained and not isinstance(layer, layers.BatchNormalization)
@@ -97,10 +98,3 @@ def _with_head(features, hp, input_shape, num_classes, name: str):
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, head(features(inputs)), name=name)
 
-
-def _layers_in_order(model) -> list:
-    """Every weight-holding layer, nested models flattened, input to output."""
-    found = []
-    for layer in model.layers:
-        found.extend(_layers_in_order(layer) if hasattr(layer, "layers") else [layer] if layer.weights else [])
-    return found
