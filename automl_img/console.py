@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from automl_img.metrics import OBJECTIVES
-from automl_img.study.config import StudyData, describe_skips, imbalance
+from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
 from automl_img.study.handle import StoredStudy
 from automl_img.search.options import SearchOptions
 from automl_img.search.progress import SearchListener
@@ -247,7 +247,7 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     console.print(table)
 
 
-def _sizes_text(config) -> str:
+def _sizes_text(config: StudyConfig) -> str:
     """``16, 24, 28 px``; per architecture where a study searches several with different sizes."""
     sizes = config.family_image_sizes or {"": config.image_sizes}
     return "; ".join(f"{name + ' ' if name else ''}{', '.join(map(str, found))} px" for name, found in sizes.items())

@@ -5,6 +5,7 @@ Imports TensorFlow: import this module only where training or inference really h
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -68,9 +69,15 @@ class BackboneParts:
     """A model whose architecture is a sub-model named ``features`` (a pretrained backbone) followed by one
     named ``head``: while the backbone is frozen, training it is training the head on fixed features."""
 
-    extractor: Any  #: uint8 images -> the backbone's features, the model's own input scaling included
+    model: Any  #: the whole model, as ``build_model`` wrapped it
     backbone: Any  #: the ``features`` sub-model
     head: Any  #: features -> class probabilities; its layers are the model's own
+
+    @functools.cached_property
+    def extractor(self):
+        """uint8 images -> the backbone's features, the model's own input scaling included (built when needed)."""
+        scaled = self.model.get_layer("scale_to_unit").output
+        return keras.Model(self.model.input, self.backbone(scaled), name="extractor")
 
 
 def backbone_parts(model) -> BackboneParts | None:
@@ -79,9 +86,7 @@ def backbone_parts(model) -> BackboneParts | None:
     names = {layer.name for layer in getattr(body, "layers", [])}
     if not {"features", "head"} <= names:
         return None
-    backbone = body.get_layer("features")
-    extractor = keras.Model(model.input, backbone(model.get_layer("scale_to_unit").output), name="extractor")
-    return BackboneParts(extractor, backbone, body.get_layer("head"))
+    return BackboneParts(model, body.get_layer("features"), body.get_layer("head"))
 
 
 def leaf_layers(model) -> list:
