@@ -95,8 +95,8 @@ def search(
     """Search for the best model: an Optuna study that resumes when run again."""
     from automl_img.console import console, search_display
     from automl_img.space import load_overrides, parse_override
-    from automl_img.search.options import SearchOptions
-    from automl_img.search.run import run_search
+    from automl_img.searching.options import SearchOptions
+    from automl_img.searching.run import run_search
 
     overrides = load_overrides(config) if config else {}
     overrides.update(dict(parse_override(text) for text in param or []))
@@ -238,7 +238,7 @@ def report(
 ) -> None:
     """Write a static HTML report: history, importances, learning curves, confusion matrix, mistakes."""
     from automl_img.console import console
-    from automl_img.report import write_report
+    from automl_img.html_report import write_report
 
     console.print(f"wrote {write_report(_registry(), study, storage, out)}")
 

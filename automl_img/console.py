@@ -15,10 +15,10 @@ from rich.table import Table
 from automl_img.metrics import OBJECTIVES
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
 from automl_img.study.handle import StoredStudy
-from automl_img.search.options import SearchOptions
-from automl_img.search.progress import SearchListener
+from automl_img.searching.options import SearchOptions
+from automl_img.searching.progress import SearchListener
 from automl_img.study.records import TrialRecord
-from automl_img.search.run import SearchSummary
+from automl_img.searching.run import SearchSummary
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
 # copy-pasteable commands) instead of being folded at 80 columns.
@@ -109,23 +109,8 @@ class LiveDisplay(QuietDisplay):
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         super().study_ready(study, data)
-        config, counts = study.config, data.split.counts()
-        console.print(f"study [bold]{study.name}[/] in {study.storage_shown}: {self.tally.finished_before} "
-                      "finished trial(s) so far")
-        console.print(f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
-                      f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
-                      f"image sizes searched: {_sizes_text(config)}, "
-                      f"{'grayscale' if config.channels == 1 else 'RGB'}")
-        if config.balance_classes:
-            skew = imbalance(data.labels, data.split.indices("train"))
-            console.print(f"classes are unbalanced (largest/smallest {skew:.1f}): the loss weights them by inverse "
-                          "frequency (--class-weights off to stop)")
-        if data.loader_skipped:
-            console.print(f"[yellow]skipped {describe_skips(list(data.loader_skipped))} "
-                          f"(every one listed in {study.skipped_file})[/]")
-        if data.not_in_split:
-            console.print(f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "
-                          "are not used; start a new study (--study NAME) to use them[/]")
+        for line in study_lines(study, data, self.tally.finished_before):
+            console.print(line)
 
     def decode_progress(self, image_size: int, done: int, total: int, task: str = "decoding images") -> None:
         if self.decoding is None:
@@ -162,17 +147,7 @@ class LiveDisplay(QuietDisplay):
     def trial_finished(self, trial: TrialRecord) -> None:
         self._stop_running()
         super().trial_finished(trial)
-        tally = self.tally
-        if trial.state == TrialState.COMPLETE:
-            outcome = f"[green]complete[/] val {tally.objective} {trial.value:.4f} (best epoch {trial.best_epoch})"
-        elif trial.state == TrialState.PRUNED:
-            outcome = f"[yellow]pruned[/] after epoch {len(trial.intermediate_values)}"
-        else:
-            outcome = f"[red]failed[/]: {trial.fail_reason or 'see the log'}"
-        console.print(f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
-                      f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
-                      + (f", {tally.best_text()}" if tally.best else "")
-                      + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else ""))
+        console.print(trial_line(trial, self.tally))
 
     def summary(self, summary: SearchSummary) -> None:
         self._stop_running()  # interrupted mid-trial
@@ -213,23 +188,64 @@ def _json_line(event: str, **fields: Any) -> None:
 
 
 def _print_summary(summary: SearchSummary) -> None:
+    console.print()
+    next_step = (f"automl-img export-best --study {summary.study_name}"
+                 + (f" --storage '{summary.storage}'" if summary.storage else ""))
+    for line in summary_lines(summary, "command", next_step):
+        console.print(line)
+
+
+def study_lines(study: StoredStudy, data: StudyData, finished_before: int) -> list[str]:
+    """What a search says first: the study, the data and its split, and anything left out (rich markup)."""
+    config, counts = study.config, data.split.counts()
+    lines = [f"study [bold]{study.name}[/] in {study.storage_shown}: {finished_before} finished trial(s) so far",
+             f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
+             f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
+             f"image sizes searched: {_sizes_text(config)}, {'grayscale' if config.channels == 1 else 'RGB'}"]
+    if config.balance_classes:
+        skew = imbalance(data.labels, data.split.indices("train"))
+        lines.append(f"classes are unbalanced (largest/smallest {skew:.1f}): the loss weights them by inverse "
+                     "frequency (--class-weights off to stop)")
+    if data.loader_skipped:
+        lines.append(f"[yellow]skipped {describe_skips(list(data.loader_skipped))} "
+                     f"(every one listed in {study.skipped_file})[/]")
+    if data.not_in_split:
+        lines.append(f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "
+                     "are not used; start a new study (--study NAME) to use them[/]")
+    return lines
+
+
+def trial_line(trial: TrialRecord, tally: _Tally) -> str:
+    """One finished trial, and where the search stands (rich markup)."""
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"[green]complete[/] val {tally.objective} {trial.value:.4f} (best epoch {trial.best_epoch})"
+    elif trial.state == TrialState.PRUNED:
+        outcome = f"[yellow]pruned[/] after epoch {len(trial.intermediate_values)}"
+    else:
+        outcome = f"[red]failed[/]: {trial.fail_reason or 'see the log'}"
+    return (f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
+            f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
+            + (f", {tally.best_text()}" if tally.best else "")
+            + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else ""))
+
+
+def summary_lines(summary: SearchSummary, again: str, next_step: str) -> list[str]:
+    """How a search ended (rich markup). ``again``: what resumes it ("command", "call"); ``next_step``: what exports."""
     best, counts = summary.best_trial, summary.counts
-    console.print(f"\nsearch ended: {summary.stopped_because} ({format_seconds(summary.seconds)})")
-    console.print(f"trials: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
-                  + (f", {counts.running} running elsewhere" if counts.running else ""))
+    lines = [f"search ended: {summary.stopped_because} ({format_seconds(summary.seconds)})",
+             f"trials: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
+             + (f", {counts.running} running elsewhere" if counts.running else "")]
     if summary.unreadable:
-        console.print(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)} "
-                      f"(every one listed in {summary.skipped_file})[/]")
+        lines.append(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)} "
+                     f"(every one listed in {summary.skipped_file})[/]")
     if summary.interrupted:
-        console.print(f"saved: every finished trial of study {summary.study_name}; the trial in progress was "
-                      "marked failed. Run the same command again to resume.")
+        lines.append(f"saved: every finished trial of study {summary.study_name}; the trial in progress was "
+                     f"marked failed. Run the same {again} again to resume.")
     if best is None:
-        console.print("no completed trial yet; run the same command again to continue the study")
-        return
-    console.print(f"best: trial #{best.number}, val {summary.objective} [bold]{best.value:.4f}[/]")
-    console.print(f"      {format_params(best.params)}")
-    console.print(f"next: automl-img export-best --study {summary.study_name}"
-                  + (f" --storage '{summary.storage}'" if summary.storage else ""))
+        return lines + [f"no completed trial yet; run the same {again} again to continue the study"]
+    return lines + [f"best: trial #{best.number}, val {summary.objective} [bold]{best.value:.4f}[/]",
+                    f"      {format_params(best.params)}",
+                    f"next: {next_step}"]
 
 
 def search_display(options: SearchOptions, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:

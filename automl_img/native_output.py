@@ -4,6 +4,7 @@ muted, or sent to a log file."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -46,3 +47,13 @@ def output_to(log: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+            _reattach_handlers(handle)
+
+
+def _reattach_handlers(log) -> None:
+    """A logging handler made during the block (TensorFlow makes its own on first use) took the log as its
+    stream; give it back standard error, or the process's next warning fails on a closed file."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is log:
+                handler.setStream(sys.stderr)

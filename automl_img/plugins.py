@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,13 +107,45 @@ class PluginSource:
 
     plugin_dirs: list[Path] | None = None
     third_party: bool | None = None
-    in_process: tuple[object, ...] = ()  #: plugins registered on ``pm`` besides the built-ins; must be importable
+    in_process: tuple[object, ...] = ()  #: plugins registered on ``pm`` besides the built-ins
+    #: ``in_process`` as it crossed into this process: unpickled by ``load``, so a failure is a PluginError there
+    shipped: bytes | None = field(default=None, repr=False)
 
     def load(self) -> Registry:
-        for plugin in self.in_process:
-            if not pm.is_registered(plugin):
-                pm.register(plugin)
+        for name, plugin in self._in_process():
+            if not pm.is_registered(plugin) and pm.get_plugin(name) is None:
+                pm.register(plugin, name=name)
         return load_plugins(self.plugin_dirs, self.third_party)
+
+    def _in_process(self) -> list[tuple[str, object]]:
+        if self.shipped is None:
+            return [(pm.get_name(plugin) or repr(plugin), plugin) for plugin in self.in_process]
+        from automl_img.native_output import muted_stderr
+
+        try:
+            with muted_stderr():  # a plugin that uses Keras imports TensorFlow here, whose C++ start-up notes are noise
+                return pickle.loads(self.shipped)
+        except Exception as exc:
+            raise PluginError(f"a plugin registered in the search's process could not be rebuilt in the trial process "
+                              f"({exc!r}); {_MOVE_TO_FILE}") from None
+
+    def __reduce__(self):
+        # Plugins defined in a notebook cell or a script live in ``__main__``, which a spawned trial process
+        # cannot import: cloudpickle sends those by value (and importable ones by reference, as pickle does).
+        import cloudpickle
+
+        named = self._in_process()
+        try:
+            shipped = cloudpickle.dumps(named)
+        except Exception as exc:
+            names = ", ".join(name for name, _ in named)
+            raise PluginError(f"plugin {names} cannot be sent to the trial processes ({exc!r}); {_MOVE_TO_FILE}"
+                              ) from None
+        return (PluginSource, (self.plugin_dirs, self.third_party, (), shipped))
+
+
+_MOVE_TO_FILE = ("move the plugin into a .py file in ./plugins (or a folder given to --plugins-dir), which every "
+                 "trial process imports itself, and leave out its register_plugin call")
 
 
 def _new_manager() -> pluggy.PluginManager:

@@ -6,12 +6,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from automl_img.bundle import BundleManifest
-from automl_img.data.decode import UnreadableImage, load_image
+from automl_img.data.decode import UnreadableImage, fit_image, load_image, to_rgb_uint8
 from automl_img.data.imageset import IMAGE_EXTENSIONS
 from automl_img.errors import AutomlImgError, DataError
 from automl_img.plugins import Registry
@@ -44,28 +44,104 @@ class Bundle:
 
     def predict_files(self, files: list[Path]) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predictions for readable files, and ``(path, reason)`` for the others."""
+        return self._predict([(str(path), path) for path in files])
+
+    def predict(self, images: Any) -> Any:
+        """Classify files, folders, numpy arrays or PIL images, or a list of them, in the order given.
+
+        Arrays are uint8 (16-bit and float in [0, 1] are scaled), RGB or grayscale: (height, width),
+        (height, width, 1-4 channels), or a batch with one more axis in front; they are resized as files are.
+        Returns a pandas DataFrame where pandas is installed (columns image, class, probability, then one
+        per class), else a list of ``Prediction``. Unreadable files are left out, with a warning naming them.
+        """
+        predictions, unreadable = self._predict(_named_images(images))
+        if unreadable:
+            import warnings
+
+            from automl_img.study.config import describe_skips
+
+            warnings.warn(f"skipped unreadable {describe_skips(unreadable)}", stacklevel=2)
+        try:
+            import pandas
+        except ImportError:
+            return predictions
+        frame = pandas.DataFrame(
+            [[p.path, p.class_name, p.probability, *p.probabilities.values()] for p in predictions],
+            columns=["image", "class", "probability",
+                     *(name if name not in ("image", "class", "probability") else f"probability of {name}"
+                       for name in self.class_names)])
+        frame.attrs["unreadable"] = unreadable
+        return frame
+
+    def _predict(self, named: list[tuple[str, Path | np.ndarray]]) -> tuple[list[Prediction], list[tuple[str, str]]]:
         predictions: list[Prediction] = []
         unreadable: list[tuple[str, str]] = []
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            for start in range(0, len(files), BATCH):
-                chunk = files[start:start + BATCH]
-                decoded = list(pool.map(self._decode, chunk))
-                good = [(path, image) for path, image in zip(chunk, decoded) if isinstance(image, np.ndarray)]
-                unreadable += [(str(path), reason) for path, reason in zip(chunk, decoded) if isinstance(reason, str)]
+            for start in range(0, len(named), BATCH):
+                chunk = named[start:start + BATCH]
+                decoded = list(pool.map(self._decode, [image for _, image in chunk]))
+                good = [(name, image) for (name, _), image in zip(chunk, decoded) if isinstance(image, np.ndarray)]
+                unreadable += [(name, reason) for (name, _), reason in zip(chunk, decoded) if isinstance(reason, str)]
                 if not good:
                     continue
                 probabilities = self.predict_arrays(np.stack([image for _, image in good]))
-                for (path, _), row in zip(good, probabilities):
+                for (name, _), row in zip(good, probabilities):
                     best = int(row.argmax())
-                    predictions.append(Prediction(str(path), self.class_names[best], float(row[best]),
+                    predictions.append(Prediction(name, self.class_names[best], float(row[best]),
                                                   dict(zip(self.class_names, map(float, row)))))
         return predictions, unreadable
 
-    def _decode(self, path: Path) -> np.ndarray | str:
+    def _decode(self, image: Path | np.ndarray) -> np.ndarray | str:
+        if isinstance(image, np.ndarray):
+            return fit_image(to_rgb_uint8(image), self.image_size, self.channels)
         try:
-            return load_image(path, self.image_size, self.channels)
+            return load_image(image, self.image_size, self.channels)
         except UnreadableImage as exc:
             return str(exc)
+
+    def __repr__(self) -> str:
+        return (f"<automl-img bundle {self.folder}: {len(self.class_names)} classes, {self.image_size} px, "
+                f"{'grayscale' if self.channels == 1 else 'RGB'}>")
+
+
+def _named_images(images: Any) -> list[tuple[str, Path | np.ndarray]]:
+    """Every image given, in order, with the name its prediction shows: a path, or ``array N`` in memory."""
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    named: list[tuple[str, Path | np.ndarray]] = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            named += [(str(path), path) for path in collect_images([item])]
+        else:
+            named += [(f"array {len(named) + n}", image) for n, image in enumerate(_arrays(item))]
+    if not named:
+        raise DataError("no images given: pass image files, folders, numpy arrays or PIL images")
+    return named
+
+
+def _arrays(item: Any) -> list[np.ndarray]:
+    """One in-memory image or a batch of them, as (height, width, channels) arrays."""
+    if hasattr(item, "getbands") and hasattr(item, "convert"):  # a PIL image, without importing PIL
+        return [_from_pil(item)]
+    if not isinstance(item, np.ndarray):
+        raise DataError(f"cannot classify a {type(item).__name__}: pass image files, folders, numpy arrays or "
+                        "PIL images, or a list of them")
+    if item.dtype.kind not in "uif" or item.size == 0:
+        raise DataError(f"an image array must hold numbers (uint8, uint16 or floats in [0, 1]); got an empty or "
+                        f"{item.dtype} array of shape {item.shape}")
+    if item.ndim == 2 or (item.ndim == 3 and item.shape[2] <= 4):
+        return [item]
+    if item.ndim in (3, 4) and (item.ndim == 3 or item.shape[3] <= 4):
+        return list(item)  # a batch: (n, height, width) grayscale or (n, height, width, channels)
+    raise DataError(f"an image array must be (height, width), (height, width, channels) with 1 to 4 channels, or "
+                    f"a batch of them (n, height, width[, channels]); got shape {item.shape}")
+
+
+def _from_pil(image: Any) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale (X-rays); PIL's "I" holds it as int32
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "F"):
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode in ("P", "PA") else "RGB")
+    return np.asarray(image)
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

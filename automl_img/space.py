@@ -8,7 +8,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Mapping, Sequence, Union
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -285,17 +285,27 @@ def load_overrides(config: Path) -> dict[str, Override]:
         raise StudyError(f"config file {config} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"config file {config} is not valid TOML: {exc}") from None
-    overrides: dict[str, Override] = {}
-    for name, spec in table.get("params", {}).items():
-        if isinstance(spec, dict):
-            if set(spec) != {"min", "max"}:
-                raise StudyError(f"{config}: params.{name} must be a value, a list, or {{min = ..., max = ...}}")
-            overrides[name] = Range(spec["min"], spec["max"])
-        else:
-            overrides[name] = spec
     unknown = set(table) - {"params"}
     if unknown:
         raise StudyError(f"{config}: unknown table(s) {sorted(unknown)}; only [params] is read")
+    return overrides_from(table.get("params", {}), f"{config}: params.")
+
+
+def overrides_from(params: Mapping[str, Any], where: str = "") -> dict[str, Override]:
+    """Overrides from a mapping (a TOML ``[params]`` table, a Python dict): values fix, lists choose,
+    ``{"min": ..., "max": ...}`` narrows a range."""
+    overrides: dict[str, Override] = {}
+    for name, spec in params.items():
+        if isinstance(spec, Mapping):
+            if set(spec) != {"min", "max"}:
+                raise StudyError(f"{where}{name} must be a value, a list, or {{min = ..., max = ...}}; got {spec!r}")
+            overrides[name] = Range(spec["min"], spec["max"])
+        elif isinstance(spec, (list, tuple)):
+            overrides[name] = list(spec)
+        elif isinstance(spec, (bool, int, float, str)):
+            overrides[name] = spec
+        else:
+            raise StudyError(f"{where}{name} must be a value, a list, or {{min = ..., max = ...}}; got {spec!r}")
     return overrides
 
 

@@ -28,12 +28,12 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="trial-memory-"))
 
     from automl_img.plugins import load_plugins
-    from automl_img.search.options import SearchOptions
-    from automl_img.search.progress import SearchListener
-    from automl_img.search.run import prepare_study, run_search
-    from automl_img.search.samplers import make_pruner, make_sampler
-    from automl_img.search.trial import Objective
-    from automl_img.search.trial_process import TrialSpec
+    from automl_img.searching.options import SearchOptions
+    from automl_img.searching.progress import SearchListener
+    from automl_img.searching.run import prepare_study, run_search
+    from automl_img.searching.samplers import make_pruner, make_sampler
+    from automl_img.searching.trial import Objective
+    from automl_img.searching.trial_process import TrialSpec
     from automl_img.study.records import trial_records
 
     registry = load_plugins([])

@@ -12,8 +12,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from automl_img.families import Families
-from automl_img.search.fidelity import Promotion, epoch_levels, next_promotion
-from automl_img.search.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
+from automl_img.searching.fidelity import Promotion, epoch_levels, next_promotion
+from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
 from automl_img.study.records import TrialRecord
 
 

@@ -12,7 +12,7 @@ from helpers import run
 from automl_img.bundle import BundleManifest, FormatCheck, Member, Preprocessing
 from automl_img.errors import AutomlImgError
 from automl_img.metrics import report
-from automl_img.search.options import SearchOptions
+from automl_img.searching.options import SearchOptions
 from automl_img.space import Range
 from automl_img.study import records
 from automl_img.study.records import TrialRecord, Worker, trial_records

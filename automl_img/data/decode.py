@@ -40,10 +40,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImage(f"OpenCV refused it: {exc.err or exc}") from None
     if image is None or image.size == 0:
         raise UnreadableImage("not a readable image (corrupt, truncated or unsupported format)")
-    return _to_rgb_uint8(image)
+    return to_rgb_uint8(image, bgr=True)
 
 
-def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+def to_rgb_uint8(image: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """Any depth, 1 to 4 channels -> uint8 (H, W, 1) or RGB (H, W, 3); alpha is composited on white.
+
+    Args:
+        bgr: colour channels in OpenCV's order (files); numpy arrays and PIL images are RGB.
+    """
     image = _to_uint8(image)
     if image.ndim == 2:
         return image[:, :, None]
@@ -58,7 +63,8 @@ def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     elif channels == 2:  # gray + alpha
         alpha = image[:, :, 1:2].astype(np.float32) / 255.0
         return (image[:, :, :1] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-    return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_BGR2RGB)
+    image = np.ascontiguousarray(image[:, :, :3])
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ class KerasFile:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AutomlImgError(f"cannot load {path}: {first_line}; if it uses a plugin's custom layers, "
                                  "install that plugin") from None
-        return lambda images: np.asarray(model.predict(images, batch_size=256, verbose=0))
+        return _batched(model)
 
 
 class SavedModel:
@@ -136,3 +136,13 @@ class Onnx:
         session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda images: session.run(None, {name: images})[0]
+
+
+def _batched(model) -> Predictor:
+    """The model on batches of 256, traced once for any batch size: ``model.predict`` traces again for each new
+    batch size (and warns after a few), which a notebook that predicts many times in one process would show."""
+    from automl_img.tf_runtime import tf
+
+    forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    return lambda images: np.concatenate([forward(images[start:start + 256]).numpy()
+                                          for start in range(0, max(len(images), 1), 256)])

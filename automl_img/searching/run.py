@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import signal
 import time
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.space import default_image_sizes
-from automl_img.search.fidelity import epoch_levels, next_promotion
-from automl_img.search.options import SearchOptions
-from automl_img.search.progress import SearchListener
-from automl_img.search.trial_process import TrialRun, TrialSpec, run_trial_process
+from automl_img.searching.fidelity import epoch_levels, next_promotion
+from automl_img.searching.options import SearchOptions
+from automl_img.searching.progress import SearchListener
+from automl_img.searching.trial_process import TrialRun, TrialSpec, run_trial_process
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
 from automl_img.study.handle import StoredStudy, TrialCounts, stored_config
@@ -56,6 +57,7 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     options.check()
+    pickle.dumps(registry.plugin_source)  # a plugin that cannot reach the trial processes stops here, with no study made
     stored, data = prepare_study(options, registry)
     study = stored.study
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process

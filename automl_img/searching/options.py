@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.space import Override, Range
-from automl_img.search.samplers import PRUNERS, SAMPLERS
+from automl_img.searching.samplers import PRUNERS, SAMPLERS
 from automl_img.study.storage import redact
 
 CLASS_WEIGHTS = ("auto", "on", "off")

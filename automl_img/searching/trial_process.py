@@ -9,6 +9,7 @@ trial in flight. The child dies with its parent, so a killed search leaves no or
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -16,13 +17,14 @@ import signal
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from automl_img import errors
 from automl_img.plugins import PluginSource
-from automl_img.search.options import SearchOptions
-from automl_img.search.progress import ProgressEvent, SearchListener
+from automl_img.searching.options import SearchOptions
+from automl_img.searching.progress import ProgressEvent, SearchListener
 from automl_img.study.config import StudyConfig, StudyData
 
 _CONTEXT = multiprocessing.get_context("spawn")  # a clean interpreter: never fork a process running TensorFlow
@@ -75,7 +77,8 @@ def run_trial_process(spec: TrialSpec, listener: SearchListener) -> TrialRun:
     events = _CONTEXT.Queue()
     child = _CONTEXT.Process(target=_child_main, args=(spec, os.getpid(), events), name="automl-img-trial")
     run = TrialRun()
-    child.start()
+    with _main_module_left_out():
+        child.start()
     started = time.time()
     try:
         while True:
@@ -102,6 +105,19 @@ def run_trial_process(spec: TrialSpec, listener: SearchListener) -> TrialRun:
     return run
 
 
+@contextlib.contextmanager
+def _main_module_left_out() -> Iterator[None]:
+    """Spawn re-runs the parent's main script in the child, so a script or notebook without an
+    ``if __name__ == "__main__":`` guard would start its search again there. The child needs nothing from it
+    (plugins defined there cross by value), so it is shown an empty ``__main__`` while it starts."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _receive(message: ProgressEvent | ChildReport, run: TrialRun, listener: SearchListener) -> None:
     if isinstance(message, ChildReport):
         run.take(message)
@@ -115,8 +131,8 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from automl_img.search.samplers import make_pruner, make_sampler
-    from automl_img.search.trial import Objective, enqueue_defaults
+    from automl_img.searching.samplers import make_pruner, make_sampler
+    from automl_img.searching.trial import Objective, enqueue_defaults
     from automl_img.study.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from automl_img.data.features import load_features
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.families import Families
-from automl_img.search.fidelity import epoch_levels
-from automl_img.search.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
+from automl_img.searching.fidelity import epoch_levels
+from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, study_dir
@@ -20,8 +20,8 @@ from automl_img.study.handle import trial_weights
 from automl_img.study.records import FINISHED, Worker
 
 if TYPE_CHECKING:
-    from automl_img.search.options import SearchOptions
-    from automl_img.search.trial_process import TrialSpec
+    from automl_img.searching.options import SearchOptions
+    from automl_img.searching.trial_process import TrialSpec
 
 Emit = Callable[[ProgressEvent], None]  # progress for the search's listener
 

@@ -1,0 +1,284 @@
+"""The Python API, for notebooks and scripts: the commands as functions, with their defaults and their errors."""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import warnings
+
+with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns in a notebook that has no ipywidgets
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import optuna  # noqa: F401
+
+from automl_img.errors import AutomlImgError, PluginError  # noqa: E402
+from automl_img.export import DEFAULT_ENSEMBLE  # noqa: E402
+from automl_img.plugins import PluginSource, Registry, pm  # noqa: E402
+from automl_img.study.handle import TrialCounts  # noqa: E402
+from automl_img.study.records import TrialRecord  # noqa: E402
+
+if TYPE_CHECKING:
+    from automl_img.bundle import BundleManifest
+    from automl_img.metrics import TestReport
+    from automl_img.overview import StudyRow
+    from automl_img.predict import Bundle
+
+PathLike = str | os.PathLike
+
+
+def _registry() -> Registry:
+    return PluginSource().load()  # as the command line: built-ins, entry points, ./plugins, register_plugin()
+
+
+def search(
+    data_dir: PathLike | None = None, *, dataset: str = "folder", architecture: str = "blog-cnn",
+    trials: int = 50, timeout: float | None = None, study: str | None = None, storage: str | None = None,
+    seed: int | None = None, epochs: int = 40, patience: int = 10, trial_timeout: float | None = None,
+    max_failures: int = 5, objective: str = "accuracy", sampler: str = "tpe", pruner: str = "median",
+    class_weights: str = "auto", params: Mapping[str, Any] | None = None, config: PathLike | None = None,
+    quiet: bool = False,
+) -> SearchResult:
+    """Search for the best model, as ``automl-img search``: run or resume a study until ``trials`` finished.
+
+    Args:
+        params: narrow the space as ``-p`` and ``--config`` do: a value fixes, a list chooses,
+            ``{"min": ..., "max": ...}`` narrows a range; applied after ``config``'s ``[params]``.
+        quiet: show only the summary; otherwise progress is redrawn in place (in a notebook) or printed.
+
+    Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
+    result says ``interrupted``; the same call resumes the study.
+    """
+    from automl_img.console import LiveDisplay, QuietDisplay
+    from automl_img.notebook import NotebookDisplay, in_notebook
+    from automl_img.searching.options import SearchOptions
+    from automl_img.searching.run import run_search
+    from automl_img.space import load_overrides, overrides_from
+
+    for name, value in (("trials", trials), ("epochs", epochs), ("patience", patience), ("timeout", timeout),
+                        ("trial_timeout", trial_timeout), ("max_failures", max_failures)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1):
+            raise AutomlImgError(f"{name}={value!r} is not allowed; use a number of 1 or more")
+    overrides = load_overrides(Path(config)) if config else {}
+    overrides.update(overrides_from(params or {}, "params: "))
+    options = SearchOptions(
+        source=os.fspath(data_dir) if data_dir is not None else None, dataset=dataset, architecture=architecture,
+        study=study, storage=storage, trials=trials, timeout=timeout, epochs=epochs, patience=patience,
+        trial_timeout=trial_timeout, seed=seed, objective=objective, sampler=sampler, pruner=pruner,
+        overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights)
+    kind = QuietDisplay if quiet else NotebookDisplay if in_notebook() else LiveDisplay
+    display = kind(trials, timeout)
+    summary = run_search(options, _registry(), display)
+    display.summary(summary)
+    return SearchResult(summary.study_name, storage, summary.objective, summary.best_trial, summary.counts,
+                        summary.stopped_because, summary.seconds, summary.unreadable)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A study as a search left it: the best trial and its scores, how many trials, why the search stopped."""
+
+    study: str  #: the study's name
+    storage_url: str | None = field(repr=False)  #: as given (None: the default under studies/); may hold a password
+    objective: str  #: the val score trials are ranked by
+    best_trial: TrialRecord | None  #: its number, val value, parameters, history, val scores
+    counts: TrialCounts  #: completed, pruned, failed, running
+    stopped_because: str = ""  #: empty for a study opened with ``show``
+    seconds: float = 0.0
+    unreadable: list[tuple[str, str]] = field(default_factory=list, repr=False)  #: files OpenCV could not read
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_because.startswith("interrupted")
+
+    @property
+    def best_value(self) -> float | None:
+        return None if self.best_trial is None else self.best_trial.value
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return {} if self.best_trial is None else dict(self.best_trial.params)
+
+    @property
+    def optuna_study(self) -> optuna.Study:
+        """The Optuna study itself (``trials_dataframe()``, Optuna's plots)."""
+        from automl_img.study.handle import StoredStudy
+
+        return StoredStudy.open(self.study, self.storage_url).study
+
+    def trials(self) -> list[TrialRecord]:
+        from automl_img.study.handle import StoredStudy
+
+        return StoredStudy.open(self.study, self.storage_url).trials()
+
+    def export_best(self, out: PathLike | None = None, formats: Sequence[str] = (), refit: bool = False,
+                    ensemble: int = DEFAULT_ENSEMBLE) -> ExportedBundle:
+        """``export_best`` for this study."""
+        return export_best(self.study, storage=self.storage_url, out=out, formats=formats, refit=refit,
+                           ensemble=ensemble)
+
+    def report(self, out: PathLike | None = None) -> Report:
+        """``report`` for this study; shown inline in a notebook."""
+        return report(self.study, storage=self.storage_url, out=out)
+
+    def __repr__(self) -> str:
+        best = "" if self.best_trial is None else f", best #{self.best_trial.number} {self.best_value:.4f}"
+        return f"<SearchResult study {self.study!r}: {self.counts.completed} completed{best}>"
+
+    def __str__(self) -> str:
+        counts, best = self.counts, self.best_trial
+        text = (f"study {self.study}: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
+                + (f"; stopped: {self.stopped_because}" if self.stopped_because else ""))
+        if best is None:
+            return text + "; no completed trial yet"
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        return text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}\n      {params}"
+
+    def _repr_html_(self) -> str:
+        from automl_img.overview import trial_rows
+        from automl_img.study.handle import StoredStudy
+
+        header = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
+        rows = trial_rows(StoredStudy.open(self.study, self.storage_url))
+        return f"<div style='font-family:monospace;white-space:pre-wrap'>{header}</div>" + _table(
+            ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"], rows)
+
+
+def show(study: str | None = None, *, storage: str | None = None) -> SearchResult:
+    """A study that was searched before (here or on the command line), as ``automl-img show`` sees it."""
+    from automl_img.study.handle import StoredStudy
+
+    found = StoredStudy.open(study, storage)
+    return SearchResult(found.name, storage, found.config.objective, found.best_trial(), found.counts())
+
+
+def studies(*, storage: str | None = None) -> list[StudyRow]:
+    """Every study in the storage, as ``automl-img studies`` lists them."""
+    from automl_img.overview import study_rows
+
+    return study_rows(storage)
+
+
+def export_best(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None,
+                formats: Sequence[str] = (), refit: bool = False, ensemble: int = DEFAULT_ENSEMBLE) -> ExportedBundle:
+    """Average the best trials, test once on the held-out split and write a bundle, as ``automl-img export-best``.
+
+    Args:
+        formats: also write savedmodel, tflite, tflite-int8 or onnx, each checked against the Keras model.
+        refit: retrain each averaged configuration on train+val first.
+        ensemble: how many best trials are averaged; 1 exports the best trial alone.
+    """
+    from automl_img.export import export_best as run_export
+
+    if isinstance(formats, str):
+        formats = [name.strip() for name in formats.split(",") if name.strip()]
+    result = run_export(_registry(), study, storage, Path(out) if out is not None else None, list(formats),
+                        refit, ensemble)
+    return ExportedBundle(result.folder, result.bundle)
+
+
+@dataclass(frozen=True)
+class ExportedBundle:
+    """A bundle export_best wrote: its folder and manifest (members, test scores, format checks)."""
+
+    folder: Path
+    manifest: BundleManifest
+
+    @property
+    def test(self) -> TestReport:
+        """Scores on the held-out test split: accuracy, balanced accuracy, macro F1, per class, confusion matrix."""
+        return self.manifest.test
+
+    def load(self, format: str = "keras", unsafe: bool = False) -> Bundle:
+        return load_bundle(self.folder, format=format, unsafe=unsafe)
+
+    def predict(self, images: Any) -> Any:
+        """``load().predict(images)``."""
+        return self.load().predict(images)
+
+    def __repr__(self) -> str:
+        return f"<ExportedBundle {self.folder}: test accuracy {self.test.accuracy:.4f}>"
+
+    def __str__(self) -> str:
+        from automl_img.export import members_text
+
+        test = self.test
+        return (f"exported {members_text(self.manifest)} of study {self.manifest.study} to {self.folder}\n"
+                f"test split: {test.images} images, accuracy {test.accuracy:.4f}, balanced accuracy "
+                f"{test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}")
+
+    def _repr_html_(self) -> str:
+        lines = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
+        return f"<div style='font-family:monospace'>{lines}</div>" + _table(
+            ["format", "file", "bytes", "test accuracy", "same class as Keras"],
+            [[name, c.file, c.bytes, f"{c.test_accuracy:.4f}", f"{c.same_class_fraction:.3f}"]
+             for name, c in self.manifest.formats.items()])
+
+
+def load_bundle(folder: PathLike, *, format: str = "keras", unsafe: bool = False) -> Bundle:
+    """An exported bundle, ready to ``predict`` files, folders, numpy arrays and PIL images (``automl-img predict``).
+
+    Args:
+        format: which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx.
+        unsafe: allow a Keras model that runs code on load (safe mode off).
+    """
+    from automl_img.predict import Bundle
+
+    if not Path(folder).is_dir():
+        raise AutomlImgError(f"{folder} is not a folder; give the folder export_best wrote (its .folder)")
+    return Bundle(folder, _registry(), format, safe_mode=not unsafe)
+
+
+def report(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None) -> Report:
+    """Write the study's HTML report (exporting the best trials first when needed), as ``automl-img report``."""
+    from automl_img.html_report import write_report
+
+    return Report(write_report(_registry(), study, storage, Path(out) if out is not None else None))
+
+
+@dataclass(frozen=True)
+class Report:
+    """The report's HTML file; a notebook shows the page inline."""
+
+    path: Path
+
+    def _repr_html_(self) -> str:
+        page = html.escape(self.path.read_text(encoding="utf-8"), quote=True)
+        # In a frame: the page's own styles stay out of the notebook's.
+        return f"<iframe srcdoc=\"{page}\" style='width:100%;height:720px;border:0'></iframe>"
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin (an object or module with ``@hookimpl`` functions) for this process and its trials.
+
+    Registering again under the same name replaces the earlier one, so a notebook cell can be run twice.
+    Plugins defined in a notebook or script are sent to the trial processes by value (cloudpickle).
+
+    Returns:
+        The name it is registered under (default: its module's or class's name).
+    """
+    name = name or getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+    if name.startswith("automl_img.default_plugins."):
+        raise PluginError(f"{name} is a built-in plugin's name; register under another name")
+    unregister_plugin(name)
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:
+        raise PluginError(f"plugin {name} cannot be registered: {exc}") from None
+    return name
+
+
+def unregister_plugin(plugin: object | str) -> None:
+    """Remove a plugin ``register_plugin`` added, by name or by the object itself; nothing if it is not there."""
+    found = pm.get_plugin(plugin) if isinstance(plugin, str) else plugin if pm.is_registered(plugin) else None
+    if found is not None:
+        pm.unregister(found)
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if cell is None else str(cell))}</td>" for cell in row)
+                   + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
