@@ -45,19 +45,7 @@ def main() -> None:
                "image_sizes": [m.image_size for m in manifest.members], "test_images": manifest.test.images,
                "formats": {}}
     for name, check in manifest.formats.items():
-        predict = registry.exporter(name).load(args.bundle / check.file)
-        predict(images[:1])  # warm-up: graph tracing, interpreter allocation
-        single = []
-        for _ in range(REPEATS):
-            started = time.perf_counter()
-            for index in range(SINGLE_CALLS):
-                predict(images[index % len(images)][np.newaxis])
-            single.append((time.perf_counter() - started) / SINGLE_CALLS)
-        batched = []
-        for _ in range(REPEATS):
-            started = time.perf_counter()
-            predict(images)
-            batched.append((time.perf_counter() - started) / len(images))
+        single, batched = latency(registry.exporter(name).load(args.bundle / check.file), images)
         figures["formats"][name] = {
             "file": check.file, "bytes": check.bytes, "size_vs_keras": round(check.bytes / keras_bytes, 3),
             "test_accuracy": check.test_accuracy,
@@ -68,7 +56,32 @@ def main() -> None:
             f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4),
         }
         print(name, figures["formats"][name])
+    # Keras' own model.predict, which the keras format's predictor used before it called the model directly.
+    import keras
+
+    model = keras.saving.load_model(args.bundle / manifest.formats["keras"].file)
+    single, batched = latency(lambda batch: model.predict(batch, batch_size=BATCH, verbose=0), images)
+    figures["keras_model_predict"] = {"ms_per_image_one_at_a_time": round(1000 * statistics.median(single), 3),
+                                      f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4)}
+    print("keras model.predict", figures["keras_model_predict"])
     write_result(f"formats-{args.name or manifest.study}", figures)
+
+
+def latency(predict, images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Seconds per image, one image per call and in one batch, each over ``REPEATS`` runs."""
+    predict(images[:1])  # warm-up: graph tracing, interpreter allocation
+    single = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for index in range(SINGLE_CALLS):
+            predict(images[index % len(images)][np.newaxis])
+        single.append((time.perf_counter() - started) / SINGLE_CALLS)
+    batched = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        predict(images)
+        batched.append((time.perf_counter() - started) / len(images))
+    return single, batched
 
 
 if __name__ == "__main__":
