@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike
 
 
+def _storage(storage: str | None) -> str | None:
+    return storage or os.environ.get("AUTOML_IMG_STORAGE") or None  # as the command line's --storage
+
+
 def _registry() -> Registry:
     return PluginSource().load()  # as the command line: built-ins, entry points, ./plugins, register_plugin()
 
@@ -39,13 +43,15 @@ def search(
     seed: int | None = None, epochs: int = 40, patience: int = 10, trial_timeout: float | None = None,
     max_failures: int = 5, objective: str = "accuracy", sampler: str = "tpe", pruner: str = "median",
     class_weights: str = "auto", params: Mapping[str, Any] | None = None, config: PathLike | None = None,
-    quiet: bool = False,
+    artifacts: str | None = None, quiet: bool = False,
 ) -> SearchResult:
     """Search for the best model, as ``automl-img search``: run or resume a study until ``trials`` finished.
 
     Args:
         params: narrow the space as ``-p`` and ``--config`` do: a value fixes, a list chooses,
             ``{"min": ..., "max": ...}`` narrows a range; applied after ``config``'s ``[params]``.
+        artifacts: a shared folder or ``s3://BUCKET`` where trials upload their weights (default
+            ``$AUTOML_IMG_ARTIFACTS``; none: they stay under ``studies/``).
         quiet: show only the summary; otherwise progress is redrawn in place (in a notebook) or printed.
 
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
@@ -56,6 +62,7 @@ def search(
     from automl_img.searching.options import SearchOptions
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, overrides_from
+    from automl_img.study.artifacts import ARTIFACTS_ENV
 
     for name, value in (("trials", trials), ("epochs", epochs), ("patience", patience), ("timeout", timeout),
                         ("trial_timeout", trial_timeout), ("max_failures", max_failures)):
@@ -65,14 +72,15 @@ def search(
     overrides.update(overrides_from(params or {}, "params: "))
     options = SearchOptions(
         source=os.fspath(data_dir) if data_dir is not None else None, dataset=dataset, architecture=architecture,
-        study=study, storage=storage, trials=trials, timeout=timeout, epochs=epochs, patience=patience,
+        study=study, storage=_storage(storage), trials=trials, timeout=timeout, epochs=epochs, patience=patience,
         trial_timeout=trial_timeout, seed=seed, objective=objective, sampler=sampler, pruner=pruner,
-        overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights)
+        overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights,
+        artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None)
     kind = QuietDisplay if quiet else NotebookDisplay if in_notebook() else LiveDisplay
     display = kind(trials, timeout)
     summary = run_search(options, _registry(), display)
     display.summary(summary)
-    return SearchResult(summary.study_name, storage, summary.objective, summary.best_trial, summary.counts,
+    return SearchResult(summary.study_name, _storage(storage), summary.objective, summary.best_trial, summary.counts,
                         summary.stopped_because, summary.seconds, summary.unreadable)
 
 
@@ -150,15 +158,15 @@ def show(study: str | None = None, *, storage: str | None = None) -> SearchResul
     """A study that was searched before (here or on the command line), as ``automl-img show`` sees it."""
     from automl_img.study.handle import StoredStudy
 
-    found = StoredStudy.open(study, storage)
-    return SearchResult(found.name, storage, found.config.objective, found.best_trial(), found.counts())
+    found = StoredStudy.open(study, _storage(storage))
+    return SearchResult(found.name, _storage(storage), found.config.objective, found.best_trial(), found.counts())
 
 
 def studies(*, storage: str | None = None) -> list[StudyRow]:
     """Every study in the storage, as ``automl-img studies`` lists them."""
     from automl_img.overview import study_rows
 
-    return study_rows(storage)
+    return study_rows(_storage(storage))
 
 
 def export_best(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None,
@@ -174,7 +182,7 @@ def export_best(study: str | None = None, *, storage: str | None = None, out: Pa
 
     if isinstance(formats, str):
         formats = [name.strip() for name in formats.split(",") if name.strip()]
-    result = run_export(_registry(), study, storage, Path(out) if out is not None else None, list(formats),
+    result = run_export(_registry(), study, _storage(storage), Path(out) if out is not None else None, list(formats),
                         refit, ensemble)
     return ExportedBundle(result.folder, result.bundle)
 
@@ -235,7 +243,7 @@ def report(study: str | None = None, *, storage: str | None = None, out: PathLik
     """Write the study's HTML report (exporting the best trials first when needed), as ``automl-img report``."""
     from automl_img.html_report import write_report
 
-    return Report(write_report(_registry(), study, storage, Path(out) if out is not None else None))
+    return Report(write_report(_registry(), study, _storage(storage), Path(out) if out is not None else None))
 
 
 @dataclass(frozen=True)

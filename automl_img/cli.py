@@ -21,6 +21,11 @@ app = typer.Typer(
 _plugins = PluginSource()  # set by the global options
 
 StudyOption = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the data folder's name).")]
+ArtifactsOption = Annotated[Optional[str], typer.Option(
+    "--artifacts", envvar="AUTOML_IMG_ARTIFACTS",
+    help="Where trials upload their weights, for export and report on any machine: a shared folder, or "
+         "s3://BUCKET (credentials and AWS_ENDPOINT_URL from the environment). Kept in the study "
+         "[default: weights stay under studies/ of the machine that trained them].")]
 StorageOption = Annotated[Optional[str], typer.Option(
     "--storage", envvar="AUTOML_IMG_STORAGE",
     help="Optuna storage URL: sqlite:///FILE.db, postgresql://USER:PASS@HOST/DB or a journal FILE.log "
@@ -73,6 +78,7 @@ def search(
     timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Stop starting epochs after this many seconds.")] = None,
     study: StudyOption = None,
     storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader plugin (see `automl-img plugins`).")] = "folder",
     architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`); several, "
                                               "comma-separated, make the family a searched parameter.")] = "blog-cnn",
@@ -104,7 +110,7 @@ def search(
         source=data_dir, dataset=dataset, architecture=architecture, study=study, storage=storage, trials=trials,
         timeout=timeout, epochs=epochs, patience=patience, trial_timeout=trial_timeout, seed=seed,
         objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
-        max_consecutive_failures=max_failures, class_weights=class_weights,
+        max_consecutive_failures=max_failures, class_weights=class_weights, artifacts=artifacts,
     )
     registry = _registry()
     if registry.loaded_from() and not (quiet or json_lines):

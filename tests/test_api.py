@@ -4,6 +4,8 @@ in ``__main__`` reaching the trial processes by value. One small study, made onc
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import pickle
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ from PIL import Image
 import automl_img
 from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError
 from automl_img.plugins import PluginSource, pm
+from automl_img.searching.options import SearchOptions
 
 PER_CLASS = 12
 
@@ -144,6 +147,15 @@ def test_the_api_refuses_what_the_command_line_refuses(searched, few_digits, wor
         with pytest.raises(error, match=words):
             call()
     assert [row.name for row in automl_img.studies()] == ["few-digits"]  # no study was made by a refused call
+
+
+def test_search_takes_every_option_of_the_command_with_its_default():
+    parameters = inspect.signature(automl_img.search).parameters
+    renamed = {"source": "data_dir", "max_consecutive_failures": "max_failures", "overrides": "params"}
+    for option in dataclasses.fields(SearchOptions):
+        parameter = parameters[renamed.get(option.name, option.name)]
+        default = None if option.name == "overrides" else option.default  # params: None for no overrides
+        assert parameter.default == default, option.name
 
 
 class _Unsendable:

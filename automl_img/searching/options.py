@@ -34,6 +34,7 @@ class SearchOptions:
     pruner: str = "median"
     class_weights: str = "auto"  #: auto: on when the largest class is 1.5x the smallest or more; on; off
     overrides: dict[str, Override] = field(default_factory=dict, metadata={"flag": "-p"})
+    artifacts: str | None = None  #: a folder or s3://BUCKET every worker reaches; None: trial weights stay local
     storage: str | None = None  #: last on the command line, its password redacted
 
     def check(self) -> None:

@@ -22,6 +22,7 @@ from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.trial_process import TrialRun, TrialSpec, run_trial_process
 from automl_img.study import records
+from automl_img.study.artifacts import check_store
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
 from automl_img.study.handle import StoredStudy, TrialCounts, stored_config
 from automl_img.study.records import TrialRecord
@@ -58,7 +59,11 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     options.check()
     pickle.dumps(registry.plugin_source)  # a plugin that cannot reach the trial processes stops here, with no study made
+    if options.artifacts:  # a store that cannot be written stops here too
+        check_store(options.artifacts)
     stored, data = prepare_study(options, registry)
+    if stored.config.artifacts and not options.artifacts:  # a resumed study's store, checked on this machine
+        check_store(stored.config.artifacts)
     study = stored.study
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
     stored.record_skipped(list(data.loader_skipped), unreadable=None)
@@ -136,7 +141,7 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
         study = optuna.load_study(study_name=name, storage=storage)
         config = stored_config(study)
         config.check_same_search(name, dataset=options.dataset, architecture=",".join(families.names(options.architecture)),
-                                 objective=options.objective)
+                                 objective=options.objective, artifacts=options.artifacts)
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:  # read the data first: a wrong path or layout leaves no empty study behind
         data = open_data(name, loader, options.source, options.seed or 0)
@@ -187,6 +192,7 @@ def _new_config(options: SearchOptions, architectures: list[Entry], data: StudyD
         class_names=list(image_set.class_names),
         balance_classes=options.class_weights == "on"
         or (options.class_weights == "auto" and skew >= IMBALANCE_THRESHOLD),
+        artifacts=options.artifacts,
     )
 
 

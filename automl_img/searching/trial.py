@@ -16,6 +16,7 @@ from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEve
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, study_dir
+from automl_img.study.artifacts import upload_weights
 from automl_img.study.handle import trial_weights
 from automl_img.study.records import FINISHED, Worker
 
@@ -98,6 +99,9 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
             weights = trial_weights(trial.number)
             training.save_weights(model, study_dir(trial.study.study_name) / weights)
+            if config.artifacts:
+                records.write(trial, weights_artifact=upload_weights(
+                    config.artifacts, study_dir(trial.study.study_name) / weights, trial))
         except (DataError, StudyError, optuna.TrialPruned, TrialFailed):
             raise
         except PluginError as exc:

@@ -36,6 +36,7 @@ class StudyConfig:
     balance_classes: bool = False  # weight the loss by inverse class frequency
     # Several architectures (``architecture`` is "a,b"): each one's candidate sizes; image_sizes are the first's.
     family_image_sizes: dict[str, list[int]] | None = None
+    artifacts: str | None = None  # where trials upload their weights (a folder or s3://BUCKET); None: studies/ only
 
     def families(self, registry: Registry) -> Families:
         """The architecture(s) this study searches, as its trials build them."""

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from automl_img.atomic import atomic_write_text
 from automl_img.errors import StudyError
+from automl_img.study.artifacts import download_weights
 from automl_img.study.config import StudyConfig, StudyData, open_data, study_dir
 from automl_img.study.records import TrialRecord, trial_records
 from automl_img.study.storage import default_storage_url, load_study, open_storage, redact
@@ -152,10 +153,13 @@ class StoredStudy:
         return sorted(self.trials((TrialState.COMPLETE,)), key=lambda t: (sign * t.value, t.number))
 
     def weights_file(self, trial: TrialRecord) -> Path:
-        """The trial's best weights on this machine; a clear message when they are elsewhere."""
+        """The trial's best weights on this machine, downloaded from the study's artifact store when it has
+        them and this machine does not; a clear message when they are elsewhere."""
         if trial.weights is None:
             raise StudyError(f"trial #{trial.number} of study {self.name!r} kept no weights")
         weights = self.folder / trial.weights
+        if not weights.exists() and trial.weights_artifact and self.config.artifacts:
+            download_weights(self.config.artifacts, trial.weights_artifact, weights)
         if not weights.exists():
             host = trial.worker.host if trial.worker else "another machine"
             raise StudyError(

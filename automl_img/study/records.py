@@ -77,6 +77,7 @@ class TrialRecord:
     best_epoch: int | None = None  #: 1-based; its weights are the ones kept
     val_scores: dict[str, float] | None = None  #: every objective on val at the best epoch
     weights: str | None = None  #: the best epoch's weights, relative to the study's folder
+    weights_artifact: str | None = None  #: their id in the study's artifact store, where it has one
     epochs: int | None = None  #: the epochs its learning-rate schedule spans: its fidelity level
     promoted_from: int | None = None  #: the shorter trial whose configuration it trains for longer
 
