@@ -43,7 +43,7 @@ def search(
     seed: int | None = None, epochs: int = 40, patience: int = 10, trial_timeout: float | None = None,
     max_failures: int = 5, objective: str = "accuracy", sampler: str = "tpe", pruner: str = "median",
     class_weights: str = "auto", params: Mapping[str, Any] | None = None, config: PathLike | None = None,
-    artifacts: str | None = None, quiet: bool = False,
+    artifacts: str | None = None, workers: int = 1, quiet: bool = False,
 ) -> SearchResult:
     """Search for the best model, as ``automl-img search``: run or resume a study until ``trials`` finished.
 
@@ -52,6 +52,8 @@ def search(
             ``{"min": ..., "max": ...}`` narrows a range; applied after ``config``'s ``[params]``.
         artifacts: a shared folder or ``s3://BUCKET`` where trials upload their weights (default
             ``$AUTOML_IMG_ARTIFACTS``; none: they stay under ``studies/``).
+        workers: trials run at once on this machine, each in its own process (one per GPU where there are
+            several).
         quiet: show only the summary; otherwise progress is redrawn in place (in a notebook) or printed.
 
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
@@ -65,7 +67,7 @@ def search(
     from automl_img.study.artifacts import ARTIFACTS_ENV
 
     for name, value in (("trials", trials), ("epochs", epochs), ("patience", patience), ("timeout", timeout),
-                        ("trial_timeout", trial_timeout), ("max_failures", max_failures)):
+                        ("trial_timeout", trial_timeout), ("max_failures", max_failures), ("workers", workers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1):
             raise AutomlImgError(f"{name}={value!r} is not allowed; use a number of 1 or more")
     overrides = load_overrides(Path(config)) if config else {}
@@ -75,9 +77,9 @@ def search(
         study=study, storage=_storage(storage), trials=trials, timeout=timeout, epochs=epochs, patience=patience,
         trial_timeout=trial_timeout, seed=seed, objective=objective, sampler=sampler, pruner=pruner,
         overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights,
-        artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None)
-    kind = QuietDisplay if quiet else NotebookDisplay if in_notebook() else LiveDisplay
-    display = kind(trials, timeout)
+        artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None, workers=workers)
+    display = QuietDisplay(trials, timeout) if quiet else (NotebookDisplay if in_notebook() else LiveDisplay)(
+        trials, timeout, workers)
     summary = run_search(options, _registry(), display)
     display.summary(summary)
     return SearchResult(summary.study_name, _storage(storage), summary.objective, summary.best_trial, summary.counts,

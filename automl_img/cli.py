@@ -92,6 +92,8 @@ def search(
     pruner: Annotated[str, typer.Option(help="Stops weak trials early: median (among trials of the same epochs) or none.")] = "median",
     class_weights: Annotated[str, typer.Option(
         help="auto (on when the largest class has 1.5x the images of the smallest), on or off.")] = "auto",
+    workers: Annotated[int, typer.Option(callback=_at_least_one, help="Trials run at once on this machine, each in its "
+                                         "own process (one per GPU where there are several).")] = 1,
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
@@ -110,7 +112,7 @@ def search(
         source=data_dir, dataset=dataset, architecture=architecture, study=study, storage=storage, trials=trials,
         timeout=timeout, epochs=epochs, patience=patience, trial_timeout=trial_timeout, seed=seed,
         objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
-        max_consecutive_failures=max_failures, class_weights=class_weights, artifacts=artifacts,
+        max_consecutive_failures=max_failures, class_weights=class_weights, artifacts=artifacts, workers=workers,
     )
     registry = _registry()
     if registry.loaded_from() and not (quiet or json_lines):

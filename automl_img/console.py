@@ -101,11 +101,12 @@ class LiveDisplay(QuietDisplay):
     """The terminal: the data, a bar for the first decode, one live line for the trial in progress and a
     summary line per finished trial. Piped to a file, the live line becomes a line per epoch."""
 
-    def __init__(self, trials: int, timeout: float | None = None):
+    def __init__(self, trials: int, timeout: float | None = None, workers: int = 1):
         super().__init__(trials, timeout)
-        self.epochs = 0  # of the trial in progress
+        self.epochs: dict[int, int] = {}  # of the trials in progress
         self.decoding: Progress | None = None
         self.running: Progress | None = None  # the live line of the trial in progress, on a terminal
+        self.live = console.is_terminal and workers == 1  # several trials at once: a line per epoch, each named
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         super().study_ready(study, data)
@@ -124,16 +125,16 @@ class LiveDisplay(QuietDisplay):
             self.decoding = None
 
     def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
-        self.epochs = epochs
+        self.epochs[number] = epochs
         longer = f"#{promoted_from}'s configuration for {epochs} epochs" if promoted_from is not None else ""
         console.print(f"[dim]trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}[/]")
-        if console.is_terminal:
+        if self.live:
             self.running = Progress(TextColumn("[dim]{task.description}"), console=console, transient=True)
             self.running.start()
             self._running_task = self.running.add_task(f"  #{number} epoch 0/{epochs}", total=None)
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
-        line = f"  #{number} epoch {epoch}/{self.epochs}: val {self.tally.objective} {value:.4f}"
+        line = f"  #{number} epoch {epoch}/{self.epochs.get(number, '?')}: val {self.tally.objective} {value:.4f}"
         if self.running is not None:
             self.running.update(self._running_task, description=f"{line} | {self.tally.best_text()}")
         else:
@@ -250,8 +251,9 @@ def summary_lines(summary: SearchSummary, again: str, next_step: str) -> list[st
 
 def search_display(options: SearchOptions, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
     """The display the command line asks for."""
-    kind = JsonLinesDisplay if json_lines else QuietDisplay if quiet else LiveDisplay
-    return kind(options.trials, options.timeout)
+    if json_lines or quiet:
+        return (JsonLinesDisplay if json_lines else QuietDisplay)(options.trials, options.timeout)
+    return LiveDisplay(options.trials, options.timeout, options.workers)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -35,15 +35,16 @@ class NotebookDisplay(QuietDisplay):
     """The search's progress as one notebook output: the study and data, a bar of finished trials, the trial in
     progress (epoch k of n), the latest finished trials, and at the end the summary."""
 
-    def __init__(self, trials: int, timeout: float | None = None):
+    def __init__(self, trials: int, timeout: float | None = None, workers: int = 1):
         super().__init__(trials, timeout)
         from IPython.display import display
 
         self.header: list[str] = []
         self.finished: list[str] = []
-        self.current = ""
+        self.current: dict[int | str, str] = {}  # a line per trial in progress (several with workers), and decoding
         self.ending: list[str] = []
-        self.epochs, self.started = 0, ""  # of the trial in progress
+        self.epochs: dict[int, int] = {}
+        self.started: dict[int, str] = {}
         self._drawn_at = 0.0
         self._handle = display(self._bundle(), raw=True, display_id=True)
 
@@ -53,29 +54,31 @@ class NotebookDisplay(QuietDisplay):
         self._draw()
 
     def decode_progress(self, image_size: int, done: int, total: int, task: str = "decoding images") -> None:
-        self.current = f"{task} at {image_size} px: {done}/{total}"
+        self.current["decode"] = f"{task} at {image_size} px: {done}/{total}"
+        if done >= total:
+            del self.current["decode"]
         self._draw(force=done >= total)
 
     def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
-        self.epochs, self.number = epochs, number
+        self.epochs[number] = epochs
         longer = f"#{promoted_from}'s configuration for {epochs} epochs" if promoted_from is not None else ""
-        self.started = f"trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}"
-        self.current = f"{self.started} | epoch 0/{epochs}"
+        self.started[number] = f"trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}"
+        self.current[number] = f"{self.started[number]} | epoch 0/{epochs}"
         self._draw(force=True)
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
-        self.current = (f"{self.started} | epoch {epoch}/{self.epochs}: val {self.tally.objective} {value:.4f}"
-                        f" | {self.tally.best_text()}")
+        self.current[number] = (f"{self.started[number]} | epoch {epoch}/{self.epochs[number]}: "
+                                f"val {self.tally.objective} {value:.4f} | {self.tally.best_text()}")
         self._draw(force=True)
 
     def trial_finished(self, trial: TrialRecord) -> None:
         super().trial_finished(trial)
         self.finished.append(plain(trial_line(trial, self.tally)))
-        self.current = ""
+        self.current.pop(trial.number, None)
         self._draw(force=True)
 
     def summary(self, summary: SearchSummary) -> None:
-        self.current = ""
+        self.current = {}
         self.ending = [plain(line) for line in summary_lines(summary, "call", "result.export_best()")]
         self._draw(force=True)
 
@@ -87,7 +90,7 @@ class NotebookDisplay(QuietDisplay):
     def _lines(self) -> list[str]:
         earlier = len(self.finished) - FINISHED_SHOWN
         return (self.header + ([f"... {earlier} earlier trial(s)"] if earlier > 0 else [])
-                + self.finished[-FINISHED_SHOWN:] + ([self.current] if self.current else []) + self.ending)
+                + self.finished[-FINISHED_SHOWN:] + list(self.current.values()) + self.ending)
 
     def _bundle(self) -> dict[str, str]:
         tally = self.tally

@@ -1,12 +1,14 @@
-"""Several workers on one study: SQLite vs a journal file (one machine) and PostgreSQL (many machines).
+"""Several workers on one study: SQLite vs a journal file (one machine) and PostgreSQL (many machines),
+and one search running several trials at once (``--workers``) against the same search one trial at a time.
 
     python benchmarks/workers.py [--workers 3] [--trials 9]
 
 Each variant starts WORKERS `automl-img search` processes at once on the digits (8 px, 2 epochs per
-trial) against one study and storage, waits for all, then counts: finished trials (must equal
-TRIALS), failed or still-running ones, duplicated trial numbers, surplus trials given back, storage
-errors in the workers' output, and the wall time. PostgreSQL runs on a throwaway local server
-(tests/pg_server.py), so this measures coordination, not a network.
+trial) against one study and storage, or one process with ``--workers WORKERS`` (and ``--workers 1``,
+the baseline), waits, then counts: finished trials (must equal TRIALS), failed or still-running ones,
+duplicated trial numbers, surplus trials given back, storage errors in the output, and the wall time.
+PostgreSQL runs on a throwaway local server (tests/pg_server.py), so this measures coordination, not a
+network.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from automl_img.default_plugins.digits import write_digits  # noqa: E402
 from automl_img.study.records import TrialRecord  # noqa: E402
 
 
-def run_variant(name: str, storage: str, opened, digits: Path, workers: int, trials: int, work: Path) -> dict:
+def run_variant(name: str, storage: str, opened, digits: Path, workers: int, trials: int, work: Path,
+                in_one_search: bool = False) -> dict:
     command = [sys.executable, "-m", "automl_img", "search", str(digits), "--study", name, "--storage", storage,
                "--trials", str(trials), "--epochs", "2", "-p", "image_size=8"]
+    command += ["--workers", str(workers)] if in_one_search else []
     started = time.time()
     processes = [subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for _ in range(workers)]
+                 for _ in range(1 if in_one_search else workers)]
     outputs = [p.communicate()[0] for p in processes]
     seconds = time.time() - started
     study = optuna.load_study(study_name=name, storage=opened)
@@ -41,7 +45,7 @@ def run_variant(name: str, storage: str, opened, digits: Path, workers: int, tri
     states = [r.state.name for r in records if not r.surplus]
     errors = sum(o.count("database is locked") + o.count("Traceback") for o in outputs)
     return {
-        "workers": workers, "trials_asked": trials, "wall_seconds": round(seconds, 1),
+        "workers": workers, "in_one_search": in_one_search, "trials_asked": trials, "wall_seconds": round(seconds, 1),
         "finished": states.count("COMPLETE") + states.count("PRUNED"), "failed": states.count("FAIL"),
         "left_running": states.count("RUNNING"),
         "duplicated_numbers": len(records) - len({r.number for r in records}),
@@ -66,6 +70,9 @@ def main() -> None:
         "journal_file": run_variant("journal", journal, optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(journal)), digits, args.workers, args.trials, work),
     }
+    for count in (1, args.workers):  # one search process: one trial at a time, then --workers at once
+        figures[f"one_search_workers_{count}"] = run_variant(f"one-search-{count}", sqlite, sqlite, digits, count,
+                                                             args.trials, work, in_one_search=True)
     with postgres_server("benchmark-password") as url:
         figures["postgresql"] = run_variant("postgres", url, url, digits, args.workers, args.trials, work)
     for name, result in figures.items():

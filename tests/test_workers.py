@@ -6,10 +6,14 @@ one line before any trial."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -195,3 +199,37 @@ def test_wrong_password_is_a_one_line_error_without_the_password(workdir, digits
     result = run("search", digits_dir, "--storage", wrong, expect=1)
     assert "cannot open storage postgresql://automl:***@" in result.output
     assert POSTGRES_PASSWORD not in result.output and "Traceback" not in result.output
+
+
+def test_workers_on_one_machine_share_the_trials_and_ctrl_c_stops_them_all(workdir, digits_dir):
+    storage = f"sqlite:///{workdir}/studies/automl-img.db"
+    search = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--workers", "2", "-p", "image_size=8"]
+    done = subprocess.run([*search, "--trials", "4", "--epochs", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = optuna.load_study(study_name="digits", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and len({t.number for t in trials}) == 4
+    assert len({t.user_attrs["worker"]["search_pid"] for t in trials}) == 1  # one search process...
+    first, second = trials[0], trials[1]  # ...training two trials at once
+    assert second.datetime_start < first.datetime_complete and first.datetime_start < second.datetime_complete
+    assert "trials: 4 completed, 0 pruned, 0 failed" in done.stdout
+
+    # Ctrl-C reaches the whole process group, as in a terminal: both trials in flight end, marked failed.
+    running = subprocess.Popen([*search, "--study", "stopped", "--trials", "2", "--epochs", "40", "--patience", "40"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        with contextlib.suppress(KeyError, optuna.exceptions.StorageInternalError):
+            trials = optuna.load_study(study_name="stopped", storage=storage).trials
+            if len([t for t in trials if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2]) == 2:
+                break
+        time.sleep(0.5)
+    else:
+        running.kill()
+        raise AssertionError(f"two trials never ran at once: {running.communicate()[0]}")
+    os.killpg(running.pid, signal.SIGINT)
+    output = running.communicate(timeout=120)[0]
+    assert running.returncode == 130, output
+    assert "search ended: interrupted (Ctrl-C)" in output and "Traceback" not in output
+    trials = optuna.load_study(study_name="stopped", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"], [(t.number, t.state.name) for t in trials]
+    assert all(t.user_attrs["fail_reason"] == "interrupted (Ctrl-C)" for t in trials)

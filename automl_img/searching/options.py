@@ -33,6 +33,7 @@ class SearchOptions:
     sampler: str = "tpe"
     pruner: str = "median"
     class_weights: str = "auto"  #: auto: on when the largest class is 1.5x the smallest or more; on; off
+    workers: int = 1  #: trials run at once on this machine (one per GPU where there are several)
     overrides: dict[str, Override] = field(default_factory=dict, metadata={"flag": "-p"})
     artifacts: str | None = None  #: a folder or s3://BUCKET every worker reaches; None: trial weights stay local
     storage: str | None = None  #: last on the command line, its password redacted
@@ -44,6 +45,8 @@ class SearchOptions:
                                    ("class weights setting", self.class_weights, CLASS_WEIGHTS)):
             if value not in known:
                 raise StudyError(f"unknown {kind} {value!r}; choose from {', '.join(known)}")
+        if self.workers < 1:
+            raise StudyError(f"--workers {self.workers} is not allowed; use 1 or more")
 
     def as_command(self) -> str:
         """The equivalent ``automl-img search`` command line (recorded with each trial, to reproduce it)."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 import signal
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,37 +75,134 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
 
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
-    unreadable: list[tuple[str, str]] = []
-    trial_ran = False  # a trial decoded the images, so ``unreadable`` is this run's complete list
-    failures: list[str] = []  # reasons of this run's consecutive failed trials
-    stopped_because = ""
+    pool = _Pool(stored, options, data, registry, _OneAtATime(listener) if options.workers > 1 else listener,
+                 deadline)
+    threads = [threading.Thread(target=pool.work, args=(worker,), name=f"automl-img-worker-{worker}", daemon=True)
+               for worker in range(1, options.workers)]
     try:
-        while not (stopped_because := _stop_reason(stored, options, deadline, failures)):
-            _queue_promotion(stored, options, deadline)
-            spec = TrialSpec(options, stored.name, stored.config, data, registry.plugin_source,
-                             sampler_seed=None if options.seed is None else options.seed + len(study.trials),
-                             deadline=deadline)
-            run = run_trial_process(spec, listener)
-            trial_ran = trial_ran or run.number is not None
-            unreadable = run.unreadable or unreadable
-            if run.fatal is not None:
-                raise run.fatal
-            trial = _finished_trial(study, run)
-            if run.interrupted:
-                raise KeyboardInterrupt
-            if trial.surplus:
-                stopped_because = f"the study's {options.trials} trials are all taken"
-                break
-            failures = failures + [trial.fail_reason or ""] if trial.state == TrialState.FAIL else []
-            listener.trial_finished(trial)
+        for thread in threads:
+            thread.start()
+        pool.work(0)  # Ctrl-C reaches this thread only; it stops the others through ``pool.stop``
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)
     except KeyboardInterrupt:
-        stopped_because = "interrupted (Ctrl-C)"
+        pool.interrupted()
     finally:
-        stored.record_skipped(list(data.loader_skipped), unreadable if trial_ran else None)
+        pool.stop.set()
+        for thread in threads:
+            thread.join()
+        stored.record_skipped(list(data.loader_skipped), pool.unreadable if pool.trial_ran else None)
+    if pool.fatal is not None:
+        raise pool.fatal
     storage_shown = redact(options.storage) if options.storage else None
     return SearchSummary(stored.name, storage_shown, options.objective, stored.counts(), stored.best_trial(),
-                         stopped_because, time.time() - started, unreadable, list(data.loader_skipped),
-                         stored.skipped_file)
+                         pool.stopped_because(deadline), time.time() - started, pool.unreadable,
+                         list(data.loader_skipped), stored.skipped_file)
+
+
+class _Pool:
+    """``--workers`` loops on one study in this process, each running one trial process at a time."""
+
+    def __init__(self, stored: StoredStudy, options: SearchOptions, data: StudyData, registry: Registry,
+                 listener: SearchListener, deadline: float | None):
+        self.stored, self.options, self.data, self.registry = stored, options, data, registry
+        self.listener, self.deadline = listener, deadline
+        self.stop = threading.Event()  # set on Ctrl-C or a fatal error: every worker ends its trial and stops
+        self.starting = threading.Lock()  # one worker at a time decides to start a trial and queues promotions
+        self.devices = _gpus()
+        self.reasons: list[str] = []
+        self.unreadable: list[tuple[str, str]] = []
+        self.trial_ran = False  # a trial decoded the images, so ``unreadable`` is this run's complete list
+        self.fatal: Exception | None = None
+
+    def work(self, worker: int) -> None:
+        stored, options, study = self.stored, self.options, self.stored.study
+        failures: list[str] = []  # reasons of this worker's consecutive failed trials
+        try:
+            while worker and not study.get_trials(deepcopy=False) and not self.stop.wait(0.2):
+                pass  # a new study's first trial process queues its defaults; the others start after that
+            while True:
+                with self.starting:
+                    reason = "interrupted (Ctrl-C)" if self.stop.is_set() else _stop_reason(
+                        stored, options, self.deadline, failures)
+                    if reason:
+                        break
+                    _queue_promotion(stored, options, self.deadline)
+                    seed = None if options.seed is None else options.seed + len(study.trials) + 7919 * worker
+                device = self.devices[worker % len(self.devices)] if self.devices else None
+                spec = TrialSpec(options, stored.name, stored.config, self.data, self.registry.plugin_source,
+                                 sampler_seed=seed, deadline=self.deadline, device=device)
+                run = run_trial_process(spec, self.listener, self.stop)
+                self.trial_ran = self.trial_ran or run.number is not None
+                self.unreadable = run.unreadable or self.unreadable
+                if run.fatal is not None:
+                    raise run.fatal
+                trial = _finished_trial(study, run)
+                if run.interrupted:
+                    raise KeyboardInterrupt
+                if trial.surplus:
+                    reason = f"the study's {options.trials} trials are all taken"
+                    break
+                failures = failures + [trial.fail_reason or ""] if trial.state == TrialState.FAIL else []
+                self.listener.trial_finished(trial)
+        except KeyboardInterrupt:
+            self.interrupted()
+            return
+        except Exception as exc:  # a fatal error in one worker stops them all, then is raised by run_search
+            self.fatal = self.fatal or exc
+            self.stop.set()
+            return
+        self.reasons.append(reason)
+
+    def interrupted(self) -> None:
+        self.reasons.append("interrupted (Ctrl-C)")
+        self.stop.set()
+
+    def stopped_because(self, deadline: float | None) -> str:
+        """An interruption, else repeated failures, else where the study's budget stands now."""
+        for kind in ("interrupted", "stopped after"):
+            for reason in self.reasons:
+                if reason.startswith(kind):
+                    return reason
+        return _stop_reason(self.stored, self.options, deadline, []) or self.reasons[0]
+
+
+class _OneAtATime(SearchListener):
+    """Several workers report to one display, one event at a time."""
+
+    def __init__(self, listener: SearchListener):
+        self.listener, self.lock = listener, threading.Lock()
+
+    def decode_progress(self, *args) -> None:
+        with self.lock:
+            self.listener.decode_progress(*args)
+
+    def trial_started(self, *args) -> None:
+        with self.lock:
+            self.listener.trial_started(*args)
+
+    def epoch_done(self, *args) -> None:
+        with self.lock:
+            self.listener.epoch_done(*args)
+
+    def trial_finished(self, *args) -> None:
+        with self.lock:
+            self.listener.trial_finished(*args)
+
+
+def _gpus() -> list[str]:
+    """This machine's GPUs, one per worker in turn (each trial process sees only its own); none: [] ."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [device.strip() for device in visible.split(",") if device.strip() and device.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(index) for index, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
 
 
 def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:

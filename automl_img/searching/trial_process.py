@@ -42,6 +42,7 @@ class TrialSpec:
     plugins: PluginSource
     sampler_seed: int | None = None  # reseeded per trial, so a resumed study never replays its trials
     deadline: float | None = None  # time.time() after which no epoch starts (the search's --timeout)
+    device: str | None = None  # the one GPU this trial process sees (CUDA_VISIBLE_DEVICES), where there are GPUs
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ class TrialRun:
             self.fatal = getattr(errors, kind, errors.AutomlImgError)(message)
 
 
-def run_trial_process(spec: TrialSpec, listener: SearchListener) -> TrialRun:
-    """Run one trial in a child, relaying its progress events to ``listener``."""
+def run_trial_process(spec: TrialSpec, listener: SearchListener, stop: threading.Event | None = None) -> TrialRun:
+    """Run one trial in a child, relaying its progress events to ``listener``; ``stop`` (another worker's
+    Ctrl-C) interrupts it as Ctrl-C would."""
     events = _CONTEXT.Queue()
     child = _CONTEXT.Process(target=_child_main, args=(spec, os.getpid(), events), name="automl-img-trial")
     run = TrialRun()
@@ -87,6 +89,8 @@ def run_trial_process(spec: TrialSpec, listener: SearchListener) -> TrialRun:
             except queue.Empty:
                 if not child.is_alive():
                     break
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
                 limit = spec.options.trial_timeout
                 if limit is not None and time.time() - started > limit + _KILL_GRACE_SECONDS:
                     child.kill()  # an epoch that never ends; the trial is reaped as failed
@@ -128,6 +132,9 @@ def _receive(message: ProgressEvent | ChildReport, run: TrialRun, listener: Sear
 def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     _die_with_parent(parent_pid)
     _interrupt_on_sigterm()
+    if spec.device is not None:  # before TensorFlow loads: one GPU per worker, its memory taken as needed
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.device
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     import optuna
     from optuna.trial import TrialState
 
