@@ -35,6 +35,17 @@ def digits_dir(tmp_path_factory) -> Path:
     return write_digits(tmp_path_factory.mktemp("data") / "digits")
 
 
+@pytest.fixture(scope="session")
+def few_digits(tmp_path_factory, digits_dir) -> Path:
+    """The first dozen digits of each class: 120 images, for one quick trial. Treat as read-only."""
+    data = tmp_path_factory.mktemp("few") / "few-digits"
+    for digit in range(10):
+        (data / str(digit)).mkdir(parents=True)
+        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:12]:
+            shutil.copy(file, data / str(digit) / file.name)
+    return data
+
+
 @pytest.fixture
 def digits_copy(digits_dir, tmp_path) -> Path:
     """A private copy of the digits folder that a test may damage."""

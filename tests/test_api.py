@@ -7,11 +7,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
-import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,18 +21,6 @@ import automl_img
 from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError
 from automl_img.plugins import PluginSource, pm
 from automl_img.searching.options import SearchOptions
-
-PER_CLASS = 12
-
-
-@pytest.fixture(scope="module")
-def few_digits(tmp_path_factory, digits_dir) -> Path:
-    data = tmp_path_factory.mktemp("api") / "few-digits"
-    for digit in range(10):
-        (data / str(digit)).mkdir(parents=True)
-        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:PER_CLASS]:
-            shutil.copy(file, data / str(digit) / file.name)
-    return data
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
-from pathlib import Path
 
 import optuna
 import pytest
 from helpers import load_study, run, studies_at
 
-PER_CLASS = 12
-
-
-@pytest.fixture(scope="module")
-def few_digits(tmp_path_factory, digits_dir) -> Path:
-    """The first dozen digits of each class: 120 images."""
-    data = tmp_path_factory.mktemp("smoke") / "few-digits"
-    for digit in range(10):
-        (data / str(digit)).mkdir(parents=True)
-        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:PER_CLASS]:
-            shutil.copy(file, data / str(digit) / file.name)
-    return data
+PER_CLASS = 12  # conftest's few_digits
 
 
 @pytest.fixture(scope="module")

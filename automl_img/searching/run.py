@@ -68,7 +68,6 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     stored, data = prepare_study(options, registry)
     if stored.config.artifacts and not options.artifacts:  # a resumed study's store, checked on this machine
         check_store(stored.config.artifacts)
-    study = stored.study
     data.cache.fingerprint  # noqa: B018 - stat the files once here, not in every trial process
     stored.record_skipped(list(data.loader_skipped), unreadable=None)
     listener.study_ready(stored, data)
