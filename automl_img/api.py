@@ -68,8 +68,11 @@ def search(
 
     for name, value in (("trials", trials), ("epochs", epochs), ("patience", patience), ("timeout", timeout),
                         ("trial_timeout", trial_timeout), ("max_failures", max_failures), ("workers", workers)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1):
-            raise AutomlImgError(f"{name}={value!r} is not allowed; use a number of 1 or more")
+        whole = name not in ("timeout", "trial_timeout")  # seconds may be fractions; counts may not
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
+                                  or value < 1):
+            raise AutomlImgError(f"{name}={value!r} is not allowed; use {'a whole' if whole else 'a'} number of "
+                                 "1 or more")
     overrides = load_overrides(Path(config)) if config else {}
     overrides.update(overrides_from(params or {}, "params: "))
     options = SearchOptions(

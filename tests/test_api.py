@@ -119,6 +119,7 @@ def test_the_api_refuses_what_the_command_line_refuses(searched, few_digits, wor
     for call, error, words in (
         (lambda: automl_img.search(few_digits, trials=0), AutomlImgError, "trials=0 is not allowed"),
         (lambda: automl_img.search(few_digits, epochs=0), AutomlImgError, "epochs=0 is not allowed"),
+        (lambda: automl_img.search(few_digits, workers=1.5), AutomlImgError, "workers=1.5 is not allowed; use a whole"),
         (lambda: automl_img.search(few_digits, objective="speed"), StudyError, "unknown objective 'speed'"),
         (lambda: automl_img.search(workdir / "nowhere"), DataError, "nowhere"),
         (lambda: automl_img.search(few_digits, params={"dropout": {"low": 0.1}}), StudyError,
