@@ -59,8 +59,7 @@ def search(
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
     result says ``interrupted``; the same call resumes the study.
     """
-    from automl_img.console import LiveDisplay, QuietDisplay
-    from automl_img.notebook import NotebookDisplay, in_notebook
+    from automl_img.console import search_display
     from automl_img.searching.options import SearchOptions
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, overrides_from
@@ -81,8 +80,7 @@ def search(
         trial_timeout=trial_timeout, seed=seed, objective=objective, sampler=sampler, pruner=pruner,
         overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights,
         artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None, workers=workers)
-    display = QuietDisplay(trials, timeout) if quiet else (NotebookDisplay if in_notebook() else LiveDisplay)(
-        trials, timeout, workers)
+    display = search_display(options, quiet)
     summary = run_search(options, _registry(), display)
     display.summary(summary)
     return SearchResult(summary.study_name, _storage(storage), summary.objective, summary.best_trial, summary.counts,
@@ -146,17 +144,17 @@ class SearchResult:
                 + (f"; stopped: {self.stopped_because}" if self.stopped_because else ""))
         if best is None:
             return text + "; no completed trial yet"
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-        return text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}\n      {params}"
+        from automl_img.console import format_params
+
+        return text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}\n      {format_params(best.params)}"
 
     def _repr_html_(self) -> str:
-        from automl_img.overview import trial_rows
+        from automl_img.html_report import trials_table
         from automl_img.study.handle import StoredStudy
 
         header = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
-        rows = trial_rows(StoredStudy.open(self.study, self.storage_url))
-        return f"<div style='font-family:monospace;white-space:pre-wrap'>{header}</div>" + _table(
-            ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"], rows)
+        return (f"<div style='font-family:monospace;white-space:pre-wrap'>{header}</div>"
+                + trials_table(StoredStudy.open(self.study, self.storage_url)))
 
 
 def show(study: str | None = None, *, storage: str | None = None) -> SearchResult:
@@ -215,16 +213,17 @@ class ExportedBundle:
         return f"<ExportedBundle {self.folder}: test accuracy {self.test.accuracy:.4f}>"
 
     def __str__(self) -> str:
-        from automl_img.export import members_text
+        from automl_img.console import export_lines
+        from automl_img.export import ExportResult
+        from automl_img.notebook import plain
 
-        test = self.test
-        return (f"exported {members_text(self.manifest)} of study {self.manifest.study} to {self.folder}\n"
-                f"test split: {test.images} images, accuracy {test.accuracy:.4f}, balanced accuracy "
-                f"{test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}")
+        return "\n".join(plain(line) for line in export_lines(ExportResult(self.folder, self.manifest)))
 
     def _repr_html_(self) -> str:
+        from automl_img.html_report import html_table
+
         lines = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
-        return f"<div style='font-family:monospace'>{lines}</div>" + _table(
+        return f"<div style='font-family:monospace'>{lines}</div>" + html_table(
             ["format", "file", "bytes", "test accuracy", "same class as Keras"],
             [[name, c.file, c.bytes, f"{c.test_accuracy:.4f}", f"{c.same_class_fraction:.3f}"]
              for name, c in self.manifest.formats.items()])
@@ -288,10 +287,3 @@ def unregister_plugin(plugin: object | str) -> None:
     found = pm.get_plugin(plugin) if isinstance(plugin, str) else plugin if pm.is_registered(plugin) else None
     if found is not None:
         pm.unregister(found)
-
-
-def _table(columns: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if cell is None else str(cell))}</td>" for cell in row)
-                   + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -138,17 +138,14 @@ def export_best(
         min=1, help="Average the predictions of this many best trials; 1 exports the best trial alone.")] = 3,
 ) -> None:
     """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
-    from automl_img.console import console, print_table
+    from automl_img.console import console, export_lines, print_table
     from automl_img.export import export_best as run_export
-    from automl_img.export import members_text
 
     formats = [name.strip() for value in format or [] for name in value.split(",") if name.strip()]
     result = run_export(_registry(), study, storage, out, formats, refit, ensemble)
-    bundle, test = result.bundle, result.bundle.test
-    console.print(f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to {result.folder}"
-                  + (" (refit on train+val)" if refit else ""))
-    console.print(f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
-                  f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}")
+    bundle = result.bundle
+    for line in export_lines(result):
+        console.print(line)
     keras = bundle.formats["keras"]
     print_table(None, ["format", "file", "bytes", "size", "test accuracy", "same class as Keras",
                        "max |probability difference|"],

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from automl_img.export import ExportResult, members_text
 from automl_img.metrics import OBJECTIVES
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
 from automl_img.study.handle import StoredStudy
@@ -126,8 +127,7 @@ class LiveDisplay(QuietDisplay):
 
     def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
         self.epochs[number] = epochs
-        longer = f"#{promoted_from}'s configuration for {epochs} epochs" if promoted_from is not None else ""
-        console.print(f"[dim]trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}[/]")
+        console.print(f"[dim]{started_line(number, params, epochs, promoted_from)}[/]")
         if self.live:
             self.running = Progress(TextColumn("[dim]{task.description}"), console=console, transient=True)
             self.running.start()
@@ -216,6 +216,21 @@ def study_lines(study: StoredStudy, data: StudyData, finished_before: int) -> li
     return lines
 
 
+def started_line(number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> str:
+    """A trial starting: its parameters, or whose configuration it trains for longer."""
+    longer = f"#{promoted_from}'s configuration for {epochs} epochs" if promoted_from is not None else ""
+    return f"trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}"
+
+
+def export_lines(result: ExportResult) -> list[str]:
+    """What export-best wrote and how its bundle scored on the test split (rich markup)."""
+    bundle, test = result.bundle, result.bundle.test
+    return [f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to "
+            f"{result.folder}" + (" (refit on train+val)" if bundle.refit else ""),
+            f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
+            f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}"]
+
+
 def trial_line(trial: TrialRecord, tally: _Tally) -> str:
     """One finished trial, and where the search stands (rich markup)."""
     if trial.state == TrialState.COMPLETE:
@@ -250,10 +265,12 @@ def summary_lines(summary: SearchSummary, again: str, next_step: str) -> list[st
 
 
 def search_display(options: SearchOptions, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
-    """The display the command line asks for."""
+    """The display asked for: in a Jupyter kernel, one output redrawn in place; else the terminal's."""
+    from automl_img.notebook import NotebookDisplay, in_notebook
+
     if json_lines or quiet:
         return (JsonLinesDisplay if json_lines else QuietDisplay)(options.trials, options.timeout)
-    return LiveDisplay(options.trials, options.timeout, options.workers)
+    return (NotebookDisplay if in_notebook() else LiveDisplay)(options.trials, options.timeout, options.workers)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

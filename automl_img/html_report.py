@@ -230,10 +230,20 @@ def _misclassified(bundle_dir: Path) -> str | None:
 
 
 def _trials_table(stored: StoredStudy) -> str:
-    header = "".join(f"<th>{h}</th>" for h in ("#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"))
+    return f"<h2>Trials</h2>{trials_table(stored, 'trials')}"
+
+
+def trials_table(stored: StoredStudy, css_class: str = "") -> str:
+    """Every trial: number, state, value, best epoch, epochs, seconds, why it ended."""
+    return html_table(["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"], trial_rows(stored),
+                      css_class)
+
+
+def html_table(columns: list[str], rows: list[list], css_class: str = "") -> str:
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in trial_rows(stored))
-    return f"<h2>Trials</h2><table class='trials'><tr>{header}</tr>{body}</table>"
+                   for row in rows)
+    return f"<table{f' class={css_class!r}' if css_class else ''}><tr>{header}</tr>{body}</table>"
 
 
 _PAGE = """<!DOCTYPE html>

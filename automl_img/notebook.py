@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from automl_img.console import QuietDisplay, format_params, study_lines, summary_lines, trial_line
+from automl_img.console import QuietDisplay, started_line, study_lines, summary_lines, trial_line
 from automl_img.searching.run import SearchSummary
 from automl_img.study.config import StudyData
 from automl_img.study.handle import StoredStudy
@@ -61,8 +61,7 @@ class NotebookDisplay(QuietDisplay):
 
     def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
         self.epochs[number] = epochs
-        longer = f"#{promoted_from}'s configuration for {epochs} epochs" if promoted_from is not None else ""
-        self.started[number] = f"trial #{number}: {longer or format_params(params) + f', {epochs} epochs'}"
+        self.started[number] = started_line(number, params, epochs, promoted_from)
         self.current[number] = f"{self.started[number]} | epoch 0/{epochs}"
         self._draw(force=True)
 

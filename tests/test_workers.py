@@ -33,7 +33,7 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
 def start_workers(count: int, digits_dir: Path, storage: str, trials: int, *extra: str,
-                  study: str = "shared") -> list[subprocess.Popen]:
+                  study: str) -> list[subprocess.Popen]:
     """``count`` search processes on one study, as on as many machines."""
     command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--study", study, "--storage",
                storage, "--trials", str(trials), "--epochs", "2", "-p", "image_size=8", *extra]
@@ -41,7 +41,7 @@ def start_workers(count: int, digits_dir: Path, storage: str, trials: int, *extr
             for _ in range(count)]
 
 
-def check_shared_study(workers: list[subprocess.Popen], storage: str, trials: int, name: str = "shared") -> list[str]:
+def check_shared_study(workers: list[subprocess.Popen], storage: str, trials: int, name: str) -> list[str]:
     """The workers finished the study's trials once between them; returns what each printed."""
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert all(worker.returncode == 0 for worker in workers), outputs
