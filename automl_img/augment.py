@@ -1,4 +1,5 @@
-"""Training-time augmentation: rotation, zoom, shift and flip fused into one affine warp per image."""
+"""Training-time augmentation: rotation, zoom, shift and flip fused into one affine warp per image, then
+random erasing."""
 
 from __future__ import annotations
 
@@ -50,3 +51,49 @@ def random_affine(images, params: TrainingParams, seed):
         interpolation="BILINEAR",
         fill_mode="NEAREST",  # the recipe's ImageDataGenerator default
     )
+
+
+# Random erasing (Zhong et al., AAAI 2020): the rectangle covers this share of the image, with this
+# height:width ratio (log-uniform), as in the paper.
+ERASED_AREA = (0.02, 0.4)
+ERASED_ASPECT = (0.3, 1 / 0.3)
+
+
+def augment(images, params: TrainingParams, seed):
+    """Every augmentation ``params`` asks for, on a uint8 batch: the affine warp, then random erasing."""
+    if params.rotation or params.zoom or params.width_shift or params.height_shift or params.horizontal_flip:
+        images = random_affine(images, params, seed)
+    if params.erasing:
+        images = random_erasing(images, params.erasing, tf.random.experimental.stateless_fold_in(seed, 1))
+    return images
+
+
+def random_erasing(images, probability: float, seed):
+    """With ``probability``, replace one rectangle of each image by random pixels.
+
+    It hides part of the object, so the model cannot rely on any one part of it. Per-image rectangles as
+    one mask (comparisons against a coordinate grid), stateless draws from the batch's seed.
+    """
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, 6)))
+
+    def uniform(low: float, high: float):
+        return tf.random.stateless_uniform([batch], next(seeds), low, high)
+
+    area = uniform(*ERASED_AREA) * tf.cast(height * width, tf.float32)
+    aspect = tf.exp(uniform(math.log(ERASED_ASPECT[0]), math.log(ERASED_ASPECT[1])))
+    box_height = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32), 1, height)
+    box_width = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32), 1, width)
+    top = tf.cast(uniform(0.0, 1.0) * tf.cast(height - box_height + 1, tf.float32), tf.int32)
+    left = tf.cast(uniform(0.0, 1.0) * tf.cast(width - box_width + 1, tf.float32), tf.int32)
+    erased = uniform(0.0, 1.0) < probability
+
+    def inside(start, size, length):  # (batch, length): whether each coordinate lies in the box
+        coordinate = tf.range(length)[None, :]
+        return (coordinate >= start[:, None]) & (coordinate < (start + size)[:, None])
+
+    mask = inside(top, box_height, height)[:, :, None] & inside(left, box_width, width)[:, None, :]
+    mask = (mask & erased[:, None, None])[..., None]
+    noise = tf.cast(tf.random.stateless_uniform(shape, next(seeds), 0, 256, dtype=tf.int32), images.dtype)
+    return tf.where(mask, noise, images)

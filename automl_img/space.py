@@ -20,11 +20,13 @@ MAX_DEFAULT_IMAGE_SIZES = 5
 # exportable model of 1024 px X-rays comes 16x sooner at 64 px than at 256, and larger sizes are searched.
 FIRST_TRIAL_MAX_IMAGE_SIZE = 64
 DEFAULT_WEIGHT_DECAY = 0.01
+DEFAULT_ERASING = 0.0
 
 
 # Parameters that trials stored before they existed did not sample, with the value those trials used:
 # their studies still export, report and resume.
-ADDED_LATER: dict[str, Any] = {"weight_decay": 0.0, "label_smoothing": 0.0, "head": "flatten"}  # head: blog-cnn's
+ADDED_LATER: dict[str, Any] = {"weight_decay": 0.0, "label_smoothing": 0.0, "erasing": 0.0, "head": "flatten",
+                               "convs_per_block": 1}  # head, convs_per_block: blog-cnn's
 
 
 @dataclass(frozen=True)
@@ -187,18 +189,20 @@ class TrainingParams:
     width_shift: float = 0.0  # fraction of the width, either way
     height_shift: float = 0.0
     horizontal_flip: bool = False
+    erasing: float = 0.0  # the probability that a random rectangle of an image is replaced by noise
     # Pretrained backbones whose top layers train: the peak rate for that second stage, after the head
     # trained alone at ``learning_rate``; None for every other trial.
     fine_tune_learning_rate: float | None = None
 
     @property
     def augments(self) -> bool:
-        return any((self.rotation, self.zoom, self.width_shift, self.height_shift, self.horizontal_flip))
+        return any((self.rotation, self.zoom, self.width_shift, self.height_shift, self.horizontal_flip,
+                    self.erasing))
 
     def without_augmentation(self) -> TrainingParams:
         """For a head that trains on fixed features before its backbone is fine-tuned."""
         return dataclasses.replace(self, rotation=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
-                                   horizontal_flip=False, fine_tune_learning_rate=None)
+                                   horizontal_flip=False, erasing=0.0, fine_tune_learning_rate=None)
 
 
 class Stage:
@@ -237,6 +241,7 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
         width_shift=hp.Float("width_shift", 0.0, 0.15, default=0.05),
         height_shift=hp.Float("height_shift", 0.0, 0.15, default=0.05),
         horizontal_flip=hp.Boolean("horizontal_flip", default=False),
+        erasing=hp.Float("erasing", 0.0, 0.5, default=DEFAULT_ERASING),
         # Pretrained weights move little: a tenth of the usual rates (Keras' transfer-learning guide uses 1e-5).
         fine_tune_learning_rate=hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
         if stage == Stage.FINE_TUNE else None,

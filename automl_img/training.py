@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from automl_img.atomic import atomic_path
-from automl_img.augment import random_affine
+from automl_img.augment import augment as augmented
 from automl_img.tf_runtime import keras, tf
 from automl_img.errors import PluginError, TrialFailed
 from automl_img.families import Families
@@ -227,7 +227,7 @@ def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size
         # same values whatever order they run in, and every epoch draws new ones.
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda batch, seed: (random_affine(batch[0], augment, seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda batch, seed: (augmented(batch[0], augment, seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -33,7 +33,8 @@ from _common import DATA, trial_test_scores, write_result
 
 RECIPE = {"batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0, "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1,
           "height_shift": 0.1, "horizontal_flip": "true", "activations": "recipe", "filters_1": 32, "filters_2": 32,
-          "filters_3": 32, "filters_4": 64, "batch_norm": "false", "dropout": 0.4, "dense_units": 64}
+          "filters_3": 32, "filters_4": 64, "batch_norm": "false", "dropout": 0.4, "dense_units": 64,
+          "erasing": 0.0, "convs_per_block": 1, "head": "flatten"}
 SINGLE = "export-best-trial-alone"  # `export-best --ensemble 1`: what the averaging adds
 THRESHOLDS = (0.80, 0.85, 0.87, 0.88, 0.89, 0.90, 0.91, 0.92, 0.93)
 

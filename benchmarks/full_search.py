@@ -99,7 +99,7 @@ def main() -> None:
         "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2) if outside else None,
         "trials": [{"number": r.number, "state": r.state.name, "value": r.value, "seconds": r.seconds,
                     "epochs": r.epochs_run, "planned_epochs": r.epochs, "promoted_from": r.promoted_from,
-                    "stopped_by": r.stopped_by,
+                    "train_images": r.train_images, "stopped_by": r.stopped_by,
                     "architecture": r.params.get("architecture"),  # in a study of several
                     "image_size": next((v for k, v in r.params.items() if k.startswith("image_size")), None),
                     "fine_tune_share": r.params.get("fine_tune_share")} for r in records],

@@ -3,6 +3,8 @@ epoch, reshuffled each epoch, and augmentation is applied, varies by epoch and r
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,24 @@ def test_augmentation_is_applied_varies_by_epoch_and_repeats_with_the_seed(tagge
     assert (warped != np.asarray(images)[0]).any(axis=(1, 2, 3)).mean() > 0.9  # nearly every image moved
     assert all((a == b).all() for (a, _), (b, _) in zip(first, again))  # same seed, same pixels
     assert any((a != b).any() for (a, _), (b, _) in zip(first, second))  # a new epoch, new draws
+
+
+def test_random_erasing_replaces_one_rectangle_of_noise_in_the_share_of_images_asked_for(tagged, path):
+    from automl_img.augment import ERASED_AREA
+
+    images, labels = tagged
+    always = TrainingParams(image_size=16, batch_size=10, learning_rate=1e-3, weight_decay=0.0, label_smoothing=0.0,
+                            erasing=1.0)
+    erased = np.concatenate([x for x, _ in epochs(training.batches(images, labels, np.arange(50), 10, always,
+                                                                   shuffle_seed=1), 1)[0]])
+    for image in erased[..., 0]:
+        changed = image != np.asarray(images)[0, ..., 0]
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert changed.sum() >= 0.9 * box  # one rectangle (noise may repeat a pixel's own value)
+        assert box <= ERASED_AREA[1] * 16 * 16 * 1.25  # within the largest area, up to rounding of the sides
+    half = dataclasses.replace(always, erasing=0.5)
+    share = np.mean([(x != np.asarray(images)[0]).any(axis=(1, 2, 3)).mean() for x, _ in
+                     epochs(training.batches(images, labels, np.arange(50), 10, half, shuffle_seed=2), 8)[0]
+                     + epochs(training.batches(images, labels, np.arange(50), 10, half, shuffle_seed=3), 8)[0]])
+    assert 0.35 < share < 0.65

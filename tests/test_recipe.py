@@ -12,7 +12,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from automl_img.families import Families
-from automl_img.searching.fidelity import Promotion, epoch_levels, next_promotion
+from automl_img.searching.fidelity import (FIRST_LEVEL_IMAGES, Promotion, epoch_levels, final_phase, level_rows,
+                                          next_promotion)
 from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
 from automl_img.study.records import TrialRecord
 
@@ -70,9 +71,9 @@ def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged
 
 
 def record(number: int, value: float | None, epochs: int, state=TrialState.COMPLETE, promoted_from=None,
-           seconds=10.0) -> TrialRecord:
+           seconds=10.0, train_images=None) -> TrialRecord:
     return TrialRecord(number=number, state=state, value=value, params={"p": number}, intermediate_values={},
-                       epochs=epochs, promoted_from=promoted_from, seconds=seconds,
+                       epochs=epochs, promoted_from=promoted_from, seconds=seconds, train_images=train_images,
                        history=[{"epoch": e + 1} for e in range(epochs)])
 
 
@@ -99,6 +100,32 @@ def test_higher_levels_are_promoted_first_and_only_with_epochs_that_fit_the_time
     # too little time for more than #3 had: next due is #7 (level 2's top 2 of 6; #1 went up), 2 epochs in 10 s
     assert next_promotion(trials, levels, True, seconds_left=35.0) == Promotion(7, {"p": 7}, 4)
     assert next_promotion(trials, levels, True, seconds_left=20.0) is None
+
+
+def test_the_last_share_of_a_time_limit_trains_the_best_configuration_for_as_long_as_fits():
+    levels = [2, 6, 18]
+    assert not final_phase(700.0, 1000.0) and final_phase(400.0, 1000.0) and not final_phase(None, None)
+    one_each = [record(0, 0.5, 2), record(1, 0.9, 2), record(2, 0.95, 6, promoted_from=1, seconds=60.0)]
+    assert next_promotion(one_each, levels, True, seconds_left=400.0) is None  # no level has 3 finished trials
+    # in the final phase a level's best is due alone: #2 (10 s an epoch) gets its 18 epochs (38 would fit)
+    assert next_promotion(one_each, levels, True, seconds_left=400.0, final=True) == Promotion(2, {"p": 2}, 18)
+    taken = one_each + [record(3, None, 18, state=TrialState.RUNNING, promoted_from=2)]
+    assert next_promotion(taken, levels, True, seconds_left=300.0, final=True) is None  # #1 went up already
+
+
+def test_the_lowest_level_trains_on_one_fixed_subset_when_images_are_many():
+    rows = np.arange(3, 3 + 3 * FIRST_LEVEL_IMAGES, 3)
+    subset = level_rows(rows, 4, [4, 13, 40])
+    assert len(subset) == FIRST_LEVEL_IMAGES and set(subset) <= set(rows) and (np.diff(subset) > 0).all()
+    assert (level_rows(rows, 4, [4, 13, 40]) == subset).all()  # every trial of the level: the same images
+    assert level_rows(rows, 13, [4, 13, 40]) is rows and level_rows(rows, 40, [40]) is rows
+    few = rows[:FIRST_LEVEL_IMAGES]
+    assert level_rows(few, 4, [4, 13, 40]) is few
+    # a promotion trains on all images: its epochs cost what the subset's did, times the ratio
+    low = [record(0, 0.9, 2, seconds=20.0, train_images=FIRST_LEVEL_IMAGES), record(1, 0.5, 2), record(2, 0.6, 2)]
+    assert next_promotion(low, [2, 6], True, seconds_left=215.0) == Promotion(0, {"p": 0}, 6)  # 10 s an epoch
+    assert next_promotion(low, [2, 6], True, seconds_left=215.0,
+                          train_images=4 * FIRST_LEVEL_IMAGES) == Promotion(0, {"p": 0}, 5)  # 40 s an epoch
 
 
 def test_pruning_compares_a_trial_with_trials_of_its_own_level_only():

@@ -99,7 +99,8 @@ def test_first_trial_trains_at_a_cheap_image_size(native, overrides, first):
 
 def test_recipe_values_lie_inside_the_training_space():
     recipe = {"image_size": 28, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "label_smoothing": 0.0,
-              "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True}
+              "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True,
+              "erasing": 0.0}
     params = sample_training_params(StoredHyperParameters(recipe), 28)
     assert params.augments and params.rotation == 30.0
     study = optuna.create_study()
@@ -110,8 +111,9 @@ def test_recipe_values_lie_inside_the_training_space():
 
 
 def test_trials_stored_before_the_recipe_parameters_existed_rebuild_as_they_trained():
-    """A study from before weight decay, label smoothing and the head choice still exports and resumes:
-    its trials read no weight decay, no smoothing and the Flatten head they were trained with."""
+    """A study from before weight decay, label smoothing, erasing, the head and depth choices still exports
+    and resumes: its trials read no weight decay, no smoothing, no erasing, the Flatten head and the one
+    convolution per block they were trained with."""
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.tf_runtime import keras
 
@@ -121,8 +123,9 @@ def test_trials_stored_before_the_recipe_parameters_existed_rebuild_as_they_trai
            "dropout": 0.3, "dense_units": 256}
     hp = StoredHyperParameters(old)
     params = sample_training_params(hp, 16)
-    assert (params.weight_decay, params.label_smoothing) == (0.0, 0.0)
+    assert (params.weight_decay, params.label_smoothing, params.erasing) == (0.0, 0.0, 0.0)
     model = build_blog_cnn(hp, (16, 16, 1), 10)
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 4
     assert any(isinstance(layer, keras.layers.Flatten) for layer in model.layers)
     assert not any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
     with pytest.raises(StudyError, match="no value for 'dropout'"):

@@ -21,7 +21,7 @@ from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.space import default_image_sizes
-from automl_img.searching.fidelity import epoch_levels, next_promotion
+from automl_img.searching.fidelity import epoch_levels, final_phase, next_promotion
 from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.trial_process import TrialRun, TrialSpec, run_trial_process
@@ -127,7 +127,7 @@ class _Pool:
                         stored, options, self.deadline, failures)
                     if reason:
                         break
-                    _queue_promotion(stored, options, self.deadline)
+                    _queue_promotion(stored, options, self.deadline, len(self.data.split.indices("train")))
                     seed = None if options.seed is None else options.seed + len(study.trials) + 7919 * worker
                 device = self.devices[worker % len(self.devices)] if self.devices else None
                 spec = TrialSpec(options, stored.name, stored.config, self.data, self.registry.plugin_source,
@@ -220,13 +220,14 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
     return ""
 
 
-def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: float | None) -> None:
+def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: float | None, train_images: int) -> None:
     """Queue the next configuration due for a longer training (search/fidelity.py), unless a queued trial waits."""
     trials = stored.trials()
     if any(trial.state == TrialState.WAITING for trial in trials):
         return
+    seconds_left = None if deadline is None else deadline - time.time()
     promotion = next_promotion(trials, epoch_levels(options.epochs, options.trials), stored.larger_is_better,
-                               None if deadline is None else deadline - time.time())
+                               seconds_left, final_phase(seconds_left, options.timeout), train_images)
     if promotion is not None:
         records.enqueue(stored.study, promotion.params, epochs=promotion.epochs, promoted_from=promotion.parent)
 

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from automl_img.data.features import load_features
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.families import Families
-from automl_img.searching.fidelity import epoch_levels
+from automl_img.searching.fidelity import epoch_levels, level_rows
 from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters
 from automl_img.study import records
@@ -74,8 +74,10 @@ class Objective:
             train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
             if len(train_rows) == 0 or len(val_rows) == 0:
                 raise DataError("no readable images left in the train or val split; check the skipped files listed above")
-            epochs = records.read(trial, "epochs") or epoch_levels(options.epochs, options.trials)[0]  # set when queued
-            records.write(trial, seed=seed, command=options.as_command(), epochs=epochs)
+            levels = epoch_levels(options.epochs, options.trials)
+            epochs = records.read(trial, "epochs") or levels[0]  # set when queued
+            train_rows = level_rows(train_rows, epochs, levels)
+            records.write(trial, seed=seed, command=options.as_command(), epochs=epochs, train_images=len(train_rows))
             self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
             limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
             fit = functools.partial(training.train, labels=data.labels, train_rows=train_rows, val_rows=val_rows,

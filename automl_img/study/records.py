@@ -80,6 +80,7 @@ class TrialRecord:
     weights_artifact: str | None = None  #: their id in the study's artifact store, where it has one
     epochs: int | None = None  #: the epochs its learning-rate schedule spans: its fidelity level
     promoted_from: int | None = None  #: the shorter trial whose configuration it trains for longer
+    train_images: int | None = None  #: images per epoch: a subset at the lowest level when there are many
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
