@@ -162,7 +162,7 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     assert before[0][2] == {  # a new study starts from every default (8 px: the only size)
         "image_size": 8, "batch_size": 64, "learning_rate": 0.002, "weight_decay": 0.01, "label_smoothing": 0.1,
         "rotation": 5.0, "zoom": 0.05, "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False,
-        "activations": "relu", "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128,
+        "erasing": 0.0, "activations": "relu", "batch_norm": True, "convs_per_block": 2, "filters_1": 32, "filters_2": 64, "filters_3": 128,
         "filters_4": 128, "dropout": 0.3, "head": "average", "dense_units": 256}
 
     again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
