@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="continue in this work folder of an earlier run")
     args = parser.parse_args()
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="compare-"))
+    work.mkdir(parents=True, exist_ok=True)
     data = args.data.resolve()
     os.environ.pop("AUTOML_IMG_STORAGE", None)
     results = {}
