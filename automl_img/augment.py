@@ -61,7 +61,7 @@ ERASED_ASPECT = (0.3, 1 / 0.3)
 
 def augment(images, params: TrainingParams, seed):
     """Every augmentation ``params`` asks for, on a uint8 batch: the affine warp, then random erasing."""
-    if params.rotation or params.zoom or params.width_shift or params.height_shift or params.horizontal_flip:
+    if params.warps:
         images = random_affine(images, params, seed)
     if params.erasing:
         images = random_erasing(images, params.erasing, tf.random.experimental.stateless_fold_in(seed, 1))

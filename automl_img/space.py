@@ -195,9 +195,13 @@ class TrainingParams:
     fine_tune_learning_rate: float | None = None
 
     @property
+    def warps(self) -> bool:
+        """Whether the affine warp (rotation, zoom, shifts, flip) has anything to do."""
+        return any((self.rotation, self.zoom, self.width_shift, self.height_shift, self.horizontal_flip))
+
+    @property
     def augments(self) -> bool:
-        return any((self.rotation, self.zoom, self.width_shift, self.height_shift, self.horizontal_flip,
-                    self.erasing))
+        return self.warps or bool(self.erasing)
 
     def without_augmentation(self) -> TrainingParams:
         """For a head that trains on fixed features before its backbone is fine-tuned."""
