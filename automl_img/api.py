@@ -15,7 +15,6 @@ with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns in a no
     import optuna  # noqa: F401
 
 from automl_img.errors import AutomlImgError, PluginError  # noqa: E402
-from automl_img.export import DEFAULT_ENSEMBLE  # noqa: E402
 from automl_img.plugins import PluginSource, Registry, pm  # noqa: E402
 from automl_img.study.handle import TrialCounts  # noqa: E402
 from automl_img.study.records import TrialRecord  # noqa: E402
@@ -125,7 +124,7 @@ class SearchResult:
         return StoredStudy.open(self.study, self.storage_url).trials()
 
     def export_best(self, out: PathLike | None = None, formats: Sequence[str] = (), refit: bool = False,
-                    ensemble: int = DEFAULT_ENSEMBLE) -> ExportedBundle:
+                    ensemble: int | None = None) -> ExportedBundle:
         """``export_best`` for this study."""
         return export_best(self.study, storage=self.storage_url, out=out, formats=formats, refit=refit,
                            ensemble=ensemble)
@@ -173,13 +172,14 @@ def studies(*, storage: str | None = None) -> list[StudyRow]:
 
 
 def export_best(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None,
-                formats: Sequence[str] = (), refit: bool = False, ensemble: int = DEFAULT_ENSEMBLE) -> ExportedBundle:
+                formats: Sequence[str] = (), refit: bool = False, ensemble: int | None = None) -> ExportedBundle:
     """Average the best trials, test once on the held-out split and write a bundle, as ``automl-img export-best``.
 
     Args:
         formats: also write savedmodel, tflite, tflite-int8 or onnx, each checked against the Keras model.
         refit: retrain each averaged configuration on train+val first.
-        ensemble: how many best trials are averaged; 1 exports the best trial alone.
+        ensemble: how many best trials are averaged; 1 exports the best trial alone. None: up to 3, each after
+            the best kept only if the average scores at least as well on val with it.
     """
     from automl_img.export import export_best as run_export
 

@@ -76,6 +76,7 @@ class BundleManifest:
     study: str | None = None
     trial: int | None = None  #: the best trial
     members: list[Member] = field(default_factory=list)
+    left_out: list[int] = field(default_factory=list)  #: trials among the best that lowered the average's val score
     architecture: str | None = None
     dataset: DatasetRecord | None = None
     objective: str | None = None

@@ -84,7 +84,7 @@ def search(
                                               "comma-separated, make the family a searched parameter.")] = "blog-cnn",
     seed: Annotated[Optional[int], typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
     epochs: Annotated[int, typer.Option(callback=_at_least_one, help="Epochs of the longest trials. New configurations train for a ninth of them, the best again for a third, then all (40: 4, 13, 40 epochs).")] = 40,
-    patience: Annotated[int, typer.Option(callback=_at_least_one, help="Stop a trial after this many epochs without improvement.")] = 10,
+    patience: Annotated[int, typer.Option(callback=_at_least_one, help="Stop a trial after this many epochs without improvement in the second half of its schedule.")] = 10,
     trial_timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Maximum seconds per trial.")] = None,
     max_failures: Annotated[int, typer.Option(callback=_at_least_one, help="Stop after this many failed trials in a row.")] = 5,
     objective: Annotated[str, typer.Option(help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
@@ -134,8 +134,10 @@ def export_best(
                          "(repeatable, or comma-separated); each is checked against the Keras model.")] = None,
     refit: Annotated[bool, typer.Option(
         help="Retrain each averaged trial on train+val, for the epochs it needed, before the test.")] = False,
-    ensemble: Annotated[int, typer.Option(
-        min=1, help="Average the predictions of this many best trials; 1 exports the best trial alone.")] = 3,
+    ensemble: Annotated[Optional[int], typer.Option(
+        min=1, help="Average the predictions of this many best trials; 1 exports the best trial alone. Default: "
+                    "up to 3, each after the best kept only if the average scores at least as well on val with it.")
+    ] = None,
 ) -> None:
     """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
     from automl_img.console import console, export_lines, print_table

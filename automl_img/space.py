@@ -223,7 +223,9 @@ def sample_image_size(hp: HyperParameters, image_sizes: Sequence[int], name: str
 
 
 def sample_training_params(hp: HyperParameters, image_size: int, stage: str = Stage.FULL) -> TrainingParams:
-    """Declare the training parameters; the ranges hold the recipe's values (rotation 30, zoom 0.2, flip...).
+    """Declare the training parameters. The ranges stop where every search on our development data lost:
+    peak learning rates near 1e-2, rotations past 15 degrees, strong shifts, zoom and erasing (the blog's
+    30-degree rotation and 0.2 zoom lie outside; ``-p rotation=30`` still asks for them).
 
     The defaults (trial 0) are AdamW peaking at 2e-3, label smoothing 0.1 and light augmentation: strong
     augmentation cost accuracy in every search on our development data. A head trained on cached features
@@ -232,7 +234,7 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
     common = dict(
         image_size=image_size,
         batch_size=hp.Choice("batch_size", [16, 32, 64, 128], ordered=True, default=64),
-        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=2e-3),
+        learning_rate=hp.Float("learning_rate", 3e-4, 5e-3, sampling="log", default=2e-3),
         weight_decay=hp.Float("weight_decay", 1e-4, 0.1, sampling="log", default=DEFAULT_WEIGHT_DECAY),
         label_smoothing=hp.Float("label_smoothing", 0.0, 0.2, default=0.1),
     )
@@ -240,12 +242,12 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
         return TrainingParams(**common)
     return TrainingParams(
         **common,
-        rotation=hp.Float("rotation", 0.0, 30.0, default=5.0),
-        zoom=hp.Float("zoom", 0.0, 0.2, default=0.05),
-        width_shift=hp.Float("width_shift", 0.0, 0.15, default=0.05),
-        height_shift=hp.Float("height_shift", 0.0, 0.15, default=0.05),
+        rotation=hp.Float("rotation", 0.0, 15.0, default=5.0),
+        zoom=hp.Float("zoom", 0.0, 0.15, default=0.05),
+        width_shift=hp.Float("width_shift", 0.0, 0.1, default=0.05),
+        height_shift=hp.Float("height_shift", 0.0, 0.1, default=0.05),
         horizontal_flip=hp.Boolean("horizontal_flip", default=False),
-        erasing=hp.Float("erasing", 0.0, 0.5, default=DEFAULT_ERASING),
+        erasing=hp.Float("erasing", 0.0, 0.3, default=DEFAULT_ERASING),
         # Pretrained weights move little: a tenth of the usual rates (Keras' transfer-learning guide uses 1e-5).
         fine_tune_learning_rate=hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
         if stage == Stage.FINE_TUNE else None,

@@ -283,7 +283,10 @@ class TrainingResult:
 
 @dataclass(frozen=True)
 class Limits:
-    """When a trial stops: epochs, patience without improvement, wall-clock deadlines."""
+    """When a trial stops: epochs, patience without improvement, wall-clock deadlines.
+
+    Patience counts only epochs of the schedule's second half: before it the learning rate is still high and
+    val scores wander, and the decay that follows is where a trial gains most."""
 
     epochs: int
     patience: int = 10
@@ -371,7 +374,7 @@ class _EpochWatch(keras.callbacks.Callback):
             self.result.best_scores = epoch_scores
             self.best_weights = self.model.get_weights()
             self.waited = 0
-        else:
+        elif epoch + 1 > self.limits.epochs // 2:  # the first half's high learning rates are not a plateau
             self.waited += 1
         if self.reporter is not None:
             self.reporter.report(value, epoch + 1)
@@ -380,7 +383,7 @@ class _EpochWatch(keras.callbacks.Callback):
                 return self._stop("pruned")
         now = time.time()
         if self.waited >= self.limits.patience:
-            self._stop(f"no improvement for {self.limits.patience} epochs")
+            self._stop(f"no improvement for {self.limits.patience} epochs of the schedule's second half")
         elif self.limits.deadline is not None and now >= self.limits.deadline:
             self._stop("study time limit")
         elif self.limits.trial_seconds is not None and now - self.started >= self.limits.trial_seconds:

@@ -7,8 +7,8 @@ search, (c) KerasTuner's Hyperband over the same search space.
 1e-3; batch 32; rotation 30, zoom 0.2, shifts 0.1, horizontal flip; 40 epochs, early stopping
 after 10 epochs without a better val loss, best epoch kept) at the images' native size, trained by
 automl-img's trainer with every parameter fixed. (b) is `automl-img search --timeout BUDGET` with
-its defaults, then `export-best` (the average of the 3 best trials); the best trial alone is also
-exported and scored, outside the budget, to show what the averaging adds. (c) is
+its defaults, then `export-best` (the best trial, averaged with each of the next two that helps on val);
+the best trial alone is also exported and scored, outside the budget, to show what the averaging adds. (c) is
 keras_tuner.Hyperband (max_epochs 40, factor 3, early stopping patience 10) over the same space,
 built by the same build functions: KerasTuner's own HyperParameters object is handed to
 automl-img's space and architecture code. All three train on the same train split,
@@ -73,6 +73,7 @@ def study_figures(work: Path, study_name: str, started: float, seconds: float) -
             "trial_0_test_accuracy": trial_test_scores(work, study_name, 0)["test"] if first.weights else None,
             "trial_epochs": [[r.number, r.state.name, r.epochs, r.promoted_from, r.value] for r in records],
             "averaged_trials": [[m.trial, m.image_size] for m in bundle.members],
+            "left_out_trials": bundle.left_out,
             "best_trial_alone_test_accuracy": single.test.accuracy,
             "best_trial_alone_val_accuracy": single.val_scores["accuracy"], "best_params": bundle.params}
 

@@ -85,6 +85,7 @@ def main() -> None:
         "test_accuracy": bundle.test.accuracy, "test_images": bundle.test.images,
         "val_accuracy": bundle.val_scores["accuracy"], "best_trial": bundle.trial,
         "averaged_trials": [member.trial for member in bundle.members],
+        "left_out_trials": bundle.left_out,
         "best_trial_alone_test_accuracy": alone.test.accuracy, "best_trial_alone_val_accuracy": alone.val_scores["accuracy"],
         "trial_0_val_accuracy": (records[0].val_scores or {}).get("accuracy"),
         "trial_0_test_accuracy": trial_test_scores(work, "full", 0)["test"] if records[0].weights else None,

@@ -26,7 +26,7 @@ def searched_once(tmp_path_factory, digits_dir):
     studies = tmp_path_factory.mktemp("searched") / "studies"
     with studies_at(studies):
         search = run("search", digits_dir, "--trials", 4, "--epochs", 15, "--seed", 7)
-        export = run("export-best")
+        export = run("export-best", "--ensemble", 3)
     return {"studies": studies, "search": search.output, "export": export.output,
             "bundle": studies / "digits" / "export"}
 
@@ -84,6 +84,36 @@ def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digi
     np.testing.assert_allclose(model.predict(images, verbose=0), np.mean(members, axis=0), atol=1e-6)
 
 
+def test_by_default_the_export_keeps_a_member_only_where_it_does_not_lower_val(searched, tmp_path):
+    """Without --ensemble: the best trial, then each of the next two best only if the average scores at least as
+    well on val with it; the others are named as left out."""
+    study = load_study()
+    completed = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                       key=lambda t: (-t.value, t.number))
+    exported = run("export-best", "--out", tmp_path / "chosen").output
+    bundle = json.loads((tmp_path / "chosen" / "bundle.json").read_text())
+    members = [m["trial"] for m in bundle["members"]]
+    assert members[0] == completed[0].number and len(completed) >= 3
+    assert sorted(members + bundle["left_out"]) == sorted(t.number for t in completed[:3])
+    assert members == [t.number for t in completed[:3] if t.number in members]  # best first
+    assert bundle["val_scores"]["accuracy"] >= completed[0].user_attrs["val_scores"]["accuracy"] - 1e-9
+    left_out = ", ".join(f"#{trial}" for trial in bundle["left_out"])
+    assert (f"({left_out} left out: each lowered the average's val score)" in exported) == bool(left_out), exported
+
+
+def test_forward_selection_keeps_members_that_raise_the_average_and_drops_those_that_lower_it():
+    from automl_img.export import select_members
+
+    labels = np.array([0, 0, 1, 1])
+    best = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.55, 0.45]])  # 3 of 4 right
+    wrong = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.9, 0.1]])  # 1 of 4: the average would lose two
+    mends = np.array([[0.6, 0.4], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8]])  # all right: the average gets all 4
+    assert select_members([best, wrong, mends], labels, "accuracy") == [0, 2]
+    assert select_members([best, best], labels, "accuracy") == [0, 1]  # a tie keeps it
+    assert select_members([best, wrong], labels, "loss") == [0]  # smaller is better
+    assert select_members([best, mends], labels, "loss") == [0, 1]
+
+
 def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digits_dir, tmp_path):
     """Members trained at 8 and 16 px: the bundle takes 16 px and shrinks inside the model to exactly the
     pixels OpenCV gives the 8 px member, so it predicts the mean of the members on their own decodes."""
@@ -101,13 +131,13 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
         for file in sorted((digits_dir / digit).glob("*.png"))[:60]:
             image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
             cv2.imwrite(str(data / digit / file.name), cv2.resize(image, (16, 16), interpolation=cv2.INTER_CUBIC))
-    run("search", data, "--trials", 3, "--epochs", 2, "--seed", 3, "-p", "image_size=8,16")
+    run("search", data, "--trials", 3, "--epochs", 2, "--seed", 3, "-p", "image_size=8,16", "--sampler", "random")
     study = load_study("large")
     sizes = {t.number: t.params["image_size"] for t in study.trials}
     assert set(sizes.values()) == {8, 16}, sizes  # the seed gives both sizes; a new Optuna may need another seed
 
-    exported = subprocess.run([sys.executable, "-m", "automl_img", "export-best", "--study", "large", "--format",
-                               "savedmodel,tflite,onnx"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    exported = subprocess.run([sys.executable, "-m", "automl_img", "export-best", "--study", "large", "--ensemble", "3",
+                               "--format", "savedmodel,tflite,onnx"], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0 and exported.stderr == "", exported.stderr  # TensorFlow's notes: export.log
     assert (workdir / "studies" / "large" / "export" / "export.log").is_file()
     bundle = json.loads((workdir / "studies" / "large" / "export" / "bundle.json").read_text())

@@ -180,7 +180,7 @@ def test_int8_litert_is_4x_smaller_and_its_accuracy_change_is_measured(study_dir
 
 
 def test_refit_trains_on_train_and_val_for_the_best_epoch_count(study_dir, tmp_path):
-    run("export-best", "--out", tmp_path / "refit", "--refit")
+    run("export-best", "--out", tmp_path / "refit", "--refit", "--ensemble", 3)
     bundle = json.loads((tmp_path / "refit" / "bundle.json").read_text())
     study = load_study()
     assert bundle["refit"]["epochs"] == [study.trials[m["trial"]].user_attrs["best_epoch"] for m in bundle["members"]]

@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 from automl_img.families import Families
 from automl_img.searching.fidelity import (FIRST_LEVEL_IMAGES, Promotion, epoch_levels, final_phase, level_rows,
                                           next_promotion)
-from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner
+from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner, NearDefaults
 from automl_img.study.records import TrialRecord
 
 
@@ -48,6 +48,23 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     assert max(rates) == pytest.approx(params.learning_rate, rel=1e-6)
     assert rates.index(max(rates)) == min(steps, epochs * steps // training.WARMUP_SHARE)  # warm-up, then decay
     assert all(later <= earlier for earlier, later in zip(rates[rates.index(max(rates)):], rates[rates.index(max(rates)) + 1:]))
+
+
+def test_patience_counts_only_epochs_of_the_schedule_second_half():
+    """A model that cannot improve (learning rate 0, no batch norm) is stopped by patience 2 at epoch 8 of 12,
+    not at epoch 3: the first half's epochs, at high learning rates, do not count as a plateau."""
+    from automl_img import training
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.space import DefaultHyperParameters
+
+    hp = DefaultHyperParameters({"batch_size": 8, "image_size": 8, "learning_rate": 0.0, "batch_norm": False})
+    model, params = training.build_for_trial(Families.single(build_blog_cnn, [8]), hp, 1, 3)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (44, 8, 8, 1), dtype=np.uint8), np.arange(44) % 3
+    result = training.train(model, images, labels, np.arange(40), np.arange(40, 44), params,
+                            training.Limits(12, patience=2))
+    assert result.best_epoch == 1 and result.epochs_run == 8, result.history
+    assert result.stopped_by == "no improvement for 2 epochs of the schedule's second half"
 
 
 def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged(tmp_path):
@@ -179,3 +196,39 @@ def test_a_multi_fidelity_study_resumes_and_promotes_its_best_short_trial(workdi
     assert "trials: 5 completed" in output
     shown = run("show").output
     assert "6/6" in shown and f"#{best.number} for longer" in shown
+
+
+def test_startup_trials_vary_a_share_of_the_defaults_and_sample_the_rest():
+    """In a real study whose first trial holds the defaults: each parameter keeps its default with probability
+    1 - share; a parameter the defaults lack, or a default outside a narrowed range, is always sampled."""
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"rate": 1.0, "kind": "a", "family": "x"})
+    study.enqueue_trial({"rate": 1.0, "kind": "a", "family": "y"})  # a second architecture's defaults
+    study.optimize(lambda t: t.suggest_float("rate", 0.0, 10.0) + len(t.suggest_categorical("kind", ["a", "b", "c"]))
+                   + len(t.suggest_categorical("family", ["x", "y"])), n_trials=2)
+    study.sampler = NearDefaults(optuna.samplers.RandomSampler(seed=1), 0.25, seed=0)
+    rates, kinds, families, new = [], [], [], []
+    for _ in range(200):
+        trial = study.ask()
+        rates.append(trial.suggest_float("rate", 0.0, 10.0))
+        kinds.append(trial.suggest_categorical("kind", ["a", "b", "c"]))
+        families.append(trial.suggest_categorical("family", ["x", "y"]))
+        new.append(trial.suggest_float("new", 0.0, 1.0))
+        study.tell(trial, 0.0)
+    assert 130 <= rates.count(1.0) <= 170 and len(set(rates)) > 40  # 150 expected; the rest across the range
+    assert 140 <= kinds.count("a") <= 185 and {"b", "c"} <= set(kinds)  # 150, plus a third of the 50 drawn
+    assert 80 <= families.count("x") <= 120  # the defaults differ: no default, always drawn
+    assert len(set(new)) == 200  # no default: always drawn
+    narrowed = []
+    for _ in range(20):
+        trial = study.ask()
+        narrowed.append(trial.suggest_float("rate", 2.0, 3.0))  # the default 1.0 lies outside: drawn
+        study.tell(trial, 0.0)
+    assert len(set(narrowed)) == 20 and all(2.0 <= rate <= 3.0 for rate in narrowed)
+
+    failed = optuna.create_study()  # defaults that failed (a plugin's bug at its defaults) are no center
+    failed.enqueue_trial({"rate": 1.0})
+    failed.optimize(lambda t: t.suggest_float("rate", 0.0, 10.0) / 0, n_trials=1, catch=(ZeroDivisionError,))
+    failed.sampler = NearDefaults(optuna.samplers.RandomSampler(seed=1), 0.25, seed=0)
+    drawn = [failed.ask().suggest_float("rate", 0.0, 10.0) for _ in range(20)]
+    assert failed.trials[0].state == TrialState.FAIL and len(set(drawn)) == 20

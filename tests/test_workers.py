@@ -92,7 +92,7 @@ def export_elsewhere(folder: Path, monkeypatch, study: str, storage: str) -> tup
     the three best trials averaged, then the best alone. Returns both bundles' bundle.json."""
     folder.mkdir()
     monkeypatch.chdir(folder)
-    run("export-best", "--study", study, "--storage", storage)
+    run("export-best", "--study", study, "--storage", storage, "--ensemble", "3")
     run("export-best", "--study", study, "--storage", storage, "--ensemble", "1", "--out", "best-alone")
     averaged = json.loads((folder / "studies" / study / "export" / "bundle.json").read_text())
     alone = json.loads((folder / "best-alone" / "bundle.json").read_text())
