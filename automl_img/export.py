@@ -57,9 +57,10 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
         raise StudyError(f"--ensemble must be 1 or more (got {ensemble}); 1 exports the best trial alone")
     stored = StoredStudy.open(study_name, storage_url)
     exporters = [registry.get("exporter", name) for name in dict.fromkeys(["keras", *formats])]
-    members = stored.best_trials(ensemble or DEFAULT_ENSEMBLE)
+    count = ensemble or DEFAULT_ENSEMBLE
+    members = stored.best_trials(count)
     for trial in members:
-        _check_weights_are_here(stored, trial, ensemble or DEFAULT_ENSEMBLE)
+        _check_weights_are_here(stored, trial, count)
     target = Path(out) if out else stored.export_folder  # as the user will read it
     folder = target.resolve()
     staging = folder.with_name(f".{folder.name}.partial")  # the bundle is written here, then swapped in
