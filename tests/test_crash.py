@@ -19,7 +19,10 @@ def start_search(digits_dir, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "3", "--epochs", "40",
          "--patience", "40", "--seed", "0", "-p", "image_size=8", "--pruner", "none", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Ctrl-C reaches it even where pytest runs in the background of a script, whose shell ignores SIGINT
+        # for its children (a search started so cannot be interrupted from a terminal either)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.trial.FrozenTrial:
