@@ -44,8 +44,9 @@ def main() -> None:
         bundle = load_bundle(Path(folder))
         if sorted(bundle.manifest.class_names) != sorted(CLASSES):
             raise SystemExit(f"{folder}: not a Fashion-MNIST bundle (classes {bundle.manifest.class_names})")
-        frame = bundle.predict(images[..., None])
-        right = np.array([CLASSES.index(name) for name in frame["class"]]) == labels
+        predictions = bundle.predict(images[..., None])  # a DataFrame where pandas is installed, else a list
+        predicted = predictions["class"] if hasattr(predictions, "columns") else [p.class_name for p in predictions]
+        right = np.array([CLASSES.index(class_name) for class_name in predicted]) == labels
         figures["bundles"][name] = {
             "folder": folder,
             "dataset": bundle.manifest.dataset.source,
