@@ -16,9 +16,11 @@ pytestmark = pytest.mark.slow  # searches killed and interrupted mid-trial
 
 
 def start_search(digits_dir, *extra: str) -> subprocess.Popen:
+    """Two trials of 20 epochs each (fewer trials than a promotion needs: one level), so trial 1 runs long
+    enough to be caught mid-training; with three, it would be a 4-epoch trial over in a few seconds."""
     return subprocess.Popen(
-        [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "3", "--epochs", "40",
-         "--patience", "40", "--seed", "0", "-p", "image_size=8", "--pruner", "none", *extra],
+        [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "2", "--epochs", "20",
+         "--patience", "20", "--seed", "0", "-p", "image_size=8", "--pruner", "none", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # Ctrl-C reaches it even where pytest runs in the background of a script, whose shell ignores SIGINT
         # for its children (a search started so cannot be interrupted from a terminal either)
