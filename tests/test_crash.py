@@ -84,5 +84,5 @@ def test_ctrl_c_saves_everything_says_how_to_resume_and_the_study_stays_usable(w
 
     exported = run("export-best")
     assert "exported trial #0" in exported.output
-    predicted = run("predict", "studies/digits/export", digits_dir / "5", "--csv", tmp_path / "p.csv")
+    run("predict", "studies/digits/export", digits_dir / "5", "--csv", tmp_path / "p.csv")
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + len(list((digits_dir / "5").glob("*.png")))
