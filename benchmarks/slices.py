@@ -52,8 +52,8 @@ def main() -> None:
 
     images, labels = load("test")
     slices = slice_rows(labels)
-    figures: dict = {"test_images": len(labels), "slices": [f"images {k * SLICE}-{k * SLICE + SLICE - 1} of each class"
-                                                                 for k in range(len(slices))],
+    figures: dict = {"test_images": len(labels),
+                     "slices": [f"images {k * SLICE}-{k * SLICE + SLICE - 1} of each class" for k in range(len(slices))],
                      "subset_test_slice": SUBSET_SLICE, "bundles": {}}
     total = 0.0
     for name, _, folder in (spec.partition("=") for spec in args.bundles):
