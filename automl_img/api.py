@@ -42,7 +42,7 @@ def search(
     seed: int | None = None, epochs: int = 40, patience: int = 10, trial_timeout: float | None = None,
     max_failures: int = 5, objective: str = "accuracy", sampler: str = "tpe", pruner: str = "median",
     class_weights: str = "auto", params: Mapping[str, Any] | None = None, config: PathLike | None = None,
-    artifacts: str | None = None, workers: int = 1, quiet: bool = False,
+    artifacts: str | None = None, workers: int = 1, precision: str = "auto", quiet: bool = False,
 ) -> SearchResult:
     """Search for the best model, as ``automl-img search``: run or resume a study until ``trials`` finished.
 
@@ -53,6 +53,8 @@ def search(
             ``$AUTOML_IMG_ARTIFACTS``; none: they stay under ``studies/``).
         workers: trials run at once on this machine, each in its own process (one per GPU where there are
             several).
+        precision: auto (bfloat16 where the hardware computes it natively, float16 on older GPUs, else
+            float32), float32, bfloat16 or float16; exported models are float32.
         quiet: show only the summary; otherwise progress is redrawn in place (in a notebook) or printed.
 
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
@@ -78,7 +80,8 @@ def search(
         study=study, storage=_storage(storage), trials=trials, timeout=timeout, epochs=epochs, patience=patience,
         trial_timeout=trial_timeout, seed=seed, objective=objective, sampler=sampler, pruner=pruner,
         overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights,
-        artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None, workers=workers)
+        artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None, workers=workers,
+        precision=precision)
     display = search_display(options, quiet)
     summary = run_search(options, _registry(), display)
     display.summary(summary)

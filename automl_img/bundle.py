@@ -35,6 +35,8 @@ class Member:
     image_size: int
     best_epoch: int | None
     params: dict[str, Any]
+    #: what it trained in (bfloat16 or float16: mixed precision); every exported model computes in float32
+    trained_precision: str = "float32"
 
 
 @dataclass(frozen=True)

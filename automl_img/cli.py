@@ -94,6 +94,9 @@ def search(
         help="auto (on when the largest class has 1.5x the images of the smallest), on or off.")] = "auto",
     workers: Annotated[int, typer.Option(callback=_at_least_one, help="Trials run at once on this machine, each in its "
                                          "own process (one per GPU where there are several).")] = 1,
+    precision: Annotated[str, typer.Option(help="Training precision: auto (bfloat16 where the CPU or GPU computes it "
+                                           "natively, float16 on older GPUs, else float32), float32, bfloat16 or "
+                                           "float16. Exported models are float32.")] = "auto",
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
@@ -113,6 +116,7 @@ def search(
         timeout=timeout, epochs=epochs, patience=patience, trial_timeout=trial_timeout, seed=seed,
         objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
         max_consecutive_failures=max_failures, class_weights=class_weights, artifacts=artifacts, workers=workers,
+        precision=precision,
     )
     registry = _registry()
     if registry.loaded_from() and not (quiet or json_lines):
@@ -213,12 +217,14 @@ def show(
 ) -> None:
     """Show one study: the trials table, the best parameters and the parameter importances."""
     from automl_img.console import console, format_params, print_table
-    from automl_img.overview import importances, trial_rows
+    from automl_img.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
     from automl_img.study.handle import StoredStudy
 
     found = StoredStudy.open(study, storage)
-    print_table(f"study {found.name}", ["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"],
-                trial_rows(found))
+    print_table(f"study {found.name}", TRIAL_COLUMNS, trial_rows(found))
+    sizes = size_rows(found)
+    if len(sizes) > 1:
+        print_table("by image size (completed trials)", SIZE_COLUMNS, sizes)
     skipped = found.skipped()
     if skipped:
         print_table(f"{len(skipped)} file(s) left out (also in {found.skipped_file})", ["file", "why", "when"],

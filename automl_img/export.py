@@ -129,7 +129,8 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
         ),
         study=stored.name,
         trial=best.number,
-        members=[Member(trial.number, trial.value, member.input_shape[1], trial.best_epoch, trial.params)
+        members=[Member(trial.number, trial.value, member.input_shape[1], trial.best_epoch, trial.params,
+                        trial.precision or "float32")
                  for trial, member in zip(members, models)],
         left_out=left_out,
         architecture=config.architecture,

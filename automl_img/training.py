@@ -16,11 +16,14 @@ import numpy as np
 
 from automl_img.atomic import atomic_path
 from automl_img.augment import augment as augmented
+from automl_img import fused_batch_norm
 from automl_img.tf_runtime import keras, tf
 from automl_img.errors import PluginError, TrialFailed
 from automl_img.families import Families
 from automl_img.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
+
+fused_batch_norm.install()  # training's batch norm through TensorFlow's fused kernel (module docstring there)
 
 PREDICT_BATCH = 256
 WARMUP_SHARE = 10  # the learning rate warms up over one epoch, or a tenth of the steps when that is less
@@ -48,7 +51,10 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
     body = build(hp, shape, num_classes)
     if not isinstance(body, keras.Model):
         raise PluginError(f"the architecture's build() returned {type(body).__name__}, not a keras.Model")
-    model = keras.Model(inputs, body(scaled), name=name or body.name)
+    outputs = body(scaled)
+    if keras.backend.standardize_dtype(outputs.dtype) != "float32":  # mixed precision: the loss in float32
+        outputs = keras.layers.Activation("linear", dtype="float32", name="probabilities_float32")(outputs)
+    model = keras.Model(inputs, outputs, name=name or body.name)
     _check_outputs_are_probabilities(model, shape, num_classes)
     return model
 
@@ -198,6 +204,19 @@ def _fixed_matrix_on_axis(x, matrix: np.ndarray, axis: int, name: str):
     return keras.layers.Permute(order, name=f"{name}_back")(x)
 
 
+def forward_gflop(model) -> float:
+    """GFLOP of one image's forward pass through the convolutions and dense layers (the rest is small): with the
+    images and epochs, what a trial's training costs, whatever its size and width."""
+    total = 0.0
+    for layer in leaf_layers(model):
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "DepthwiseConv2D"):  # kernel (h, w, in, out or multiplier) at every output position
+            total += 2 * math.prod(layer.output.shape[1:3]) * math.prod(layer.kernel.shape)
+        elif kind == "Dense":
+            total += 2 * math.prod(layer.kernel.shape)
+    return total / 1e9
+
+
 def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_classes: int) -> None:
     probe = np.random.default_rng(0).integers(0, 256, size=(2, *shape), dtype=np.uint8)
     outputs = np.asarray(model(probe, training=False))
@@ -275,6 +294,7 @@ class TrainingResult:
     stopped_by: str = "max epochs"
     pruned: bool = False
     seconds: float = 0.0
+    cut: bool = False  # the study's time limit stopped it before its schedule ended: not a finished training
 
     @property
     def epochs_run(self) -> int:
@@ -290,8 +310,8 @@ class Limits:
 
     epochs: int
     patience: int = 10
-    deadline: float | None = None  # time.time() after which no new epoch starts (the study's budget)
-    trial_seconds: float | None = None
+    deadline: float | None = None  # time.time() at which training stops, mid-epoch if need be (the study's budget)
+    trial_seconds: float | None = None  # likewise, counted from the start of training (the trial's budget)
 
 
 def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
@@ -356,9 +376,20 @@ class _EpochWatch(keras.callbacks.Callback):
         self.best_weights: list | None = None
         self.failure: str | None = None
         self.waited = 0
+        self.partial_epoch = False
         self.started = time.time()
 
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """A time limit stops training within a batch of it, not an epoch later (a 224 px epoch takes minutes)."""
+        limit = self._time_limit_passed()
+        if limit and batch + 1 < self.params.get("steps", math.inf):  # at an epoch's last batch: scored as usual
+            self.result.cut = limit == "study time limit"
+            self._stop(limit)
+            self.partial_epoch = True
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.partial_epoch:  # stopped mid-epoch: nothing new to score
+            return
         loss = float((logs or {}).get("loss", math.nan))
         if not math.isfinite(loss):
             self.failure = f"training diverged: loss became {loss} in epoch {epoch + 1}; lower the learning rate"
@@ -381,13 +412,20 @@ class _EpochWatch(keras.callbacks.Callback):
             if self.reporter.should_prune():
                 self.result.pruned = True
                 return self._stop("pruned")
-        now = time.time()
+        limit = self._time_limit_passed()
         if self.waited >= self.limits.patience:
             self._stop(f"no improvement for {self.limits.patience} epochs of the schedule's second half")
-        elif self.limits.deadline is not None and now >= self.limits.deadline:
-            self._stop("study time limit")
-        elif self.limits.trial_seconds is not None and now - self.started >= self.limits.trial_seconds:
-            self._stop("trial time limit")
+        elif limit:
+            self.result.cut = limit == "study time limit" and epoch + 1 < self.limits.epochs
+            self._stop(limit)
+
+    def _time_limit_passed(self) -> str:
+        now = time.time()
+        if self.limits.deadline is not None and now >= self.limits.deadline:
+            return "study time limit"
+        if self.limits.trial_seconds is not None and now - self.started >= self.limits.trial_seconds:
+            return "trial time limit"
+        return ""
 
     def _stop(self, reason: str) -> None:
         self.result.stopped_by = reason

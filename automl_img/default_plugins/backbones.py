@@ -94,7 +94,7 @@ def _with_head(features, hp, input_shape, num_classes, name: str):
         features.trainable = False
     head = keras.Sequential([keras.Input(features.output_shape[1:]),
                              layers.Dropout(hp.Float("head_dropout", 0.0, 0.5, default=0.2)),
-                             layers.Dense(num_classes, activation="softmax")], name="head")
+                             layers.Dense(num_classes, activation="softmax", dtype="float32")], name="head")
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, head(features(inputs)), name=name)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
+from automl_img.precision import PRECISIONS
 from automl_img.space import Override, Range
 from automl_img.searching.samplers import PRUNERS, SAMPLERS
 from automl_img.study.storage import redact
@@ -34,6 +35,7 @@ class SearchOptions:
     pruner: str = "median"
     class_weights: str = "auto"  #: auto: on when the largest class is 1.5x the smallest or more; on; off
     workers: int = 1  #: trials run at once on this machine (one per GPU where there are several)
+    precision: str = "auto"  #: training precision; auto: bfloat16 or float16 where the hardware has it natively
     overrides: dict[str, Override] = field(default_factory=dict, metadata={"flag": "-p"})
     artifacts: str | None = None  #: a folder or s3://BUCKET every worker reaches; None: trial weights stay local
     storage: str | None = None  #: last on the command line, its password redacted
@@ -42,7 +44,8 @@ class SearchOptions:
         """Refuse unknown names before anything is opened."""
         for kind, value, known in (("objective", self.objective, OBJECTIVES), ("sampler", self.sampler, SAMPLERS),
                                    ("pruner", self.pruner, PRUNERS),
-                                   ("class weights setting", self.class_weights, CLASS_WEIGHTS)):
+                                   ("class weights setting", self.class_weights, CLASS_WEIGHTS),
+                                   ("precision", self.precision, PRECISIONS)):
             if value not in known:
                 raise StudyError(f"unknown {kind} {value!r}; choose from {', '.join(known)}")
         if self.workers < 1:

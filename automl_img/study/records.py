@@ -81,6 +81,9 @@ class TrialRecord:
     epochs: int | None = None  #: the epochs its learning-rate schedule spans: its fidelity level
     promoted_from: int | None = None  #: the shorter trial whose configuration it trains for longer
     train_images: int | None = None  #: images per epoch: a subset at the lowest level when there are many
+    forward_gflop: float | None = None  #: one image's forward pass through its model: with images and epochs, its cost
+    time_limited: bool = False  #: failed only because the study's time limit cut it short or left too little to start
+    precision: str | None = None  #: what it trained in (float32, bfloat16, float16); None: float32, before the option
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
