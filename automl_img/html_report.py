@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from automl_img import families
 from automl_img.bundle import BUNDLE_FILE, BundleManifest
 from automl_img.metrics import TestReport
-from automl_img.overview import importances, trial_rows
+from automl_img.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
 from automl_img.plugins import Registry
 from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
 from automl_img.study.records import TrialRecord
@@ -234,9 +234,10 @@ def _trials_table(stored: StoredStudy) -> str:
 
 
 def trials_table(stored: StoredStudy, css_class: str = "") -> str:
-    """Every trial: number, state, value, best epoch, epochs, seconds, why it ended."""
-    return html_table(["#", "state", "value", "best epoch", "epochs", "seconds", "why it ended"], trial_rows(stored),
-                      css_class)
+    """Every trial (``overview.TRIAL_COLUMNS``), after what each image size achieved where there were several."""
+    sizes = size_rows(stored)
+    by_size = f"<h3>By image size</h3>{html_table(SIZE_COLUMNS, sizes, css_class)}" if len(sizes) > 1 else ""
+    return by_size + html_table(TRIAL_COLUMNS, trial_rows(stored), css_class)
 
 
 def html_table(columns: list[str], rows: list[list], css_class: str = "") -> str:

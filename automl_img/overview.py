@@ -46,12 +46,35 @@ def summarise(study: optuna.Study) -> StudyRow:
     )
 
 
+TRIAL_COLUMNS = ["#", "state", "value", "image size", "best epoch", "epochs", "seconds", "why it ended"]
+SIZE_COLUMNS = ["image size", "completed", "best trial", "best val", "median seconds per epoch"]
+
+
 def trial_rows(stored: StoredStudy) -> list[list]:
-    """#, state, value, best epoch, epochs run of planned, seconds, and why it stopped or failed (or whose
-    configuration it trains for longer)."""
+    """TRIAL_COLUMNS: #, state, value, image size, best epoch, epochs run of planned, seconds, and why it stopped or
+    failed (or whose configuration it trains for longer)."""
     return [[trial.number, trial.state.name.lower(), f"{trial.value:.4f}" if trial.value is not None else "",
-             trial.best_epoch, _epochs(trial), trial.seconds, trial.fail_reason or _ended(trial)]
+             image_size_of(trial), trial.best_epoch, _epochs(trial), trial.seconds, trial.fail_reason or _ended(trial)]
             for trial in stored.trials()]
+
+
+def image_size_of(trial: TrialRecord) -> int | None:
+    """The image size a trial trained at (``image_size``, or its family's ``image_size_<family>``)."""
+    return next((value for name, value in trial.params.items() if name.startswith("image_size")), None)
+
+
+def size_rows(stored: StoredStudy) -> list[list]:
+    """SIZE_COLUMNS, one row per image size the study's completed trials trained at: what each size achieved,
+    and at what cost, so a user sees why the exported model runs at the size it does."""
+    completed = stored.trials((TrialState.COMPLETE,))
+    rows = []
+    for size in sorted({image_size_of(trial) for trial in completed} - {None}):
+        at_size = [trial for trial in completed if image_size_of(trial) == size]
+        best = max(at_size, key=lambda trial: trial.value if stored.larger_is_better else -trial.value)
+        paces = sorted(trial.seconds / trial.epochs_run for trial in at_size if trial.seconds and trial.epochs_run)
+        rows.append([size, len(at_size), f"#{best.number}", f"{best.value:.4f}",
+                     round(paces[len(paces) // 2], 1) if paces else None])
+    return rows
 
 
 def _epochs(trial: TrialRecord) -> str | None:

@@ -17,8 +17,13 @@ from automl_img.errors import StudyError
 IMAGE_SIZE_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256)
 MAX_DEFAULT_IMAGE_SIZES = 5
 # Trial 0 trains at no more than this: a trial's cost grows with the square of the side, so the first
-# exportable model of 1024 px X-rays comes 16x sooner at 64 px than at 256, and larger sizes are searched.
+# exportable model of 1024 px X-rays comes 16x sooner at 64 px than at 256.
 FIRST_TRIAL_MAX_IMAGE_SIZE = 64
+# The defaults are queued again at the largest candidate up to each of these sizes: the first rung of the
+# search then compares resolutions on one configuration, so a grade decided by a detail a few pixels wide at
+# 224 px is seen before the budget is spent at 64 px (architectures trade width for resolution, blog-cnn's
+# ``convs_per_block``, so a 128 px default costs about what a 64 px one does).
+STARTING_IMAGE_SIZE_STEPS = (128, 256)
 DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_ERASING = 0.0
 
@@ -252,6 +257,21 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
         fine_tune_learning_rate=hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
         if stage == Stage.FINE_TUNE else None,
     )
+
+
+def starting_image_sizes(image_sizes: Sequence[int], override: Override | None = None,
+                         name: str = "image_size") -> list[int]:
+    """The sizes the defaults are queued at, cheapest first: trial 0's, then the largest candidate up to each of
+    STARTING_IMAGE_SIZE_STEPS above it (224 px images: 64, 128, 224; 28 px images: 28 alone), among the
+    candidates the user's ``override`` leaves."""
+    if override is not None:
+        image_sizes = _narrow(name, CategoricalDistribution(list(image_sizes)), override).choices
+    sizes = [first_trial_image_size(image_sizes)]
+    for step in STARTING_IMAGE_SIZE_STEPS:
+        larger = [size for size in image_sizes if sizes[-1] < size <= step]
+        if larger:
+            sizes.append(max(larger))
+    return sizes
 
 
 def first_trial_image_size(image_sizes: Sequence[int]) -> int:

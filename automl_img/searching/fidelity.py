@@ -29,6 +29,7 @@ MIN_EPOCHS = 2  # one epoch is all warm-up and decay: a ranking of such trials s
 FINAL_SHARE = 0.4
 FIRST_LEVEL_IMAGES = 10_000
 START_SECONDS = 15  # a trial process's start: TensorFlow's import, the cached images, the first compile
+FIT_MARGIN = 1.1  # epochs vary: a training sized to the time left plans for 10 % slower ones
 
 
 def epoch_levels(max_epochs: int, trials: int) -> list[int]:
@@ -97,4 +98,21 @@ def _fitting(epochs: int, trial: TrialRecord, seconds_left: float | None, train_
     per_epoch = trial.seconds / trial.epochs_run
     if train_images and trial.train_images:
         per_epoch *= train_images / trial.train_images
-    return min(epochs, int((seconds_left - START_SECONDS) / per_epoch))
+    return min(epochs, int((seconds_left - START_SECONDS) / (per_epoch * FIT_MARGIN)))
+
+
+def estimated_seconds(trials: list[TrialRecord], forward_gflop: float, epochs: int, train_images: int) -> float | None:
+    """How long a training of ``epochs`` over ``train_images`` of a model of ``forward_gflop`` will take, at the
+    median pace (seconds per image-epoch-GFLOP) of the study's finished trainings; None before there is one.
+    Image size and width are both in the GFLOP, so a 224 px trial is priced from 64 px ones."""
+    paces = [trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop) for trial in trials
+             if trial.finished and trial.seconds and trial.epochs_run and trial.train_images and trial.forward_gflop]
+    if not paces:
+        return None
+    return float(np.median(paces)) * epochs * train_images * forward_gflop * FIT_MARGIN
+
+
+def shortest_training(trials: list[TrialRecord]) -> float | None:
+    """The seconds of the study's quickest finished training (None before there is one)."""
+    seconds = [trial.seconds for trial in trials if trial.state == TrialState.COMPLETE and trial.seconds]
+    return min(seconds) if seconds else None

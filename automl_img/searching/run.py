@@ -21,7 +21,7 @@ from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.space import default_image_sizes
-from automl_img.searching.fidelity import epoch_levels, final_phase, next_promotion
+from automl_img.searching.fidelity import START_SECONDS, epoch_levels, final_phase, next_promotion, shortest_training
 from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.trial_process import TrialRun, TrialSpec, run_trial_process
@@ -143,7 +143,10 @@ class _Pool:
                 if trial.surplus:
                     reason = f"the study's {options.trials} trials are all taken"
                     break
-                failures = failures + [trial.fail_reason or ""] if trial.state == TrialState.FAIL else []
+                if trial.state != TrialState.FAIL:
+                    failures = []
+                elif not trial.time_limited:  # the time limit's doing, not the trial's
+                    failures = failures + [trial.fail_reason or ""]
                 self.listener.trial_finished(trial)
         except KeyboardInterrupt:
             self.interrupted()
@@ -215,6 +218,10 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
         return f"the remaining {running} trial(s) are running on other workers"
     if deadline is not None and time.time() >= deadline:
         return f"time limit of {options.timeout:g} s reached"
+    shortest = shortest_training(stored.trials()) if deadline is not None else None
+    if shortest is not None and deadline - time.time() < shortest + START_SECONDS:
+        return (f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
+                f"would not fit a trial (the shortest took {shortest:.0f} s)")
     if len(failures) >= options.max_consecutive_failures:
         return f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
     return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING, Callable
 
 import optuna
@@ -11,9 +12,9 @@ from optuna.trial import TrialState
 from automl_img.data.features import load_features
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.families import Families
-from automl_img.searching.fidelity import epoch_levels, level_rows
+from automl_img.searching.fidelity import epoch_levels, estimated_seconds, level_rows
 from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
-from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters
+from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters, starting_image_sizes
 from automl_img.study import records
 from automl_img.study.config import StudyConfig, study_dir
 from automl_img.study.artifacts import upload_weights
@@ -50,18 +51,32 @@ class Objective:
             records.write(trial, fail_reason="interrupted (Ctrl-C)")
             raise
 
+    def _check_time_left(self, trial: optuna.Trial, gflop: float, epochs: int, train_images: int) -> None:
+        """A training that would outlast the study's time limit is not started (its cost is priced from the
+        study's finished trainings): cut short, it would cost the time and give no score."""
+        if self.spec.deadline is None:
+            return
+        finished = records.trial_records(trial.study, FINISHED)
+        needed = estimated_seconds(finished, gflop, epochs, train_images)
+        left = self.spec.deadline - time.time()
+        if needed is not None and needed > left:
+            records.write(trial, time_limited=True)
+            raise TrialFailed(f"not started: its {epochs} epochs would take about {needed:.0f} s and the study's "
+                              f"time limit leaves {max(left, 0):.0f} s")
+
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Workers that asked for a trial at the same moment: the later numbers give way."""
         taken = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         return sum(t.number < trial.number for t in taken) >= self.spec.options.trials
 
     def _run(self, trial: optuna.Trial) -> float:
-        from automl_img import training  # TensorFlow loads here, in the trial process only
+        from automl_img import precision, training  # TensorFlow loads here, in the trial process only
 
         options, config, data = self.spec.options, self.spec.config, self.spec.data
         hp = TrialHyperParameters(trial, options.overrides)
         seed = (options.seed or 0) + trial.number
         training.keras.utils.set_random_seed(seed)
+        records.write(trial, precision=precision.apply(options.precision))
         try:
             model, params = training.build_for_trial(self.architectures, hp, config.channels, len(config.class_names))
             unused = hp.unused_overrides() if len(self.architectures.members) == 1 else []  # else: enqueue_defaults
@@ -77,14 +92,18 @@ class Objective:
             levels = epoch_levels(options.epochs, options.trials)
             epochs = records.read(trial, "epochs") or levels[0]  # set when queued
             train_rows = level_rows(train_rows, epochs, levels)
-            records.write(trial, seed=seed, command=options.as_command(), epochs=epochs, train_images=len(train_rows))
+            stage = training.stage_of(model)
+            gflop = training.forward_gflop(model)
+            records.write(trial, seed=seed, command=options.as_command(), epochs=epochs, train_images=len(train_rows),
+                          forward_gflop=round(gflop, 4) if stage == Stage.FULL else None)
+            if stage == Stage.FULL:
+                self._check_time_left(trial, gflop, epochs, len(train_rows))
             self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
             limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
             fit = functools.partial(training.train, labels=data.labels, train_rows=train_rows, val_rows=val_rows,
                                     limits=limits, objective=options.objective, seed=seed,
                                     class_weight=config.class_weights(data.labels, train_rows))
             reporter = _Reporter(trial, self.emit)
-            stage = training.stage_of(model)
             if stage != Stage.FULL:  # the head first, on the backbone's features, computed once for every trial
                 parts = training.backbone_parts(model)
                 features = load_features(
@@ -99,6 +118,13 @@ class Objective:
                           seconds=round(result.seconds, 2), resident_mb=resident_mb())
             if result.pruned:
                 raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
+            if result.cut:  # its schedule had not ended: scored, it would teach the sampler a false lesson
+                records.write(trial, time_limited=True)
+                raise TrialFailed(f"cut by the study's time limit after {result.epochs_run} of {epochs} epochs; "
+                                  "not scored")
+            if result.best_value is None:
+                raise TrialFailed("the trial time limit ended training before its first epoch did; "
+                                  "raise --trial-timeout")
             weights = trial_weights(trial.number)
             training.save_weights(model, study_dir(trial.study.study_name) / weights)
             if config.artifacts:
@@ -130,26 +156,30 @@ class _Reporter:
 
 def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyConfig, architectures: Families) -> None:
     """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
-    well on our development data (README, "The search space"), at the lowest epoch level. With several
-    architectures, each one's defaults come next, so the family is judged early and cheaply.
+    well on our development data (README, "The search space"), at the lowest epoch level. The same defaults at
+    larger image sizes come next (``space.starting_image_sizes``), so the first rung says whether resolution
+    pays. With several architectures, each one's defaults come next, so the family is judged early and cheaply.
 
     The search then starts from a known, strong model (exportable early) and improves on it.
     """
     from automl_img import training
 
     declared: set[str] = set()
-    for fixed in architectures.default_overrides():
-        hp = DefaultHyperParameters({**options.overrides, **fixed})
-        try:  # building declares the architecture's parameters, so their defaults are fixed too
-            training.build_for_trial(architectures, hp, config.channels, len(config.class_names))
-        except (DataError, StudyError):  # missing pretrained weights, say: stop before any trial, with the reason
-            raise
-        except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
-            pass
-        finally:
-            training.keras.backend.clear_session()
-        declared |= set(hp.values)
-        records.enqueue(study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0])
+    for fixed, family in zip(architectures.default_overrides(), architectures.members):
+        name = family.size_parameter
+        for size in starting_image_sizes(family.image_sizes, options.overrides.get(name), name):
+            hp = DefaultHyperParameters({**options.overrides, **fixed, name: size})
+            try:  # building declares the architecture's parameters, so their defaults are fixed too
+                training.build_for_trial(architectures, hp, config.channels, len(config.class_names))
+            except (DataError, StudyError):  # missing pretrained weights, say: stop before any trial, with the reason
+                raise
+            except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason
+                pass
+            finally:
+                training.keras.backend.clear_session()
+            declared |= set(hp.values)
+            records.enqueue(study, hp.values, skip_if_exists=True,
+                            epochs=epoch_levels(options.epochs, options.trials)[0])
     unused = set(options.overrides) - declared
     if len(architectures.members) > 1 and unused:  # one family's trial cannot tell another family's parameters
         raise StudyError(f"parameter(s) {', '.join(sorted(unused))} are in none of the architectures' search spaces; "
