@@ -31,3 +31,24 @@ def test_help_does_not_import_tensorflow():
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+DOCS = sorted((REPO / "docs").glob("*.md"))
+
+
+def test_every_guide_page_is_linked_from_the_readme():
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", README))
+    assert linked == {f"docs/{page.name}" for page in DOCS}
+
+
+def test_relative_links_of_the_readme_and_the_guide_lead_to_files():
+    for page in [REPO / "README.md", REPO / "benchmarks" / "README.md", *DOCS]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.relative_to(REPO)} links to missing {target}"
+
+
+def test_the_search_synopsis_lists_every_option_of_search():
+    synopsis = (REPO / "docs" / "search.md").read_text(encoding="utf-8").split("```", 2)[1]
+    search = get_command(app).commands["search"]
+    options = {opt for param in search.params for opt in param.opts if opt.startswith("--")} - {"--param"}
+    assert options <= set(re.findall(r"--[a-z-]+", synopsis)), options - set(re.findall(r"--[a-z-]+", synopsis))
