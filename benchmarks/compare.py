@@ -98,8 +98,9 @@ def run_study(args: list[str], study: str, work: Path) -> dict:
     return {"command": "automl-img " + " ".join(args), **figures}
 
 
-def run_recipe(data: Path, budget: int, work: Path) -> dict:
-    fixed = [f"-p{k}={v}" for k, v in RECIPE.items()]
+def run_recipe(data: Path, budget: int, work: Path, image_size: int | None = None) -> dict:
+    fixed = [f"-p{k}={v}" for k, v in RECIPE.items()] + ([f"-pimage_size={image_size}"] if image_size else [])
+    fixed += ["--precision", "float32"]  # the recipe as the blog runs it
     return run_study(["search", str(data), "--study", "recipe", "--trials", "1", "--epochs", "40", "--patience", "10",
                       "--objective", "loss", "--timeout", str(budget), "--seed", "0", *fixed], "recipe", work)
 
@@ -198,6 +199,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=1200, help="seconds per approach")
     parser.add_argument("--only", default="abc", help="which of a (recipe), b (automl-img), c (KerasTuner)")
     parser.add_argument("--work", type=Path, help="continue in this work folder of an earlier run")
+    parser.add_argument("--recipe-size", type=int, help="the recipe's image size (default: the images' own)")
     args = parser.parse_args()
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="compare-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -205,7 +207,7 @@ def main() -> None:
     os.environ.pop("AUTOML_IMG_STORAGE", None)
     results = {}
     if "a" in args.only:
-        results["recipe"] = run_recipe(data, args.budget, work)
+        results["recipe"] = run_recipe(data, args.budget, work, args.recipe_size)
         print("recipe", results["recipe"]["test_accuracy"], flush=True)
     if "b" in args.only:
         results["automl_img"] = run_automl(data, args.budget, work)
