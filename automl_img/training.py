@@ -311,7 +311,7 @@ class Limits:
     epochs: int
     patience: int = 10
     deadline: float | None = None  # time.time() at which training stops, mid-epoch if need be (the study's budget)
-    trial_seconds: float | None = None  # likewise, counted from the start of training (the trial's budget)
+    trial_seconds: float | None = None  # after which no new epoch starts, counted from the start (the trial's budget)
 
 
 def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
@@ -380,11 +380,12 @@ class _EpochWatch(keras.callbacks.Callback):
         self.started = time.time()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        """A time limit stops training within a batch of it, not an epoch later (a 224 px epoch takes minutes)."""
-        limit = self._time_limit_passed()
-        if limit and batch + 1 < self.params.get("steps", math.inf):  # at an epoch's last batch: scored as usual
-            self.result.cut = limit == "study time limit"
-            self._stop(limit)
+        """The study's time limit stops training within a batch of it, not an epoch later (a 224 px epoch takes
+        minutes). The trial's own limit waits for the epoch's end: a trial always has a scored epoch."""
+        last_batch = batch + 1 >= self.params.get("steps", math.inf)  # the epoch ends and is scored as usual
+        if self._time_limit_passed() == "study time limit" and not last_batch:
+            self.result.cut = True
+            self._stop("study time limit")
             self.partial_epoch = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -53,7 +53,8 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     top = cy + gap / 2
     cv2.rectangle(tibia, (int(cx - half_width), int(top)), (int(cx + half_width), big), 1.0, -1, cv2.LINE_AA)
     # Osteophytes: small spurs at the four joint margins, longer with the grade.
-    spur = max(0.0, (grade - 1) * 1.6 + rng.normal(0, 0.7)) * SCALE if grade >= 2 else max(0.0, rng.normal(0, 0.4)) * SCALE
+    length = (grade - 1) * 1.6 + rng.normal(0, 0.7) if grade >= 2 else rng.normal(0, 0.4)
+    spur = max(0.0, length) * SCALE
     if spur > 0.5:
         for side in (-1, 1):
             x_edge = cx + side * half_width

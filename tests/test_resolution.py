@@ -83,10 +83,12 @@ def test_the_study_time_limit_stops_training_within_a_batch_and_marks_it_cut():
     assert batches == 1 and result.epochs_run == 0 and result.best_value is None
 
 
-def test_a_trial_time_limit_stops_training_within_a_batch_but_is_not_a_cut():
-    """The trial's own limit is the user's choice for every trial alike: its trials are kept, not failed."""
+def test_a_trial_time_limit_waits_for_the_epoch_and_is_not_a_cut():
+    """The trial's own limit is the user's choice for every trial alike: the epoch in flight is finished and
+    scored, and the trial is kept, not failed."""
     result, batches = _train_with_limits(trial_seconds=0.0)
-    assert not result.cut and result.stopped_by == "trial time limit" and batches == 1
+    assert not result.cut and result.stopped_by == "trial time limit"
+    assert batches == 50 and result.epochs_run == 1 and result.best_value is not None
     finished, _ = _train_with_limits()
     assert not finished.cut and finished.stopped_by == "max epochs" and finished.epochs_run == 5
 
@@ -144,3 +146,22 @@ def test_fused_batch_norm_trains_with_keras_arithmetic(dtype):
                                    rtol=1e-3 if dtype == "float32" else 2e-2)
     inference = layers[0](x, training=False)  # Keras' own code: what exported models run
     assert inference.shape == x.shape
+
+
+def test_a_cut_promotion_that_trained_longer_than_its_parent_is_kept():
+    """The final phase's promotion is sized to the time left; when the machine slows down and the limit cuts it,
+    it is still a longer training of a scored configuration: kept. A cut new configuration is not."""
+    import optuna
+
+    from automl_img.searching.trial import Objective
+    from automl_img.study import records
+
+    study = optuna.create_study()
+    parent = study.ask()
+    records.write(parent, history=[{"epoch": e} for e in range(1, 14)], epochs=13)
+    study.tell(parent, 0.9)
+    records.enqueue(study, {}, epochs=40, promoted_from=parent.number)
+    promotion = study.ask()
+    assert Objective._trained_longer_than_its_parent(promotion, 37)
+    assert not Objective._trained_longer_than_its_parent(promotion, 13)
+    assert not Objective._trained_longer_than_its_parent(study.ask(), 37)  # not a promotion

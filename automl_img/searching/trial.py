@@ -64,6 +64,17 @@ class Objective:
             raise TrialFailed(f"not started: its {epochs} epochs would take about {needed:.0f} s and the study's "
                               f"time limit leaves {max(left, 0):.0f} s")
 
+    @staticmethod
+    def _trained_longer_than_its_parent(trial: optuna.Trial, epochs_run: int) -> bool:
+        """A promotion cut by the time limit after more epochs than the trial it trains for longer: a better
+        trained model of an already scored configuration (the final phase's, sized to the time left, when the
+        machine slows down), kept rather than lost."""
+        parent = records.read(trial, "promoted_from")
+        if parent is None:
+            return False
+        trained = next((record.epochs_run for record in records.trial_records(trial.study) if record.number == parent), 0)
+        return epochs_run > trained
+
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Workers that asked for a trial at the same moment: the later numbers give way."""
         taken = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -118,13 +129,14 @@ class Objective:
                           seconds=round(result.seconds, 2), resident_mb=resident_mb())
             if result.pruned:
                 raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
-            if result.cut:  # its schedule had not ended: scored, it would teach the sampler a false lesson
+            if result.cut and not self._trained_longer_than_its_parent(trial, result.epochs_run):
+                # Its schedule had not ended: scored, it would teach the sampler a false lesson (a large image
+                # size, cut after an epoch, looks bad). A promotion past its parent's epochs keeps its best epoch.
                 records.write(trial, time_limited=True)
                 raise TrialFailed(f"cut by the study's time limit after {result.epochs_run} of {epochs} epochs; "
                                   "not scored")
             if result.best_value is None:
-                raise TrialFailed("the trial time limit ended training before its first epoch did; "
-                                  "raise --trial-timeout")
+                raise TrialFailed("no epoch of the training gave a finite val score")
             weights = trial_weights(trial.number)
             training.save_weights(model, study_dir(trial.study.study_name) / weights)
             if config.artifacts:
@@ -156,7 +168,7 @@ class _Reporter:
 
 def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyConfig, architectures: Families) -> None:
     """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
-    well on our development data (README, "The search space"), at the lowest epoch level. The same defaults at
+    well on our development data (docs/search.md, "The search space"), at the lowest epoch level. The same defaults at
     larger image sizes come next (``space.starting_image_sizes``), so the first rung says whether resolution
     pays. With several architectures, each one's defaults come next, so the family is judged early and cheaply.
 
