@@ -290,5 +290,5 @@ def test_registered_plugin_is_listed_and_used_by_a_search(workdir, tiny_plugin):
     assert "few-digits" in listing and "tiny-mlp" in listing and "registered in-process" in listing
     run("search", "--dataset", "few-digits", "--architecture", "tiny-mlp", "--trials", 2, "--epochs", 2)
     trials = load_study("few-digits").trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [t.user_attrs.get("fail_reason") for t in trials]
     assert all(t.params["tiny_units"] in (8, 16, 24, 32) for t in trials)

@@ -112,10 +112,11 @@ def test_higher_levels_are_promoted_first_and_only_with_epochs_that_fit_the_time
               record(3, 0.95, 6, promoted_from=1, seconds=60.0), record(4, 0.6, 6), record(5, 0.5, 6),
               record(6, 0.8, 2), record(7, 0.85, 2), record(8, 0.4, 2)]
     assert next_promotion(trials, levels, True) == Promotion(3, {"p": 3}, 18)
-    # #3 ran 6 epochs in 60 s: 10 s an epoch; 100 s left, less the start-up, fit 8 epochs, a schedule of its own
-    assert next_promotion(trials, levels, True, seconds_left=100.0) == Promotion(3, {"p": 3}, 8)
+    # #3 ran 6 epochs in 60 s: 10 s an epoch, planned as 11 (FIT_MARGIN); 100 s left, less the start-up, fit
+    # 7 epochs, a schedule of its own
+    assert next_promotion(trials, levels, True, seconds_left=100.0) == Promotion(3, {"p": 3}, 7)
     # too little time for more than #3 had: next due is #7 (level 2's top 2 of 6; #1 went up), 2 epochs in 10 s
-    assert next_promotion(trials, levels, True, seconds_left=35.0) == Promotion(7, {"p": 7}, 4)
+    assert next_promotion(trials, levels, True, seconds_left=35.0) == Promotion(7, {"p": 7}, 3)
     assert next_promotion(trials, levels, True, seconds_left=20.0) is None
 
 
@@ -142,7 +143,7 @@ def test_the_lowest_level_trains_on_one_fixed_subset_when_images_are_many():
     low = [record(0, 0.9, 2, seconds=20.0, train_images=FIRST_LEVEL_IMAGES), record(1, 0.5, 2), record(2, 0.6, 2)]
     assert next_promotion(low, [2, 6], True, seconds_left=215.0) == Promotion(0, {"p": 0}, 6)  # 10 s an epoch
     assert next_promotion(low, [2, 6], True, seconds_left=215.0,
-                          train_images=4 * FIRST_LEVEL_IMAGES) == Promotion(0, {"p": 0}, 5)  # 40 s an epoch
+                          train_images=4 * FIRST_LEVEL_IMAGES) == Promotion(0, {"p": 0}, 4)  # 40 s, planned 44
 
 
 def test_pruning_compares_a_trial_with_trials_of_its_own_level_only():
