@@ -35,8 +35,11 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 def start_workers(count: int, digits_dir: Path, storage: str, trials: int, *extra: str,
                   study: str) -> list[subprocess.Popen]:
     """``count`` search processes on one study, as on as many machines."""
+    # float32: the export, rebuilt elsewhere in float32, must score on val exactly what the trial reported
+    # (a trial trained in bfloat16 reports its val scores computed in bfloat16)
     command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--study", study, "--storage",
-               storage, "--trials", str(trials), "--epochs", "2", "-p", "image_size=8", *extra]
+               storage, "--trials", str(trials), "--epochs", "2", "-p", "image_size=8", "--precision", "float32",
+               *extra]
     return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for _ in range(count)]
 
@@ -136,7 +139,7 @@ def test_workers_on_a_journal_file_keep_weights_in_a_shared_folder(workdir, digi
     assert len(list(shared.iterdir())) >= sum(t.state.name == "COMPLETE" for t in study.trials)
     # The resumed study remembers its store: a second run without --artifacts uploads there too.
     run("search", digits_dir, "--study", "in-folder", "--storage", storage, "--trials", "5", "--epochs", "2",
-        "-p", "image_size=8")
+        "-p", "image_size=8", "--precision", "float32")
     study = optuna.load_study(study_name="in-folder", storage=open_storage(storage))
     assert study.trials[-1].user_attrs["weights_artifact"] and len(list(shared.iterdir())) >= 5
     # Moving a study to another store is refused rather than splitting its weights.
