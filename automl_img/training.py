@@ -385,7 +385,7 @@ class _EpochWatch(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """The study's time limit stops training within a batch of it, not an epoch later (a 224 px epoch takes
         minutes). The trial's own limit waits for the epoch's end: a trial always has a scored epoch."""
-        last_batch = batch + 1 >= self.params.get("steps", math.inf)  # the epoch ends and is scored as usual
+        last_batch = batch + 1 >= (self.params.get("steps") or math.inf)  # the epoch ends and is scored as usual
         if self._time_limit_passed() == "study time limit" and not last_batch:
             self.result.cut = True
             self._stop("study time limit")
