@@ -33,7 +33,7 @@ def main() -> None:
     from automl_img.searching.run import prepare_study, run_search
     from automl_img.searching.samplers import make_pruner, make_sampler
     from automl_img.searching.trial import Objective
-    from automl_img.searching.trial_process import TrialSpec
+    from automl_img.searching.plan import TrialSpec
     from automl_img.study.records import trial_records
 
     registry = load_plugins([])

@@ -13,6 +13,18 @@ from helpers import NO_PLUGINS_ENV, STORAGE_ENV, STUDIES_ENV
 
 from automl_img.default_plugins.digits import write_digits
 from automl_img.plugins import pm
+from automl_img.searching.runners import RUNNER_ENV
+
+# Trials run in the test's own process (no TensorFlow start-up per trial), searches started as subprocesses
+# included; tests marked ``system`` run them in trial processes, as a user's search does. ``AUTOML_IMG_TRIAL_RUNNER=
+# process pytest`` runs every test's trials in trial processes.
+os.environ.setdefault(RUNNER_ENV, "here")
+
+
+@pytest.fixture(autouse=True)
+def _trial_processes_for_system_tests(request, monkeypatch) -> None:
+    if request.node.get_closest_marker("system"):
+        monkeypatch.setenv(RUNNER_ENV, "process")
 
 
 @pytest.fixture(scope="session", autouse=True)

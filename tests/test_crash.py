@@ -12,7 +12,7 @@ import optuna
 import pytest
 from helpers import run, trials_of
 
-pytestmark = pytest.mark.slow  # searches killed and interrupted mid-trial
+pytestmark = [pytest.mark.slow, pytest.mark.system]  # searches killed and interrupted mid-trial
 
 
 def start_search(digits_dir, *extra: str) -> subprocess.Popen:

@@ -16,7 +16,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from optuna.trial import TrialState
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system]  # a real Jupyter kernel whose trials run in trial processes
 
 TUTORIAL = REPO / "docs" / "tutorial.ipynb"
 

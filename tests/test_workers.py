@@ -25,7 +25,7 @@ from s3_server import free_port, s3_server
 
 from automl_img.study.storage import open_storage
 
-pytestmark = pytest.mark.slow  # search processes, a PostgreSQL server, an S3 server
+pytestmark = [pytest.mark.slow, pytest.mark.system]  # search processes, a PostgreSQL server, an S3 server
 
 POSTGRES_PASSWORD = "s3cret-Pa55"
 BUCKET = "automl-img-trials"

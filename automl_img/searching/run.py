@@ -24,7 +24,8 @@ from automl_img.space import default_image_sizes
 from automl_img.searching.fidelity import START_SECONDS, epoch_levels, final_phase, next_promotion, shortest_training
 from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
-from automl_img.searching.trial_process import TrialRun, TrialSpec, run_trial_process
+from automl_img.searching.plan import TrialRun, TrialSpec
+from automl_img.searching.runners import TrialRunner, default_runner, run_trial_process
 from automl_img.study import records
 from automl_img.study.artifacts import check_store
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
@@ -57,8 +58,10 @@ class SearchSummary:
         return not (self.interrupted or self.stopped_because.startswith("stopped after"))
 
 
-def run_search(options: SearchOptions, registry: Registry, listener: SearchListener | None = None) -> SearchSummary:
-    """Run trials, each in a child process, until ``options.trials`` have finished or the time is up."""
+def run_search(options: SearchOptions, registry: Registry, listener: SearchListener | None = None,
+               runner: TrialRunner | None = None) -> SearchSummary:
+    """Run trials until ``options.trials`` have finished or the time is up; each in a child process unless
+    ``runner`` (or AUTOML_IMG_TRIAL_RUNNER) says otherwise. Several workers always run trial processes."""
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     options.check()
@@ -74,8 +77,9 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
 
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
+    runner = run_trial_process if options.workers > 1 else runner or default_runner()
     pool = _Pool(stored, options, data, registry, _OneAtATime(listener) if options.workers > 1 else listener,
-                 deadline)
+                 deadline, runner)
     threads = [threading.Thread(target=pool.work, args=(worker,), name=f"automl-img-worker-{worker}", daemon=True)
                for worker in range(1, options.workers)]
     try:
@@ -101,12 +105,12 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
 
 
 class _Pool:
-    """``--workers`` loops on one study in this process, each running one trial process at a time."""
+    """``--workers`` loops on one study in this process, each running one trial at a time."""
 
     def __init__(self, stored: StoredStudy, options: SearchOptions, data: StudyData, registry: Registry,
-                 listener: SearchListener, deadline: float | None):
+                 listener: SearchListener, deadline: float | None, runner: TrialRunner):
         self.stored, self.options, self.data, self.registry = stored, options, data, registry
-        self.listener, self.deadline = listener, deadline
+        self.listener, self.deadline, self.runner = listener, deadline, runner
         self.stop = threading.Event()  # set on Ctrl-C or a fatal error: every worker ends its trial and stops
         self.starting = threading.Lock()  # one worker at a time decides to start a trial and queues promotions
         self.devices = _gpus()
@@ -132,7 +136,7 @@ class _Pool:
                 device = self.devices[worker % len(self.devices)] if self.devices else None
                 spec = TrialSpec(options, stored.name, stored.config, self.data, self.registry.plugin_source,
                                  sampler_seed=seed, deadline=self.deadline, device=device)
-                run = run_trial_process(spec, self.listener, self.stop)
+                run = self.runner(spec, self.listener, self.stop)
                 self.trial_ran = self.trial_ran or run.number is not None
                 self.unreadable = run.unreadable or self.unreadable
                 if run.fatal is not None:

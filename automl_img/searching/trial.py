@@ -23,7 +23,7 @@ from automl_img.study.records import FINISHED, Worker
 
 if TYPE_CHECKING:
     from automl_img.searching.options import SearchOptions
-    from automl_img.searching.trial_process import TrialSpec
+    from automl_img.searching.plan import TrialSpec
 
 Emit = Callable[[ProgressEvent], None]  # progress for the search's listener
 

@@ -1,10 +1,15 @@
-"""Each trial runs in a fresh child process.
+"""Trial runners: the search loop hands each a ``TrialSpec`` and gets a ``TrialRun`` back.
 
-Measured (benchmarks/trial_memory.py): TensorFlow keeps ~10 MB per model built and fitted in a
-process even after ``clear_session()`` and ``gc.collect()``, so a long search grows without bound
-in one process. A child per trial costs a few seconds of start-up (importing TensorFlow) and gives
-back every byte when it exits; it also confines a crash (segfault, out-of-memory kill) to the
-trial in flight. The child dies with its parent, so a killed search leaves no orphan training.
+``run_trial_process``, the default, runs each trial in a fresh child process. Measured
+(benchmarks/trial_memory.py): TensorFlow keeps ~10 MB per model built and fitted in a process even
+after ``clear_session()`` and ``gc.collect()``, so a long search grows without bound in one process.
+A child per trial costs a few seconds of start-up (importing TensorFlow) and gives back every byte
+when it exits; it also confines a crash (segfault, out-of-memory kill) to the trial in flight. The
+child dies with its parent, so a killed search leaves no orphan training.
+
+``run_trial_here`` runs the same trial in the search's own process: no start-up cost, for short
+searches (the tests, a notebook's first try) where memory growth and crash isolation do not matter.
+Both run ``run_one_trial``; only the process boundary differs.
 """
 
 from __future__ import annotations
@@ -18,59 +23,74 @@ import sys
 import threading
 import time
 import types
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from automl_img import errors
-from automl_img.plugins import PluginSource
-from automl_img.searching.options import SearchOptions
+from automl_img.searching.plan import TrialReport, TrialRun, TrialSpec
 from automl_img.searching.progress import ProgressEvent, SearchListener
-from automl_img.study.config import StudyConfig, StudyData
 
 _CONTEXT = multiprocessing.get_context("spawn")  # a clean interpreter: never fork a process running TensorFlow
 _KILL_GRACE_SECONDS = 60
+RUNNER_ENV = "AUTOML_IMG_TRIAL_RUNNER"  # "process" (the default) or "here"
 
 
-@dataclass(frozen=True)
-class TrialSpec:
-    """Everything a trial process needs to run one trial of the study (pickled across)."""
-
-    options: SearchOptions
-    study_name: str
-    config: StudyConfig
-    data: StudyData  # with the cache's fingerprint already taken: the files are stat'ed once per search
-    plugins: PluginSource
-    sampler_seed: int | None = None  # reseeded per trial, so a resumed study never replays its trials
-    deadline: float | None = None  # time.time() after which no epoch starts (the search's --timeout)
-    device: str | None = None  # the one GPU this trial process sees (CUDA_VISIBLE_DEVICES), where there are GPUs
+class TrialRunner(Protocol):
+    def __call__(self, spec: TrialSpec, listener: SearchListener, stop: threading.Event | None = None) -> TrialRun:
+        """Run the study's next trial, relaying its progress to ``listener``; ``stop`` (another worker's Ctrl-C)
+        interrupts it as Ctrl-C would."""
+        ...
 
 
-@dataclass(frozen=True)
-class ChildReport:
-    """The trial process's last message: which trial it ran, and how it ended when not by Optuna's rules."""
+def run_one_trial(spec: TrialSpec, emit: Callable[[ProgressEvent], None]) -> TrialReport:
+    """Load the study, ask Optuna for its next trial and run it (``searching.trial.Objective``)."""
+    import optuna
+    from optuna.trial import TrialState
 
-    number: int | None = None
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
-    fatal: tuple[str, str] | None = None  # (error class name, message) of a user-facing error
-    interrupted: bool = False
+    from automl_img.searching.samplers import make_pruner, make_sampler
+    from automl_img.searching.trial import Objective, enqueue_defaults
+    from automl_img.study.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    objective = None
+    fatal, interrupted = None, False
+    try:
+        architectures = spec.config.families(spec.plugins.load())
+        study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.options.storage),
+                                  pruner=make_pruner(spec.options.pruner))
+        study.sampler = make_sampler(spec.options.sampler, spec.sampler_seed,
+                                     completed=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+        if not study.trials:
+            enqueue_defaults(study, spec.options, spec.config, architectures)
+        objective = Objective(spec, architectures, emit)
+        study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
+    except errors.AutomlImgError as exc:
+        fatal = (type(exc).__name__, str(exc))
+    except KeyboardInterrupt:
+        interrupted = True
+    return TrialReport(objective.last_number if objective else None,
+                       objective.unreadable if objective else [], fatal, interrupted)
 
 
-@dataclass
-class TrialRun:
-    """What the parent learned from one child."""
+def run_trial_here(spec: TrialSpec, listener: SearchListener, stop: threading.Event | None = None) -> TrialRun:
+    """Run one trial in this process; Keras' global state (session, precision policy) is reset afterwards."""
+    run = TrialRun(exit_code=0)
+    try:
+        run.take(run_one_trial(spec, lambda event: event.deliver(listener)))
+    finally:
+        from automl_img.tf_runtime import keras
 
-    number: int | None = None
-    exit_code: int | None = None
-    fatal: errors.AutomlImgError | None = None
-    interrupted: bool = False
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")
+    return run
 
-    def take(self, report: ChildReport) -> None:
-        self.number, self.unreadable = report.number, report.unreadable
-        self.interrupted = self.interrupted or report.interrupted
-        if report.fatal is not None:
-            kind, message = report.fatal
-            self.fatal = getattr(errors, kind, errors.AutomlImgError)(message)
+
+def default_runner() -> TrialRunner:
+    """The process runner, unless ``AUTOML_IMG_TRIAL_RUNNER=here`` asks for trials in the search's process."""
+    name = os.environ.get(RUNNER_ENV, "process")
+    runners: dict[str, TrialRunner] = {"process": run_trial_process, "here": run_trial_here}
+    if name not in runners:
+        raise errors.StudyError(f"{RUNNER_ENV}={name!r} is not a trial runner; use one of {', '.join(runners)}")
+    return runners[name]
 
 
 def run_trial_process(spec: TrialSpec, listener: SearchListener, stop: threading.Event | None = None) -> TrialRun:
@@ -122,8 +142,8 @@ def _main_module_left_out() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _receive(message: ProgressEvent | ChildReport, run: TrialRun, listener: SearchListener) -> None:
-    if isinstance(message, ChildReport):
+def _receive(message: ProgressEvent | TrialReport, run: TrialRun, listener: SearchListener) -> None:
+    if isinstance(message, TrialReport):
         run.take(message)
     else:
         message.deliver(listener)
@@ -135,33 +155,11 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
     if spec.device is not None:  # before TensorFlow loads: one GPU per worker, its memory taken as needed
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.device
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    import optuna
-    from optuna.trial import TrialState
-
-    from automl_img.searching.samplers import make_pruner, make_sampler
-    from automl_img.searching.trial import Objective, enqueue_defaults
-    from automl_img.study.storage import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    objective = None
-    fatal, interrupted = None, False
+    report = TrialReport(interrupted=True)
     try:
-        architectures = spec.config.families(spec.plugins.load())
-        study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.options.storage),
-                                  pruner=make_pruner(spec.options.pruner))
-        study.sampler = make_sampler(spec.options.sampler, spec.sampler_seed,
-                                     completed=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
-        if not study.trials:
-            enqueue_defaults(study, spec.options, spec.config, architectures)
-        objective = Objective(spec, architectures, _emitter(events))
-        study.optimize(objective, n_trials=1, catch=(errors.TrialFailed,))
-    except errors.AutomlImgError as exc:
-        fatal = (type(exc).__name__, str(exc))
-    except KeyboardInterrupt:
-        interrupted = True
+        report = run_one_trial(spec, _emitter(events))
     finally:
-        events.put(ChildReport(objective.last_number if objective else None,
-                               objective.unreadable if objective else [], fatal, interrupted))
+        events.put(report)
         events.close()
         events.join_thread()
 
