@@ -203,7 +203,9 @@ class ExportedBundle:
     @property
     def test(self) -> TestReport:
         """Scores on the held-out test split: accuracy, balanced accuracy, macro F1, per class, confusion matrix."""
-        return self.manifest.test
+        test = self.manifest.test
+        assert test is not None  # export_best tests every bundle it writes
+        return test
 
     def load(self, format: str = "keras", unsafe: bool = False) -> Bundle:
         return load_bundle(self.folder, format=format, unsafe=unsafe)

@@ -6,12 +6,15 @@ import csv
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from automl_img.errors import AutomlImgError
 from automl_img.plugins import PluginSource
+
+if TYPE_CHECKING:
+    from automl_img.bundle import FormatCheck
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -155,8 +158,7 @@ def export_best(
     keras = bundle.formats["keras"]
     print_table(None, ["format", "file", "bytes", "size", "test accuracy", "same class as Keras",
                        "max |probability difference|"],
-                [[name, c.file, c.bytes, f"{c.bytes / keras.bytes:.2f}x",
-                  f"{c.test_accuracy:.4f}" + (f" ({c.test_accuracy - keras.test_accuracy:+.4f})" if name != "keras" else ""),
+                [[name, c.file, c.bytes, f"{c.bytes / keras.bytes:.2f}x", _test_accuracy_text(name, c, keras),
                   f"{c.same_class_fraction:.3f}", f"{c.max_abs_probability_difference:.1e}"]
                  for name, c in bundle.formats.items()])
     failed = [name for name, c in bundle.formats.items() if not c.ok]
@@ -164,6 +166,13 @@ def export_best(
         console.print(f"[red]warning: {', '.join(failed)} disagree with the Keras model beyond its tolerance; "
                       "see bundle.json[/]")
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
+
+
+def _test_accuracy_text(name: str, check: FormatCheck, keras: FormatCheck) -> str:
+    """A format's test accuracy, and how far it is from the Keras model's."""
+    accuracy, keras_accuracy = check.test_accuracy, keras.test_accuracy
+    assert accuracy is not None and keras_accuracy is not None  # export-best measures every format it writes
+    return f"{accuracy:.4f}" + (f" ({accuracy - keras_accuracy:+.4f})" if name != "keras" else "")
 
 
 @command_with_one_line_errors()

@@ -13,6 +13,7 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,8 +111,10 @@ def imagenet_arrays() -> KerasArrays:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as temporary:
             with open(temporary, "wb") as out:
-                np.savez(out, **{f"{name}/{i}": array for name, weights in converted.layers.items()
-                                 for i, array in enumerate(weights)})
+                # Any: mypy refuses a **dict of arrays where savez also has a bool keyword (allow_pickle)
+                arrays: dict[str, Any] = {f"{name}/{i}": array for name, weights in converted.layers.items()
+                                          for i, array in enumerate(weights)}
+                np.savez(out, **arrays)
     layers: dict[str, list[np.ndarray]] = collections.defaultdict(list)
     with np.load(cached) as stored:
         for key in sorted(stored.files, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):

@@ -19,6 +19,7 @@ from automl_img import families
 from automl_img.data.decode import probe_native_shape
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
+from automl_img.hookspecs import Architecture
 from automl_img.plugins import Entry, Registry
 from automl_img.space import default_image_sizes
 from automl_img.searching.fidelity import START_SECONDS, epoch_levels, final_phase, next_promotion, shortest_training
@@ -140,6 +141,7 @@ class _Pool:
                 trial = _finished_trial(study, run)
                 if run.interrupted:
                     raise KeyboardInterrupt
+                assert trial is not None  # None only for an interrupted run
                 if trial.surplus:
                     reason = f"the study's {options.trials} trials are all taken"
                     break
@@ -219,7 +221,7 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
     if deadline is not None and time.time() >= deadline:
         return f"time limit of {options.timeout:g} s reached"
     shortest = shortest_training(stored.trials()) if deadline is not None else None
-    if shortest is not None and deadline - time.time() < shortest + START_SECONDS:
+    if deadline is not None and shortest is not None and deadline - time.time() < shortest + START_SECONDS:
         return (f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
                 f"would not fit a trial (the shortest took {shortest:.0f} s)")
     if len(failures) >= options.max_consecutive_failures:
@@ -282,7 +284,7 @@ def _exit_reason(exit_code: int | None) -> str:
     return f"the trial process ended with exit code {exit_code} during the trial"
 
 
-def _new_config(options: SearchOptions, architectures: list[Entry], data: StudyData) -> StudyConfig:
+def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]], data: StudyData) -> StudyConfig:
     image_set = data.split.image_set
     native = probe_native_shape([image_set.absolute(p) for p in image_set.paths], seed=options.seed or 0)
     skew = imbalance(image_set.labels, data.split.indices("train"))

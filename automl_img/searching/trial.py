@@ -117,6 +117,7 @@ class Objective:
             reporter = _Reporter(trial, self.emit)
             if stage != Stage.FULL:  # the head first, on the backbone's features, computed once for every trial
                 parts = training.backbone_parts(model)
+                assert parts is not None  # stage_of found them
                 features = load_features(
                     parts.extractor, decoded.images, data.cache.path_for(params.image_size, config.channels),
                     lambda done, total: self.emit(DecodeProgress(params.image_size, done, total, "computing features")))

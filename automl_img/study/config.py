@@ -13,6 +13,7 @@ from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_spl
 from automl_img.errors import StudyError
 from automl_img import families
 from automl_img.families import Families, Family
+from automl_img.hookspecs import DatasetLoader
 from automl_img.plugins import Entry, Registry
 from automl_img.study.storage import studies_dir
 
@@ -110,7 +111,7 @@ class StudyData:
         return [(self.split.image_set.paths[row], reason) for row, reason in sorted(decoded.unreadable.items())]
 
 
-def open_data(study_name: str, loader: Entry, source: str | None, split_seed: int,
+def open_data(study_name: str, loader: Entry[DatasetLoader], source: str | None, split_seed: int,
               expected_hash: str | None = None) -> StudyData:
     """List the images, then use the stored split (or make and store it on the study's first run)."""
     image_set: ImageSet = loader.implementation(source)
