@@ -14,12 +14,12 @@ from rich.table import Table
 
 from automl_img.export import ExportResult, members_text
 from automl_img.metrics import OBJECTIVES
-from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
-from automl_img.study.handle import StoredStudy
 from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
-from automl_img.study.records import TrialRecord, completed_value
 from automl_img.searching.run import SearchSummary
+from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
+from automl_img.study.handle import StoredStudy
+from automl_img.study.records import TrialRecord, completed_value
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
 # copy-pasteable commands) instead of being folded at 80 columns.
@@ -33,7 +33,7 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = int(round(seconds))  # noqa: RUF046 - round() of a numpy float is a float before NumPy 2
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

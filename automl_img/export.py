@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import platform
 import shutil
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -136,7 +138,7 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
         left_out=left_out,
         architecture=config.architecture,
         dataset=DatasetRecord(config.dataset, config.source, config.split_hash,
-                              {part: int(len(part_rows)) for part, part_rows in rows.items()}),
+                              {part: len(part_rows) for part, part_rows in rows.items()}),
         objective=config.objective,
         params=best.params,
         best_epoch=best.best_epoch,
@@ -260,14 +262,15 @@ def _write_formats(staging: Path, model, exporters: list[Entry[Exporter]], bundl
             predicted = test.predict(exporter.load(path))
         except AutomlImgError as exc:
             raise _FormatFailed(entry.name, str(exc)) from None
-        except Exception as exc:  # a converter that cannot express the model
+        except Exception as exc:  # noqa: BLE001 - a converter that cannot express the model
             raise _FormatFailed(entry.name, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]) from None
         difference = float(np.abs(predicted - test.probabilities).max()) if len(predicted) else 0.0
-        agreement = float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted) else 1.0
+        agreement = (float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted)
+                     else 1.0)
         accuracy = float((predicted.argmax(axis=1) == test.labels).mean()) if len(predicted) else 0.0
         ok = (accuracy - keras_accuracy >= -QUANTIZED_MAX_ACCURACY_LOSS if quantized
               else agreement == 1.0 and difference < 1e-3)
-        bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), int(len(predicted)), difference,
+        bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), len(predicted), difference,
                                                  agreement, ok, accuracy, quantized)
 
 
@@ -327,8 +330,6 @@ def _library_versions() -> dict[str, str]:
     found = {}
     for name in ("automl-img", "tensorflow", "keras", "optuna", "opencv-python", "numpy", "scikit-learn",
                  "tf2onnx", "onnxruntime", "ai-edge-litert"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return found

@@ -8,8 +8,8 @@ import html
 import io
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -38,7 +38,8 @@ def write_report(registry: Registry, study_name: str | None = None, storage_url:
     bundle = best = None
     if counts.completed:
         best = stored.best_trial()
-        averaged = [m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists() else []
+        averaged = ([m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists()
+                    else [])
         if not averaged or averaged != [t.number for t in stored.best_trials(len(averaged))]:
             export_best(registry, stored.name, storage_url, bundle_dir)
         bundle = BundleManifest.read(bundle_dir)
@@ -137,7 +138,7 @@ def _figure(title: str, draw: Callable) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             drawn = draw()
-    except Exception as exc:  # e.g. too few trials for a plot; the page still renders
+    except Exception as exc:  # noqa: BLE001 - e.g. too few trials for a plot; the page still renders
         return f"<h2>{html.escape(title)}</h2><p class='note'>Not drawn: {html.escape(str(exc))}</p>"
     if isinstance(drawn, str):
         return f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(drawn)}</p>"

@@ -72,7 +72,8 @@ class Registry:
         elif not callable(entry.implementation):
             raise PluginError(f"{entry.source} registered {entry.kind} {entry.name!r} with something not callable")
         if entry.channels not in (None, 1, 3):
-            raise PluginError(f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
+            raise PluginError(
+                f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
         previous = self.entries.get((entry.kind, entry.name))
         if previous is not None:
             raise PluginError(
@@ -137,7 +138,7 @@ class PluginSource:
         try:
             with muted_stderr():  # a plugin that uses Keras imports TensorFlow here, whose C++ start-up notes are noise
                 return pickle.loads(self.shipped)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - unpickling imports and runs the plugins' code: anything can fail
             raise PluginError(f"a plugin registered in the search's process could not be rebuilt in the trial process "
                               f"({exc!r}); {_MOVE_TO_FILE}") from None
 
@@ -149,7 +150,7 @@ class PluginSource:
         named = self._in_process()
         try:
             shipped = cloudpickle.dumps(named)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever cloudpickle cannot send, said as a PluginError
             names = ", ".join(name for name, _ in named)
             raise PluginError(f"plugin {names} cannot be sent to the trial processes ({exc!r}); {_MOVE_TO_FILE}"
                               ) from None
@@ -251,5 +252,6 @@ def _import_file(path: Path) -> object:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise PluginError(f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/") from exc
+        raise PluginError(
+            f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/") from exc
     return module

@@ -6,9 +6,10 @@ import contextlib
 import dataclasses
 import math
 import tomllib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, TypeGuard, TypeVar, Union, cast, overload
+from typing import Any, TypeGuard, TypeVar, cast, overload
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -42,9 +43,9 @@ class Range:
     high: float
 
 
-Override = Union[Range, list, bool, int, float, str]
+Override = Range | list | bool | int | float | str
 # The distributions a parameter is declared with (``HyperParameters``' methods) and narrowed to (``_narrow``).
-Distribution = Union[IntDistribution, FloatDistribution, CategoricalDistribution]
+Distribution = IntDistribution | FloatDistribution | CategoricalDistribution
 _T = TypeVar("_T")
 
 
@@ -178,7 +179,8 @@ def _narrow(name: str, dist: Distribution, override: Override) -> Distribution:
     if not isinstance(override, Range):
         return CategoricalDistribution([override])
     if isinstance(dist, IntDistribution):
-        return IntDistribution(int(override.low), int(override.high), log=dist.log, step=dist.step if not dist.log else 1)
+        return IntDistribution(int(override.low), int(override.high), log=dist.log,
+                               step=dist.step if not dist.log else 1)
     if isinstance(dist, FloatDistribution):
         return FloatDistribution(override.low, override.high, log=dist.log, step=dist.step)
     inside = [c for c in dist.choices if isinstance(c, (int, float)) and override.low <= c <= override.high]

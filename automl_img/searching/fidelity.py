@@ -16,6 +16,7 @@ new configurations stay cheap: 4 epochs of 51,000 images would cost as much as 2
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,7 @@ def next_promotion(trials: list[TrialRecord], levels: list[int], larger_is_bette
     trains on (a trial of the lowest level may have trained on fewer: its pace is scaled).
     """
     promoted = {trial.promoted_from for trial in trials if trial.promoted_from is not None}
-    for level, higher in reversed(list(zip(levels, levels[1:]))):
+    for level, higher in reversed(list(itertools.pairwise(levels))):
         rung = [trial for trial in trials if trial.epochs == level and trial.finished]
         completed = [trial for trial in rung if trial.state == TrialState.COMPLETE and trial.value is not None]
         ranked = sorted(completed, key=completed_value, reverse=larger_is_better)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from automl_img import families
 from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_split
 from automl_img.errors import StudyError
-from automl_img import families
 from automl_img.families import Families, Family
 from automl_img.hookspecs import DatasetLoader
 from automl_img.plugins import Entry, Registry
@@ -116,7 +116,8 @@ def open_data(study_name: str, loader: Entry[DatasetLoader], source: str | None,
     """List the images, then use the stored split (or make and store it on the study's first run)."""
     image_set: ImageSet = loader.implementation(source)
     if not isinstance(image_set, ImageSet):
-        raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet")
+        raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, "
+                         "not an ImageSet")
     image_set.check_usable()
     manifest = study_dir(study_name) / SPLIT_FILE
     if manifest.exists():

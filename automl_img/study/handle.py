@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 EXPORT_FOLDER = "export"
 REPORT_FILE = "report.html"
 SKIPPED_FILE = "skipped-files.csv"
-LISTING, DECODING = "listing", "decoding"  # when a file was left out: the loader skipped it, or OpenCV could not read it
+# when a file was left out: the loader skipped it, or OpenCV could not read it
+LISTING, DECODING = "listing", "decoding"
 
 
 def trial_weights(number: int) -> str:
