@@ -7,9 +7,9 @@ import os
 # Quiet TensorFlow's C++ start-up chatter; set before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from automl_img.data.imageset import ImageSet  # noqa: E402
-from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError  # noqa: E402
-from automl_img.hookspecs import hookimpl  # noqa: E402
+from automl_img.data.imageset import ImageSet
+from automl_img.errors import AutomlImgError, DataError, PluginError, StudyError
+from automl_img.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
-
-import warnings
+from typing import TYPE_CHECKING, Any
 
 with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns in a notebook that has no ipywidgets
     warnings.filterwarnings("ignore", message="IProgress not found")
-    import optuna  # noqa: F401
+    import optuna
 
-from automl_img.errors import AutomlImgError, PluginError  # noqa: E402
-from automl_img.plugins import PluginSource, Registry, pm  # noqa: E402
-from automl_img.study.handle import TrialCounts  # noqa: E402
-from automl_img.study.records import TrialRecord  # noqa: E402
+from automl_img.errors import AutomlImgError, PluginError
+from automl_img.plugins import PluginSource, Registry, pm
+from automl_img.study.handle import TrialCounts
+from automl_img.study.records import TrialRecord
 
 if TYPE_CHECKING:
     from automl_img.bundle import BundleManifest
@@ -148,7 +148,8 @@ class SearchResult:
             return text + "; no completed trial yet"
         from automl_img.console import format_params
 
-        return text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}\n      {format_params(best.params)}"
+        return (text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}"
+                f"\n      {format_params(best.params)}")
 
     def _repr_html_(self) -> str:
         from automl_img.html_report import trials_table
@@ -203,7 +204,9 @@ class ExportedBundle:
     @property
     def test(self) -> TestReport:
         """Scores on the held-out test split: accuracy, balanced accuracy, macro F1, per class, confusion matrix."""
-        return self.manifest.test
+        test = self.manifest.test
+        assert test is not None  # export_best tests every bundle it writes
+        return test
 
     def load(self, format: str = "keras", unsafe: bool = False) -> Bundle:
         return load_bundle(self.folder, format=format, unsafe=unsafe)
@@ -280,7 +283,7 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     unregister_plugin(name)
     try:
         pm.register(plugin, name=name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pluggy's refusal or the plugin's own failure, said as a PluginError
         raise PluginError(f"plugin {name} cannot be registered: {exc}") from None
     return name
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 
-from automl_img.tf_runtime import tf
-
 from automl_img.space import TrainingParams
+from automl_img.tf_runtime import tf
 
 
 def random_affine(images, params: TrainingParams, seed):

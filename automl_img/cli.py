@@ -6,12 +6,15 @@ import csv
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from automl_img.errors import AutomlImgError
 from automl_img.plugins import PluginSource
+
+if TYPE_CHECKING:
+    from automl_img.bundle import FormatCheck
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -20,13 +23,13 @@ app = typer.Typer(
 )
 _plugins = PluginSource()  # set by the global options
 
-StudyOption = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the data folder's name).")]
-ArtifactsOption = Annotated[Optional[str], typer.Option(
+StudyOption = Annotated[str | None, typer.Option("--study", help="Study name (default: the data folder's name).")]
+ArtifactsOption = Annotated[str | None, typer.Option(
     "--artifacts", envvar="AUTOML_IMG_ARTIFACTS",
     help="Where trials upload their weights, for export and report on any machine: a shared folder, or "
          "s3://BUCKET (credentials and AWS_ENDPOINT_URL from the environment). Kept in the study "
          "[default: weights stay under studies/ of the machine that trained them].")]
-StorageOption = Annotated[Optional[str], typer.Option(
+StorageOption = Annotated[str | None, typer.Option(
     "--storage", envvar="AUTOML_IMG_STORAGE",
     help="Optuna storage URL: sqlite:///FILE.db, postgresql://USER:PASS@HOST/DB or a journal FILE.log "
          "[default: sqlite:///studies/automl-img.db].")]
@@ -34,10 +37,11 @@ StorageOption = Annotated[Optional[str], typer.Option(
 
 @app.callback()
 def main_options(
-    plugins_dir: Annotated[Optional[list[Path]], typer.Option(
+    plugins_dir: Annotated[list[Path] | None, typer.Option(
         "--plugins-dir", help="Load *.py plugins from this folder (repeatable; default ./plugins).")] = None,
     no_plugins: Annotated[bool, typer.Option(
-        "--no-plugins", help="Only built-in plugins: no entry points, no local files (also AUTOML_IMG_NO_PLUGINS=1).")] = False,
+        "--no-plugins",
+        help="Only built-in plugins: no entry points, no local files (also AUTOML_IMG_NO_PLUGINS=1).")] = False,
 ) -> None:
     global _plugins
     _plugins = PluginSource(plugins_dir, False if no_plugins else None)
@@ -72,24 +76,34 @@ def _registry():
 
 @command_with_one_line_errors()
 def search(
-    data_dir: Annotated[Optional[str], typer.Argument(
+    data_dir: Annotated[str | None, typer.Argument(
         help="Folder with one sub-folder per class, or train/val/test folders of class folders.")] = None,
-    trials: Annotated[int, typer.Option(callback=_at_least_one, help="Finished (completed or pruned) trials the study should reach.")] = 50,
-    timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Stop starting epochs after this many seconds.")] = None,
+    trials: Annotated[int, typer.Option(
+        callback=_at_least_one, help="Finished (completed or pruned) trials the study should reach.")] = 50,
+    timeout: Annotated[float | None, typer.Option(
+        callback=_at_least_one, help="Stop starting epochs after this many seconds.")] = None,
     study: StudyOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader plugin (see `automl-img plugins`).")] = "folder",
     architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`); several, "
                                               "comma-separated, make the family a searched parameter.")] = "blog-cnn",
-    seed: Annotated[Optional[int], typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
-    epochs: Annotated[int, typer.Option(callback=_at_least_one, help="Epochs of the longest trials. New configurations train for a ninth of them, the best again for a third, then all (40: 4, 13, 40 epochs).")] = 40,
-    patience: Annotated[int, typer.Option(callback=_at_least_one, help="Stop a trial after this many epochs without improvement in the second half of its schedule.")] = 10,
-    trial_timeout: Annotated[Optional[float], typer.Option(callback=_at_least_one, help="Maximum seconds per trial.")] = None,
-    max_failures: Annotated[int, typer.Option(callback=_at_least_one, help="Stop after this many failed trials in a row.")] = 5,
-    objective: Annotated[str, typer.Option(help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
+    seed: Annotated[int | None, typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
+    epochs: Annotated[int, typer.Option(
+        callback=_at_least_one, help="Epochs of the longest trials. New configurations train for a ninth of them, "
+                                     "the best again for a third, then all (40: 4, 13, 40 epochs).")] = 40,
+    patience: Annotated[int, typer.Option(
+        callback=_at_least_one, help="Stop a trial after this many epochs without improvement in the second half "
+                                     "of its schedule.")] = 10,
+    trial_timeout: Annotated[float | None, typer.Option(
+        callback=_at_least_one, help="Maximum seconds per trial.")] = None,
+    max_failures: Annotated[int, typer.Option(
+        callback=_at_least_one, help="Stop after this many failed trials in a row.")] = 5,
+    objective: Annotated[str, typer.Option(
+        help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe or random.")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="Stops weak trials early: median (among trials of the same epochs) or none.")] = "median",
+    pruner: Annotated[str, typer.Option(
+        help="Stops weak trials early: median (among trials of the same epochs) or none.")] = "median",
     class_weights: Annotated[str, typer.Option(
         help="auto (on when the largest class has 1.5x the images of the smallest), on or off.")] = "auto",
     workers: Annotated[int, typer.Option(callback=_at_least_one, help="Trials run at once on this machine, each in its "
@@ -97,17 +111,17 @@ def search(
     precision: Annotated[str, typer.Option(help="Training precision: auto (bfloat16 where the CPU or GPU computes it "
                                            "natively, float16 on older GPUs, else float32), float32, bfloat16 or "
                                            "float16. Exported models are float32.")] = "auto",
-    param: Annotated[Optional[list[str]], typer.Option(
+    param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Search for the best model: an Optuna study that resumes when run again."""
     from automl_img.console import console, search_display
-    from automl_img.space import load_overrides, parse_override
     from automl_img.searching.options import SearchOptions
     from automl_img.searching.run import run_search
+    from automl_img.space import load_overrides, parse_override
 
     overrides = load_overrides(config) if config else {}
     overrides.update(dict(parse_override(text) for text in param or []))
@@ -132,13 +146,13 @@ def search(
 def export_best(
     study: StudyOption = None,
     storage: StorageOption = None,
-    out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default studies/STUDY/export).")] = None,
-    format: Annotated[Optional[list[str]], typer.Option(
+    out: Annotated[Path | None, typer.Option(help="Bundle folder (default studies/STUDY/export).")] = None,
+    format: Annotated[list[str] | None, typer.Option(
         "--format", help="Also write savedmodel, tflite, tflite-int8 (quantised, ~4x smaller) or onnx "
                          "(repeatable, or comma-separated); each is checked against the Keras model.")] = None,
     refit: Annotated[bool, typer.Option(
         help="Retrain each averaged trial on train+val, for the epochs it needed, before the test.")] = False,
-    ensemble: Annotated[Optional[int], typer.Option(
+    ensemble: Annotated[int | None, typer.Option(
         min=1, help="Average the predictions of this many best trials; 1 exports the best trial alone. Default: "
                     "up to 3, each after the best kept only if the average scores at least as well on val with it.")
     ] = None,
@@ -155,8 +169,7 @@ def export_best(
     keras = bundle.formats["keras"]
     print_table(None, ["format", "file", "bytes", "size", "test accuracy", "same class as Keras",
                        "max |probability difference|"],
-                [[name, c.file, c.bytes, f"{c.bytes / keras.bytes:.2f}x",
-                  f"{c.test_accuracy:.4f}" + (f" ({c.test_accuracy - keras.test_accuracy:+.4f})" if name != "keras" else ""),
+                [[name, c.file, c.bytes, f"{c.bytes / keras.bytes:.2f}x", _test_accuracy_text(name, c, keras),
                   f"{c.same_class_fraction:.3f}", f"{c.max_abs_probability_difference:.1e}"]
                  for name, c in bundle.formats.items()])
     failed = [name for name, c in bundle.formats.items() if not c.ok]
@@ -166,14 +179,24 @@ def export_best(
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
 
 
+def _test_accuracy_text(name: str, check: FormatCheck, keras: FormatCheck) -> str:
+    """A format's test accuracy, and how far it is from the Keras model's."""
+    accuracy, keras_accuracy = check.test_accuracy, keras.test_accuracy
+    assert accuracy is not None and keras_accuracy is not None  # export-best measures every format it writes
+    return f"{accuracy:.4f}" + (f" ({accuracy - keras_accuracy:+.4f})" if name != "keras" else "")
+
+
 @command_with_one_line_errors()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A folder written by export-best.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write the predictions to this CSV file.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write them, with every class's probability, as JSON.")] = None,
-    format: Annotated[str, typer.Option("--format", help="Which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx.")] = "keras",
-    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")] = False,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the predictions to this CSV file.")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Also write them, with every class's probability, as JSON.")] = None,
+    format: Annotated[str, typer.Option(
+        "--format", help="Which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx.")] = "keras",
+    unsafe: Annotated[bool, typer.Option(
+        "--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")] = False,
 ) -> None:
     """Classify images with an exported bundle; prints a table of class and probability per image."""
     from automl_img.console import console, print_table
@@ -212,7 +235,7 @@ def studies(storage: StorageOption = None) -> None:
 
 @command_with_one_line_errors()
 def show(
-    study: Annotated[Optional[str], typer.Argument(help="Study name (default: the only one).")] = None,
+    study: Annotated[str | None, typer.Argument(help="Study name (default: the only one).")] = None,
     storage: StorageOption = None,
 ) -> None:
     """Show one study: the trials table, the best parameters and the parameter importances."""
@@ -245,9 +268,9 @@ def show(
 
 @command_with_one_line_errors()
 def report(
-    study: Annotated[Optional[str], typer.Argument(help="Study name (default: the only one).")] = None,
+    study: Annotated[str | None, typer.Argument(help="Study name (default: the only one).")] = None,
     storage: StorageOption = None,
-    out: Annotated[Optional[Path], typer.Option(help="HTML file (default studies/STUDY/report.html).")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file (default studies/STUDY/report.html).")] = None,
 ) -> None:
     """Write a static HTML report: history, importances, learning curves, confusion matrix, mistakes."""
     from automl_img.console import console
@@ -258,9 +281,10 @@ def report(
 
 @command_with_one_line_errors()
 def dashboard(
-    study: Annotated[Optional[str], typer.Argument(help="Study to open (default: the only one).")] = None,
+    study: Annotated[str | None, typer.Argument(help="Study to open (default: the only one).")] = None,
     storage: StorageOption = None,
-    host: Annotated[str, typer.Option(help="Address to serve on; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Address to serve on; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage (Ctrl-C stops it)."""

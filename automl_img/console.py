@@ -14,12 +14,12 @@ from rich.table import Table
 
 from automl_img.export import ExportResult, members_text
 from automl_img.metrics import OBJECTIVES
-from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
-from automl_img.study.handle import StoredStudy
 from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
-from automl_img.study.records import TrialRecord
 from automl_img.searching.run import SearchSummary
+from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
+from automl_img.study.handle import StoredStudy
+from automl_img.study.records import TrialRecord, completed_value
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
 # copy-pasteable commands) instead of being folded at 80 columns.
@@ -33,7 +33,7 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = int(round(seconds))  # noqa: RUF046 - round() of a numpy float is a float before NumPy 2
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
@@ -54,15 +54,16 @@ class _Tally:
         self.objective, self.finished_before = study.config.objective, study.counts().finished
         self.larger_is_better = OBJECTIVES[study.config.objective]
         best = study.best_trial()
-        self.best = (best.number, best.value) if best is not None else None
+        self.best = (best.number, completed_value(best)) if best is not None else None
 
     def add(self, trial: TrialRecord) -> None:
         self.finished_here += trial.finished
         self.pruned += trial.state == TrialState.PRUNED
         if trial.state == TrialState.COMPLETE:
+            value = completed_value(trial)
             best = self.best[1] if self.best else None
-            if best is None or (trial.value > best if self.larger_is_better else trial.value < best):
-                self.best = (trial.number, trial.value)
+            if best is None or (value > best if self.larger_is_better else value < best):
+                self.best = (trial.number, value)
 
     @property
     def done(self) -> int:
@@ -225,6 +226,7 @@ def started_line(number: int, params: dict[str, Any], epochs: int, promoted_from
 def export_lines(result: ExportResult) -> list[str]:
     """What export-best wrote and how its bundle scored on the test split (rich markup)."""
     bundle, test = result.bundle, result.bundle.test
+    assert test is not None  # export_best tests every bundle it writes
     return [f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to "
             f"{result.folder}" + (" (refit on train+val)" if bundle.refit else ""),
             f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "

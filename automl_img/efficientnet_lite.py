@@ -13,6 +13,7 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,9 @@ def blocks() -> list[tuple[int, int, int, int, int]]:
 def build(input_shape: tuple[int, int, int], name: str = "efficientnet_lite0", top: bool = False):
     """The network from float images in [0, 1] (1 or 3 channels) to pooled 1280 features, or with
     ``top`` to ImageNet's 1000 class probabilities. Weights are random until ``load_imagenet``."""
-    from automl_img.tf_runtime import keras
     from keras import layers
+
+    from automl_img.tf_runtime import keras
 
     inputs = keras.Input(input_shape)
     x = inputs
@@ -108,10 +110,11 @@ def imagenet_arrays() -> KerasArrays:
     if not cached.exists():
         converted = convert(read_torch_legacy(source))
         cached.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cached) as temporary:
-            with open(temporary, "wb") as out:
-                np.savez(out, **{f"{name}/{i}": array for name, weights in converted.layers.items()
-                                 for i, array in enumerate(weights)})
+        with atomic_path(cached) as temporary, open(temporary, "wb") as out:
+            # Any: mypy refuses a **dict of arrays where savez also has a bool keyword (allow_pickle)
+            arrays: dict[str, Any] = {f"{name}/{i}": array for name, weights in converted.layers.items()
+                                      for i, array in enumerate(weights)}
+            np.savez(out, **arrays)
     layers: dict[str, list[np.ndarray]] = collections.defaultdict(list)
     with np.load(cached) as stored:
         for key in sorted(stored.files, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
@@ -146,7 +149,8 @@ def convert(state: dict[str, np.ndarray]) -> KerasArrays:
         layers[keras_name] = [kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(2, 3, 1, 0)]
 
     def batch_norm(keras_name: str, torch_name: str) -> None:
-        layers[keras_name] = [state[f"{torch_name}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")]
+        layers[keras_name] = [state[f"{torch_name}.{part}"]
+                              for part in ("weight", "bias", "running_mean", "running_var")]
 
     conv("stem_conv", "_conv_stem")
     batch_norm("stem_bn", "_bn0")
@@ -174,9 +178,9 @@ def read_torch_legacy(path: Path) -> dict[str, np.ndarray]:
     """
     with open(path, "rb") as file:
         for _ in range(3):  # magic number, protocol version, system info
-            pickle.load(file)  # noqa: S301 - our own package's file, read with a restricted unpickler below
+            pickle.load(file)  # our own package's file, read with a restricted unpickler below
         tensors = _TorchUnpickler(file).load()
-        keys = pickle.load(file)  # noqa: S301
+        keys = pickle.load(file)
         storages: dict[str, np.ndarray] = {}
         dtypes = {t.storage_key: t.dtype for t in tensors.values()}
         for key in keys:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import platform
 import shutil
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -18,12 +20,13 @@ from automl_img.bundle import BundleManifest, DatasetRecord, FormatCheck, Member
 from automl_img.data.imageset import PARTS
 from automl_img.errors import AutomlImgError, StudyError
 from automl_img.families import Families
+from automl_img.hookspecs import Exporter
 from automl_img.native_output import output_to
 from automl_img.plugins import Entry, Registry
 from automl_img.space import StoredHyperParameters
 from automl_img.study.config import StudyData
 from automl_img.study.handle import StoredStudy
-from automl_img.study.records import TrialRecord
+from automl_img.study.records import TrialRecord, completed_value
 
 EXPORT_LOG = "export.log"  # what the converters printed
 PREDICT_CHUNK = 1024  # test images per call when a format is checked on the test split
@@ -89,7 +92,7 @@ class _FormatFailed(Exception):
 
 
 def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, members: list[TrialRecord],
-                  exporters: list[Entry], refit: bool, select: bool) -> BundleManifest:
+                  exporters: list[Entry[Exporter]], refit: bool, select: bool) -> BundleManifest:
     """Rebuild and average the members (those that help, with ``select``), test them once, write every format and
     the manifest into ``staging``."""
     from automl_img import metrics, training
@@ -129,13 +132,13 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
         ),
         study=stored.name,
         trial=best.number,
-        members=[Member(trial.number, trial.value, member.input_shape[1], trial.best_epoch, trial.params,
+        members=[Member(trial.number, completed_value(trial), member.input_shape[1], trial.best_epoch, trial.params,
                         trial.precision or "float32")
                  for trial, member in zip(members, models)],
         left_out=left_out,
         architecture=config.architecture,
         dataset=DatasetRecord(config.dataset, config.source, config.split_hash,
-                              {part: int(len(part_rows)) for part, part_rows in rows.items()}),
+                              {part: len(part_rows) for part, part_rows in rows.items()}),
         objective=config.objective,
         params=best.params,
         best_epoch=best.best_epoch,
@@ -235,7 +238,15 @@ def _check_weights_are_here(stored: StoredStudy, trial: TrialRecord, ensemble: i
         raise StudyError(f"{exc}" + (" (or export fewer trials with --ensemble)" if ensemble > 1 else "")) from None
 
 
-def _write_formats(staging: Path, model, exporters: list[Entry], bundle: BundleManifest, test: _TestSplit,
+class _QuantizedExporter(Exporter, Protocol):
+    """An exporter with ``quantized = True``: its ``export`` takes training images to calibrate on."""
+
+    quantized: bool
+
+    def export(self, model: Any, path: Path, calibration_images: np.ndarray | None = None) -> None: ...
+
+
+def _write_formats(staging: Path, model, exporters: list[Entry[Exporter]], bundle: BundleManifest, test: _TestSplit,
                    calibration_images: np.ndarray) -> None:
     """Write each format, load it back and check it against the Keras model on the test split."""
     keras_accuracy = float((test.probabilities.argmax(axis=1) == test.labels).mean()) if len(test.labels) else 0.0
@@ -245,20 +256,21 @@ def _write_formats(staging: Path, model, exporters: list[Entry], bundle: BundleM
         quantized = getattr(exporter, "quantized", False)
         try:
             if quantized:
-                exporter.export(model, path, calibration_images=calibration_images)
+                cast(_QuantizedExporter, exporter).export(model, path, calibration_images=calibration_images)
             else:
                 exporter.export(model, path)
             predicted = test.predict(exporter.load(path))
         except AutomlImgError as exc:
             raise _FormatFailed(entry.name, str(exc)) from None
-        except Exception as exc:  # a converter that cannot express the model
+        except Exception as exc:  # noqa: BLE001 - a converter that cannot express the model
             raise _FormatFailed(entry.name, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]) from None
         difference = float(np.abs(predicted - test.probabilities).max()) if len(predicted) else 0.0
-        agreement = float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted) else 1.0
+        agreement = (float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted)
+                     else 1.0)
         accuracy = float((predicted.argmax(axis=1) == test.labels).mean()) if len(predicted) else 0.0
         ok = (accuracy - keras_accuracy >= -QUANTIZED_MAX_ACCURACY_LOSS if quantized
               else agreement == 1.0 and difference < 1e-3)
-        bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), int(len(predicted)), difference,
+        bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), len(predicted), difference,
                                                  agreement, ok, accuracy, quantized)
 
 
@@ -280,6 +292,7 @@ def _size(path: Path) -> int:
 
 def _report_text(bundle: BundleManifest) -> str:
     test = bundle.test
+    assert test is not None  # _write_bundle tested the bundle
     names = bundle.class_names
     width = max(len(n) for n in names) + 2
     lines = [
@@ -317,8 +330,6 @@ def _library_versions() -> dict[str, str]:
     found = {}
     for name in ("automl-img", "tensorflow", "keras", "optuna", "opencv-python", "numpy", "scikit-learn",
                  "tf2onnx", "onnxruntime", "ai-edge-litert"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return found

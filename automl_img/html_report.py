@@ -8,8 +8,8 @@ import html
 import io
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -20,7 +20,7 @@ from automl_img.metrics import TestReport
 from automl_img.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
 from automl_img.plugins import Registry
 from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
-from automl_img.study.records import TrialRecord
+from automl_img.study.records import TrialRecord, completed_value
 from automl_img.study.storage import redact
 
 MISCLASSIFIED_SHOWN = 24
@@ -38,7 +38,8 @@ def write_report(registry: Registry, study_name: str | None = None, storage_url:
     bundle = best = None
     if counts.completed:
         best = stored.best_trial()
-        averaged = [m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists() else []
+        averaged = ([m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists()
+                    else [])
         if not averaged or averaged != [t.number for t in stored.best_trials(len(averaged))]:
             export_best(registry, stored.name, storage_url, bundle_dir)
         bundle = BundleManifest.read(bundle_dir)
@@ -48,6 +49,7 @@ def write_report(registry: Registry, study_name: str | None = None, storage_url:
     sections = [_header(stored, counts, best)]
     sections += [_figure(title, draw) for title, draw in _search_figures(stored.study)]
     if bundle is not None:
+        assert best is not None and bundle.test is not None  # the study has a completed trial; export tested it
         sections.append(_figure(f"Learning curves of the best trial (#{best.number})", lambda: _curves(best)))
         sections.append(_test_section(bundle.test))
         sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
@@ -84,8 +86,10 @@ def _families(stored: StoredStudy) -> list[tuple[str, str]]:
         return []
     completed = stored.trials((TrialState.COMPLETE,))
     best = {name: max((t for t in completed if t.params.get(families.FAMILY_PARAM) == name),
-                      key=lambda t: t.value if stored.larger_is_better else -t.value, default=None) for name in names}
-    ranked = sorted((t.value, name) for name, t in best.items() if t is not None)
+                      key=lambda t: completed_value(t) if stored.larger_is_better else -completed_value(t),
+                      default=None)
+            for name in names}
+    ranked = sorted((completed_value(t), name) for name, t in best.items() if t is not None)
     winner = ranked[-1 if stored.larger_is_better else 0][0] if ranked else None
     rows = []
     for name in names:
@@ -94,7 +98,9 @@ def _families(stored: StoredStudy) -> list[tuple[str, str]]:
         if trial is None:
             rows.append((name, "no completed trial"))
             continue
-        behind = "the best family" if trial.value == winner else f"{abs(winner - trial.value):.4f} behind the best"
+        assert winner is not None  # this family's best is ranked
+        behind = ("the best family" if trial.value == winner
+                  else f"{abs(winner - completed_value(trial)):.4f} behind the best")
         rows.append((name, f"best trial #{trial.number}, val {stored.config.objective} {trial.value:.4f} "
                            f"({behind}; {count} completed trial{'s' * (count != 1)})"))
     return rows
@@ -132,7 +138,7 @@ def _figure(title: str, draw: Callable) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             drawn = draw()
-    except Exception as exc:  # e.g. too few trials for a plot; the page still renders
+    except Exception as exc:  # noqa: BLE001 - e.g. too few trials for a plot; the page still renders
         return f"<h2>{html.escape(title)}</h2><p class='note'>Not drawn: {html.escape(str(exc))}</p>"
     if isinstance(drawn, str):
         return f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(drawn)}</p>"
@@ -187,6 +193,7 @@ def _confusion(bundle: BundleManifest) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    assert bundle.test is not None  # export_best tests every bundle it writes
     matrix = np.array(bundle.test.confusion_matrix)
     names = bundle.class_names
     size = max(5.0, 0.6 * len(names) + 2)

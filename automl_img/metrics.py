@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def report(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[
     )
     return TestReport(
         **scores(labels, probabilities),
-        images=int(len(labels)),
+        images=len(labels),
         per_class={name: ClassScores(float(p), float(r), float(f), int(s))
                    for name, p, r, f, s in zip(class_names, precision, recall, f1, support)},
         confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist(),

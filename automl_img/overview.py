@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from automl_img.study.config import StudyConfig
 from automl_img.study.handle import StoredStudy, TrialCounts, count_trials
-from automl_img.study.records import TrialRecord, trial_records
+from automl_img.study.records import TrialRecord, completed_value, trial_records
 from automl_img.study.storage import open_storage, study_names
 
 
@@ -36,8 +36,7 @@ def summarise(study: optuna.Study) -> StudyRow:
     trials = trial_records(study)
     counts = count_trials(trials)
     best = study.best_trial if counts.completed else None
-    moments = [t.datetime_complete or t.datetime_start for t in study.get_trials(deepcopy=False)
-               if t.datetime_complete or t.datetime_start]
+    moments = [moment for t in study.get_trials(deepcopy=False) if (moment := t.datetime_complete or t.datetime_start)]
     config = StudyConfig.of(study)
     return StudyRow(
         name=study.study_name, objective=config.objective if config else "value", counts=counts,
@@ -68,9 +67,11 @@ def size_rows(stored: StoredStudy) -> list[list]:
     and at what cost, so a user sees why the exported model runs at the size it does."""
     completed = stored.trials((TrialState.COMPLETE,))
     rows = []
-    for size in sorted({image_size_of(trial) for trial in completed} - {None}):
+    sizes = {image_size_of(trial) for trial in completed}
+    for size in sorted(size for size in sizes if size is not None):
         at_size = [trial for trial in completed if image_size_of(trial) == size]
-        best = max(at_size, key=lambda trial: trial.value if stored.larger_is_better else -trial.value)
+        best = max(at_size,
+                   key=lambda trial: completed_value(trial) if stored.larger_is_better else -completed_value(trial))
         paces = sorted(trial.seconds / trial.epochs_run for trial in at_size if trial.seconds and trial.epochs_run)
         rows.append([size, len(at_size), f"#{best.number}", f"{best.value:.4f}",
                      round(paces[len(paces) // 2], 1) if paces else None])
@@ -96,6 +97,7 @@ def importances(study: optuna.Study) -> dict[str, float] | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+            return optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as exc:
         return f"not available: {exc}"

@@ -10,7 +10,7 @@ import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import pluggy
 
@@ -32,13 +32,17 @@ LOCAL_PLUGINS_DIR = Path("plugins")
 DISABLE_ENV = "AUTOML_IMG_NO_PLUGINS"  # set to 1: built-ins only, for untrusted working directories
 
 
+#: what an entry holds: a ``DatasetLoader``, an ``Architecture`` or an ``Exporter``, by its kind
+_Implementation = TypeVar("_Implementation")
+
+
 @dataclass(frozen=True)
-class Entry:
+class Entry(Generic[_Implementation]):
     """One registered dataset loader, architecture or exporter, and where it came from."""
 
     kind: str  #: "dataset", "architecture" or "exporter"
     name: str
-    implementation: DatasetLoader | Architecture | Exporter  #: what the plugin registered under the name
+    implementation: _Implementation  #: what the plugin registered under the name
     source: str  #: which plugin registered it, in words
     channels: int | None = None  #: architectures only: the channels the model needs (None: the data's)
     min_image_size: int | None = None  #: architectures only: smaller images are enlarged to this size
@@ -54,11 +58,11 @@ class Entry:
 class Registry:
     """Dataset loaders, architectures and exporters by name."""
 
-    entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    entries: dict[tuple[str, str], Entry[Any]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it was loaded from
     plugin_source: PluginSource = field(default_factory=lambda: PluginSource())  # a trial process loads the same
 
-    def add(self, entry: Entry) -> None:
+    def add(self, entry: Entry[Any]) -> None:
         if not isinstance(entry.name, str) or not entry.name:
             raise PluginError(f"{entry.source} registered a {entry.kind} without a name")
         if entry.kind == "exporter":
@@ -68,7 +72,8 @@ class Registry:
         elif not callable(entry.implementation):
             raise PluginError(f"{entry.source} registered {entry.kind} {entry.name!r} with something not callable")
         if entry.channels not in (None, 1, 3):
-            raise PluginError(f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
+            raise PluginError(
+                f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
         previous = self.entries.get((entry.kind, entry.name))
         if previous is not None:
             raise PluginError(
@@ -77,7 +82,15 @@ class Registry:
             )
         self.entries[(entry.kind, entry.name)] = entry
 
-    def get(self, kind: str, name: str) -> Entry:
+    @overload
+    def get(self, kind: Literal["dataset"], name: str) -> Entry[DatasetLoader]: ...
+    @overload
+    def get(self, kind: Literal["architecture"], name: str) -> Entry[Architecture]: ...
+    @overload
+    def get(self, kind: Literal["exporter"], name: str) -> Entry[Exporter]: ...
+    @overload
+    def get(self, kind: str, name: str) -> Entry[DatasetLoader | Architecture | Exporter]: ...
+    def get(self, kind: str, name: str) -> Entry[Any]:
         try:
             return self.entries[(kind, name)]
         except KeyError:
@@ -97,7 +110,7 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(name for entry_kind, name in self.entries if entry_kind == kind)
 
-    def of_kind(self, kind: str) -> list[Entry]:
+    def of_kind(self, kind: str) -> list[Entry[Any]]:
         return [self.entries[(kind, name)] for name in self.names(kind)]
 
 
@@ -125,7 +138,7 @@ class PluginSource:
         try:
             with muted_stderr():  # a plugin that uses Keras imports TensorFlow here, whose C++ start-up notes are noise
                 return pickle.loads(self.shipped)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - unpickling imports and runs the plugins' code: anything can fail
             raise PluginError(f"a plugin registered in the search's process could not be rebuilt in the trial process "
                               f"({exc!r}); {_MOVE_TO_FILE}") from None
 
@@ -137,7 +150,7 @@ class PluginSource:
         named = self._in_process()
         try:
             shipped = cloudpickle.dumps(named)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever cloudpickle cannot send, said as a PluginError
             names = ", ".join(name for name, _ in named)
             raise PluginError(f"plugin {names} cannot be sent to the trial processes ({exc!r}); {_MOVE_TO_FILE}"
                               ) from None
@@ -179,6 +192,7 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     sources: dict[str, str] = {}
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
+        assert name is not None  # every registered plugin has a name
         manager.register(plugin, name=name)
         sources[name] = "built-in" if name in DEFAULT_PLUGINS else "registered in-process"
     if third_party:
@@ -187,7 +201,9 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
         except Exception as exc:  # a broken installed package must not hide which one it is
             raise PluginError(f"an installed automl_img plugin failed to load: {exc!r}") from exc
         for plugin, dist in manager.list_plugin_distinfo():
-            sources[manager.get_name(plugin)] = f"entry point ({dist.project_name} {dist.version})"
+            name = manager.get_name(plugin)
+            assert name is not None  # every registered plugin has a name
+            sources[name] = f"entry point ({dist.project_name} {dist.version})"
         for folder in plugin_dirs if plugin_dirs is not None else [LOCAL_PLUGINS_DIR]:
             for path in sorted(Path(folder).glob("*.py")):
                 name = f"local:{path}"
@@ -236,5 +252,6 @@ def _import_file(path: Path) -> object:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise PluginError(f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/") from exc
+        raise PluginError(
+            f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/") from exc
     return module

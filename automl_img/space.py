@@ -6,11 +6,12 @@ import contextlib
 import dataclasses
 import math
 import tomllib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, TypeGuard, TypeVar, cast, overload
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from automl_img.errors import StudyError
 
@@ -42,7 +43,10 @@ class Range:
     high: float
 
 
-Override = Union[Range, list, bool, int, float, str]
+Override = Range | list | bool | int | float | str
+# The distributions a parameter is declared with (``HyperParameters``' methods) and narrowed to (``_narrow``).
+Distribution = IntDistribution | FloatDistribution | CategoricalDistribution
+_T = TypeVar("_T")
 
 
 class HyperParameters:
@@ -93,7 +97,7 @@ class HyperParameters:
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
 
-    def _value(self, name: str, dist: BaseDistribution, parent_name: str | None, parent_values: Any,
+    def _value(self, name: str, dist: Distribution, parent_name: str | None, parent_values: Any,
                default: Any = None) -> Any:
         conditions = self._conditions + ([(parent_name, _as_list(parent_values))] if parent_name else [])
         if not all(self.values.get(parent) in allowed for parent, allowed in conditions):
@@ -102,7 +106,7 @@ class HyperParameters:
         self.values[name] = value
         return value
 
-    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
+    def _resolve(self, name: str, dist: Distribution, default: Any) -> Any:
         raise NotImplementedError
 
 
@@ -114,7 +118,7 @@ class TrialHyperParameters(HyperParameters):
         self.trial = trial
         self.overrides = overrides or {}
 
-    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
+    def _resolve(self, name: str, dist: Distribution, default: Any) -> Any:
         if name in self.overrides:
             dist = _narrow(name, dist, self.overrides[name])
         if isinstance(dist, IntDistribution):
@@ -134,7 +138,7 @@ class StoredHyperParameters(HyperParameters):
         super().__init__()
         self.params = params
 
-    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
+    def _resolve(self, name: str, dist: Distribution, default: Any) -> Any:
         if name not in self.params and name in ADDED_LATER:
             return ADDED_LATER[name]
         if name not in self.params:
@@ -152,7 +156,7 @@ class DefaultHyperParameters(HyperParameters):
         super().__init__()
         self.overrides = overrides or {}
 
-    def _resolve(self, name: str, dist: BaseDistribution, default: Any) -> Any:
+    def _resolve(self, name: str, dist: Distribution, default: Any) -> Any:
         if name in self.overrides:
             dist = _narrow(name, dist, self.overrides[name])
         if isinstance(dist, CategoricalDistribution):
@@ -165,13 +169,18 @@ def _as_list(values: Any) -> list:
     return list(values) if isinstance(values, (list, tuple, set)) else [values]
 
 
-def _narrow(name: str, dist: BaseDistribution, override: Override) -> BaseDistribution:
+@overload
+def _narrow(name: str, dist: CategoricalDistribution, override: Override) -> CategoricalDistribution: ...
+@overload
+def _narrow(name: str, dist: Distribution, override: Override) -> Distribution: ...
+def _narrow(name: str, dist: Distribution, override: Override) -> Distribution:
     if isinstance(override, list):
         return CategoricalDistribution(override)
     if not isinstance(override, Range):
         return CategoricalDistribution([override])
     if isinstance(dist, IntDistribution):
-        return IntDistribution(int(override.low), int(override.high), log=dist.log, step=dist.step if not dist.log else 1)
+        return IntDistribution(int(override.low), int(override.high), log=dist.log,
+                               step=dist.step if not dist.log else 1)
     if isinstance(dist, FloatDistribution):
         return FloatDistribution(override.low, override.high, log=dist.log, step=dist.step)
     inside = [c for c in dist.choices if isinstance(c, (int, float)) and override.low <= c <= override.high]
@@ -247,16 +256,22 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
         return TrainingParams(**common)
     return TrainingParams(
         **common,
-        rotation=hp.Float("rotation", 0.0, 15.0, default=5.0),
-        zoom=hp.Float("zoom", 0.0, 0.15, default=0.05),
-        width_shift=hp.Float("width_shift", 0.0, 0.1, default=0.05),
-        height_shift=hp.Float("height_shift", 0.0, 0.1, default=0.05),
-        horizontal_flip=hp.Boolean("horizontal_flip", default=False),
-        erasing=hp.Float("erasing", 0.0, 0.3, default=DEFAULT_ERASING),
+        rotation=_active(hp.Float("rotation", 0.0, 15.0, default=5.0)),
+        zoom=_active(hp.Float("zoom", 0.0, 0.15, default=0.05)),
+        width_shift=_active(hp.Float("width_shift", 0.0, 0.1, default=0.05)),
+        height_shift=_active(hp.Float("height_shift", 0.0, 0.1, default=0.05)),
+        horizontal_flip=_active(hp.Boolean("horizontal_flip", default=False)),
+        erasing=_active(hp.Float("erasing", 0.0, 0.3, default=DEFAULT_ERASING)),
         # Pretrained weights move little: a tenth of the usual rates (Keras' transfer-learning guide uses 1e-5).
         fine_tune_learning_rate=hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
         if stage == Stage.FINE_TUNE else None,
     )
+
+
+def _active(value: _T | None) -> _T:
+    """A value declared outside any conditional scope: only an inactive parameter has None."""
+    assert value is not None, "a training parameter was declared inside an inactive conditional scope"
+    return value
 
 
 def starting_image_sizes(image_sizes: Sequence[int], override: Override | None = None,
@@ -265,7 +280,9 @@ def starting_image_sizes(image_sizes: Sequence[int], override: Override | None =
     STARTING_IMAGE_SIZE_STEPS above it (224 px images: 64, 128, 224; 28 px images: 28 alone), among the
     candidates the user's ``override`` leaves."""
     if override is not None:
-        image_sizes = _narrow(name, CategoricalDistribution(list(image_sizes)), override).choices
+        narrowed = _narrow(name, CategoricalDistribution(list(image_sizes)), override)
+        # ints: a range keeps some of the candidates, a list or a value gives the user's own sizes
+        image_sizes = cast("tuple[int, ...]", narrowed.choices)
     sizes = [first_trial_image_size(image_sizes)]
     for step in STARTING_IMAGE_SIZE_STEPS:
         larger = [size for size in image_sizes if sizes[-1] < size <= step]
@@ -299,10 +316,10 @@ def parse_override(text: str) -> tuple[str, Override]:
         raise StudyError(f"cannot read parameter {text!r}; write NAME=VALUE, NAME=A,B,C or NAME=LOW..HIGH")
     if ".." in spec:
         low, _, high = spec.partition("..")
-        bounds = [_scalar(low), _scalar(high)]
-        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) or bounds[0] > bounds[1]:
+        low_value, high_value = _scalar(low), _scalar(high)
+        if not (_is_number(low_value) and _is_number(high_value)) or low_value > high_value:
             raise StudyError(f"cannot read range {spec!r} for {name}; write LOW..HIGH with numbers, LOW <= HIGH")
-        return name, Range(*bounds)
+        return name, Range(low_value, high_value)
     if "," in spec:
         return name, [_scalar(part) for part in spec.split(",") if part.strip()]
     return name, _scalar(spec)
@@ -338,6 +355,10 @@ def overrides_from(params: Mapping[str, Any], where: str = "") -> dict[str, Over
         else:
             raise StudyError(f"{where}{name} must be a value, a list, or {{min = ..., max = ...}}; got {spec!r}")
     return overrides
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _scalar(text: str) -> bool | int | float | str:

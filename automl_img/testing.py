@@ -17,7 +17,8 @@ AssertionError naming the broken promise.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -8,20 +8,21 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from automl_img import fused_batch_norm
 from automl_img.atomic import atomic_path
 from automl_img.augment import augment as augmented
-from automl_img import fused_batch_norm
-from automl_img.tf_runtime import keras, tf
 from automl_img.errors import PluginError, TrialFailed
 from automl_img.families import Families
 from automl_img.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
+from automl_img.tf_runtime import keras, tf
 
 fused_batch_norm.install()  # training's batch norm through TensorFlow's fused kernel (module docstring there)
 

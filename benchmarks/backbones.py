@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from _common import write_result
 
-ARCHITECTURES = {"efficientnet-lite0": None, "mobilenet-v3-small": "MobileNetV3Small", "efficientnet-b0": "EfficientNetB0"}
+ARCHITECTURES = {"efficientnet-lite0": None, "mobilenet-v3-small": "MobileNetV3Small",
+                 "efficientnet-b0": "EfficientNetB0"}
 SIZES = (64, 96, 128, 224)
 FINE_TUNE = ((96, 0.1), (96, 0.4), (224, 0.1))  # (image size, share of layers trained)
 

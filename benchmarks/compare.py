@@ -22,6 +22,7 @@ clock then starts at its first trial, without the seconds before it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,10 +32,10 @@ from pathlib import Path
 
 from _common import DATA, trial_test_scores, write_result
 
-RECIPE = {"batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0, "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1,
-          "height_shift": 0.1, "horizontal_flip": "true", "activations": "recipe", "filters_1": 32, "filters_2": 32,
-          "filters_3": 32, "filters_4": 64, "batch_norm": "false", "dropout": 0.4, "dense_units": 64,
-          "erasing": 0.0, "convs_per_block": 1, "head": "flatten"}
+RECIPE = {"batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0, "rotation": 30.0,
+          "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": "true", "activations": "recipe",
+          "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64, "batch_norm": "false", "dropout": 0.4,
+          "dense_units": 64, "erasing": 0.0, "convs_per_block": 1, "head": "flatten"}
 SINGLE = "export-best-trial-alone"  # `export-best --ensemble 1`: what the averaging adds
 THRESHOLDS = (0.80, 0.85, 0.87, 0.88, 0.89, 0.90, 0.91, 0.92, 0.93)
 
@@ -116,17 +117,15 @@ class BudgetSpent(BaseException):
 
 def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
     import keras_tuner as kt
-    import numpy as np
+    import optuna
 
     from automl_img import metrics, training
-    from automl_img.tf_runtime import keras
     from automl_img.data import ImageCache, Split
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.families import Families
     from automl_img.space import sample_image_size, sample_training_params
-    from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.study.config import StudyConfig
-
-    import optuna
+    from automl_img.tf_runtime import keras
 
     config = StudyConfig.of(optuna.load_study(study_name=split_of, storage=f"sqlite:///{work}/studies/automl-img.db"))
     split = Split.load(work / "studies" / split_of / "split.json", root=data)
@@ -154,7 +153,8 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
 
     class SameSpace(kt.HyperModel):
         def build(self, hp):
-            model, params = training.build_for_trial(Families.single(build_blog_cnn, sizes), hp, config.channels, classes)
+            model, params = training.build_for_trial(Families.single(build_blog_cnn, sizes), hp, config.channels,
+                                                     classes)
             model.compile(optimizer=keras.optimizers.Adam(params.learning_rate),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             return model
@@ -168,10 +168,8 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
 
     tuner = kt.Hyperband(SameSpace(), objective="val_accuracy", max_epochs=40, factor=3, seed=0,
                          directory=str(work / "kerastuner"), project_name="same-space", overwrite=True)
-    try:
+    with contextlib.suppress(BudgetSpent):
         tuner.search(callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=10), Deadline()])
-    except BudgetSpent:
-        pass
     best_hp = tuner.get_best_hyperparameters(1)[0]
     model = tuner.get_best_models(1)[0]
     images = arrays[best_hp["image_size"]]
@@ -225,7 +223,8 @@ def main() -> None:
             name: round(ours - figures["test_accuracy"], 4) for name, figures in results.items()
             if isinstance(figures, dict) and "test_accuracy" in figures and name != "automl_img"}
     only = "" if sorted(args.only) == ["a", "b", "c"] else f"-only-{args.only}"  # a part never replaces a whole run
-    write_result(f"compare-{data.name}-{args.budget}s{only}", {"data": str(data), "budget_seconds": args.budget, **results})
+    write_result(f"compare-{data.name}-{args.budget}s{only}",
+                 {"data": str(data), "budget_seconds": args.budget, **results})
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 Searches nothing: give it a bundle exported with every format, e.g.
 ``automl-img export-best --format savedmodel,tflite,tflite-int8,onnx``. Latency is measured by the
 formats' own loaders (what ``automl-img predict --format`` uses) on the bundle's test images, read
-back from its test_predictions.csv (run it where export-best ran: those paths may be relative): one image per call (a phone or a request handler) and batches of
-256 (a folder), after a warm-up call, median of repeated runs.
+back from its test_predictions.csv (run it where export-best ran: those paths may be relative): one
+image per call (a phone or a request handler) and batches of 256 (a folder), after a warm-up call,
+median of repeated runs.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def main() -> None:
 
     model = keras.saving.load_model(args.bundle / manifest.formats["keras"].file)
     single, batched = latency(lambda batch: model.predict(batch, batch_size=BATCH, verbose=0), images)
-    figures["keras_model_predict"] = {"ms_per_image_one_at_a_time": round(1000 * statistics.median(single), 3),
-                                      f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4)}
+    figures["keras_model_predict"] = {
+        "ms_per_image_one_at_a_time": round(1000 * statistics.median(single), 3),
+        f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4)}
     print("keras model.predict", figures["keras_model_predict"])
     write_result(f"formats-{args.name or manifest.study}", figures)
 

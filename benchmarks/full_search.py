@@ -12,6 +12,7 @@ outside training (process start, TensorFlow import, checkpointing).
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -68,15 +69,15 @@ def main() -> None:
     subprocess.run([cli, "export-best", "--study", "full"], cwd=work, check=True, stdout=subprocess.DEVNULL)
     total_seconds = time.time() - started
     single = work / "studies" / "full" / "best-trial-alone"  # for the record: what the averaging adds
-    subprocess.run([cli, "export-best", "--study", "full", "--ensemble", "1", "--out", str(single)], cwd=work, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([cli, "export-best", "--study", "full", "--ensemble", "1", "--out", str(single)], cwd=work,
+                   check=True, stdout=subprocess.DEVNULL)
     bundle, alone = BundleManifest.read(work / "studies" / "full" / "export"), BundleManifest.read(single)
     trials = optuna.load_study(study_name="full", storage=f"sqlite:///{work}/studies/automl-img.db").trials
     records = [TrialRecord.of(t) for t in trials]  # every trial, surplus ones included, as the counts always were
     states = [r.state.name for r in records]
     ended = sorted((t.datetime_complete.timestamp(), t) for t in trials if t.datetime_complete)
     gaps = [later.datetime_start.timestamp() - earlier_end
-            for (earlier_end, _), (_, later) in zip(ended, ended[1:])]
+            for (earlier_end, _), (_, later) in itertools.pairwise(ended)]
     outside = [(t.datetime_complete - t.datetime_start).total_seconds() - r.seconds
                for t, r in zip(trials, records) if t.datetime_complete and r.seconds is not None]
     suffix = "" if args.architecture == "blog-cnn" else f"-{args.architecture}"
@@ -86,7 +87,8 @@ def main() -> None:
         "val_accuracy": bundle.val_scores["accuracy"], "best_trial": bundle.trial,
         "averaged_trials": [member.trial for member in bundle.members],
         "left_out_trials": bundle.left_out,
-        "best_trial_alone_test_accuracy": alone.test.accuracy, "best_trial_alone_val_accuracy": alone.val_scores["accuracy"],
+        "best_trial_alone_test_accuracy": alone.test.accuracy,
+        "best_trial_alone_val_accuracy": alone.val_scores["accuracy"],
         "trial_0_val_accuracy": (records[0].val_scores or {}).get("accuracy"),
         "trial_0_test_accuracy": trial_test_scores(work, "full", 0)["test"] if records[0].weights else None,
         "best_params": bundle.params,

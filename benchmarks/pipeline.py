@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from _common import DATA, write_result
 
-RECIPE_ARCH = {"activations": "recipe", "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64, "batch_norm": False,
-               "dropout": 0.4, "dense_units": 64}
+RECIPE_ARCH = {"activations": "recipe", "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64,
+               "batch_norm": False, "dropout": 0.4, "dense_units": 64}
 
 
 def decode_figures(cache_root: Path) -> tuple[dict, object]:
@@ -38,24 +38,27 @@ def decode_figures(cache_root: Path) -> tuple[dict, object]:
         cache = ImageCache(cache_root, image_set, workers=workers)
         started = time.perf_counter()
         cache.load(28, 1)
-        figures[f"cold_images_per_s_{workers or 'all'}_threads"] = round(len(image_set) / (time.perf_counter() - started))
+        figures[f"cold_images_per_s_{workers or 'all'}_threads"] = round(
+            len(image_set) / (time.perf_counter() - started))
     started = time.perf_counter()
     decoded = ImageCache(cache_root, image_set).load(28, 1)  # a new run: only the memory map opens
     int(np.asarray(decoded.images).sum())  # and every pixel is read once
     figures["cached_images_per_s"] = round(len(image_set) / (time.perf_counter() - started))
-    figures["cached_vs_cold_speedup"] = round(figures["cached_images_per_s"] / figures["cold_images_per_s_all_threads"], 1)
+    figures["cached_vs_cold_speedup"] = round(
+        figures["cached_images_per_s"] / figures["cold_images_per_s_all_threads"], 1)
     return figures, (decoded, image_set)
 
 
 def images_per_second(fit, epochs: int, count: int) -> float:
     from automl_img import training
-    from automl_img.tf_runtime import keras
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters
+    from automl_img.tf_runtime import keras
 
     keras.backend.clear_session()
     model = training.build_model(build_blog_cnn, StoredHyperParameters(RECIPE_ARCH), 28, 1, 10)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")  # the pipeline's cost only
+    # the pipeline's cost only
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     fit(model, 1)
     started = time.perf_counter()
     fit(model, epochs)
@@ -72,8 +75,8 @@ def main() -> None:
     decode, (decoded, image_set) = decode_figures(cache_root)
 
     from automl_img import training
-    from automl_img.tf_runtime import keras, tf
     from automl_img.space import TrainingParams
+    from automl_img.tf_runtime import keras, tf
 
     rows = np.flatnonzero(np.array([p.startswith("train/") for p in image_set.paths]))
     images, labels = decoded.images, image_set.labels
@@ -114,7 +117,7 @@ def main() -> None:
             speeds[name].append(images_per_second(fit, args.epochs, len(rows)))
             print(f"{name}: {speeds[name][-1]:.0f} images/s", flush=True)
     median = {name: round(statistics.median(values)) for name, values in speeds.items()}
-    training_figures = {"images_per_s": median, "train_images": int(len(rows)), "epochs_timed": args.epochs}
+    training_figures = {"images_per_s": median, "train_images": len(rows), "epochs_timed": args.epochs}
     for batch in (32, 128):
         training_figures[f"pipeline_overhead_batch{batch}_percent"] = round(
             100 * (median[f"bare_batch{batch}"] / median[f"ours_batch{batch}"] - 1), 1)

@@ -15,6 +15,7 @@ as part of the figures). Then, each in a fresh process where it matters:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,8 @@ t = time.time(); first = cache.load({size}, 1); decode = time.time() - t
 t = time.time(); again = ImageCache(Path(os.environ["AUTOML_IMG_STUDIES"]) / "cache", found).load({size}, 1)
 cached = time.time() - t
 assert again.images.shape == first.images.shape
-files = [p for p in (Path(os.environ["AUTOML_IMG_STUDIES"]) / "cache").rglob("*") if p.is_file() and "-{size}px-" in p.name]
+files = [p for p in (Path(os.environ["AUTOML_IMG_STUDIES"]) / "cache").rglob("*")
+         if p.is_file() and "-{size}px-" in p.name]
 print(json.dumps({{"first_decode_seconds": round(decode, 1), "images_per_second": round(len(found) / decode),
                   "cached_load_seconds": round(cached, 2), "cache_bytes_on_disk": sum(p.stat().st_size for p in files),
                   "peak_resident_mb": round(peak_resident_mb(), 1)}}))
@@ -109,10 +111,8 @@ print(json.dumps({{"first_decode_seconds": round(decode, 1), "images_per_second"
 
     def sample() -> None:
         while search.poll() is None:
-            try:
+            with contextlib.suppress(OSError, StopIteration):
                 peak[0] = max(peak[0], resident_mb(search.pid), peak_resident_mb(search.pid))
-            except (OSError, StopIteration):
-                pass
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample)

@@ -43,7 +43,8 @@ def scores(right: np.ndarray, slices: list[np.ndarray]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundles", nargs="+", help="NAME=FOLDER: a bundle export-best wrote from a Fashion-MNIST folder")
+    parser.add_argument("bundles", nargs="+",
+                        help="NAME=FOLDER: a bundle export-best wrote from a Fashion-MNIST folder")
     parser.add_argument("--out", default="slices", help="results/<out>.json")
     parser.add_argument("--average", action="store_true",
                         help="also score the average of all the bundles' probabilities (an ensemble of them)")
@@ -53,7 +54,8 @@ def main() -> None:
     images, labels = load("test")
     slices = slice_rows(labels)
     figures: dict = {"test_images": len(labels),
-                     "slices": [f"images {k * SLICE}-{k * SLICE + SLICE - 1} of each class" for k in range(len(slices))],
+                     "slices": [f"images {k * SLICE}-{k * SLICE + SLICE - 1} of each class"
+                                for k in range(len(slices))],
                      "subset_test_slice": SUBSET_SLICE, "bundles": {}}
     total = 0.0
     for name, _, folder in (spec.partition("=") for spec in args.bundles):

@@ -29,11 +29,11 @@ def main() -> None:
 
     from automl_img.plugins import load_plugins
     from automl_img.searching.options import SearchOptions
+    from automl_img.searching.plan import TrialSpec
     from automl_img.searching.progress import SearchListener
     from automl_img.searching.run import prepare_study, run_search
     from automl_img.searching.samplers import make_pruner, make_sampler
     from automl_img.searching.trial import Objective
-    from automl_img.searching.plan import TrialSpec
     from automl_img.study.records import trial_records
 
     registry = load_plugins([])

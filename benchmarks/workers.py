@@ -24,10 +24,10 @@ import optuna
 from _common import HERE, write_result
 
 sys.path.insert(0, str(HERE.parent / "tests"))
-from pg_server import postgres_server  # noqa: E402
+from pg_server import postgres_server
 
-from automl_img.default_plugins.digits import write_digits  # noqa: E402
-from automl_img.study.records import TrialRecord  # noqa: E402
+from automl_img.default_plugins.digits import write_digits
+from automl_img.study.records import TrialRecord
 
 
 def run_variant(name: str, storage: str, opened, digits: Path, workers: int, trials: int, work: Path,

@@ -54,7 +54,7 @@ def test_search_returns_the_study_its_best_trial_and_scores(searched):
 
 
 def test_export_best_writes_a_bundle_that_predicts_what_the_command_line_predicts(searched, few_digits):
-    studies, result, exported = searched
+    studies, _result, exported = searched
     assert exported.folder == studies / "few-digits" / "export" and (exported.folder / "model.keras").is_file()
     assert [m.trial for m in exported.manifest.members] == [0]
     assert 0 <= exported.test.accuracy <= 1 and "test accuracy" in repr(exported)

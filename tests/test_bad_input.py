@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-
 import os
 import struct
 import zlib
@@ -17,7 +16,6 @@ from helpers import run, storage_url, trials_of
 
 from automl_img.data import list_image_folder, load_image, read_image
 from automl_img.data.decode import probe_native_shape
-from automl_img.errors import DataError
 
 
 def png_palette(path: Path) -> None:
@@ -65,7 +63,8 @@ def test_very_large_small_and_non_square_images_fit_the_size(tmp_path):
 def test_mixed_gray_and_colour_folder_is_treated_as_colour(tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"g{i}.png"), np.full((20, 20), 50, np.uint8))
-    cv2.imwrite(str(tmp_path / "c.png"), np.dstack([np.zeros((20, 20), np.uint8)] * 2 + [np.full((20, 20), 9, np.uint8)]))
+    cv2.imwrite(str(tmp_path / "c.png"),
+                np.dstack([np.zeros((20, 20), np.uint8)] * 2 + [np.full((20, 20), 9, np.uint8)]))
     shape = probe_native_shape(sorted(tmp_path.glob("*.png")))
     assert shape.channels == 3 and shape.size == 20
 
@@ -139,8 +138,8 @@ def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, m
 @pytest.mark.parametrize("make, message", [
     (lambda root: root / "missing", "does not exist; give the folder"),
     (lambda root: (root / "file.png").write_bytes(b"x") and root / "file.png", "is a file; give the folder"),
-    (lambda root: (root / "only" / "a.png").parent.mkdir() or cv2.imwrite(str(root / "only" / "a.png"),
-                                                                             np.zeros((4, 4), np.uint8)) and root,
+    (lambda root: (root / "only" / "a.png").parent.mkdir() or (cv2.imwrite(str(root / "only" / "a.png"),
+                                                                             np.zeros((4, 4), np.uint8)) and root),
      "found a single class (only)"),
     (lambda root: [(root / c).mkdir() for c in ("a", "b")] and root, "no images found under"),
 ])

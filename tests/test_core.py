@@ -59,10 +59,10 @@ def test_short_search_and_export_reach_090_test_accuracy(searched):
 def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digits_dir):
     """Reloaded with Keras alone, the bundle predicts the mean of the best trials' own checkpoints."""
     from automl_img import training
-    from automl_img.tf_runtime import keras
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters, sample_training_params
+    from automl_img.tf_runtime import keras
 
     study = load_study()
     best = study.best_trial
@@ -120,10 +120,10 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     import cv2
 
     from automl_img import training
-    from automl_img.tf_runtime import keras
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.space import StoredHyperParameters, sample_training_params
+    from automl_img.tf_runtime import keras
 
     data = tmp_path / "large"  # 16 px digits: the 8 px member's pixels come from a shrink, as in a real study
     for digit in "0123":
@@ -137,7 +137,8 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     assert set(sizes.values()) == {8, 16}, sizes  # the seed gives both sizes; a new Optuna may need another seed
 
     exported = subprocess.run([sys.executable, "-m", "automl_img", "export-best", "--study", "large", "--ensemble", "3",
-                               "--format", "savedmodel,tflite,onnx"], cwd=workdir, capture_output=True, text=True, timeout=300)
+                               "--format", "savedmodel,tflite,onnx"], cwd=workdir, capture_output=True, text=True,
+                              timeout=300)
     assert exported.returncode == 0 and exported.stderr == "", exported.stderr  # TensorFlow's notes: export.log
     assert (workdir / "studies" / "large" / "export" / "export.log").is_file()
     bundle = json.loads((workdir / "studies" / "large" / "export" / "bundle.json").read_text())
@@ -192,8 +193,8 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     assert before[0][2] == {  # a new study starts from every default (8 px: the only size)
         "image_size": 8, "batch_size": 64, "learning_rate": 0.002, "weight_decay": 0.01, "label_smoothing": 0.1,
         "rotation": 5.0, "zoom": 0.05, "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False,
-        "erasing": 0.0, "activations": "relu", "batch_norm": True, "convs_per_block": 2, "filters_1": 32, "filters_2": 64, "filters_3": 128,
-        "filters_4": 128, "dropout": 0.3, "head": "average", "dense_units": 256}
+        "erasing": 0.0, "activations": "relu", "batch_norm": True, "convs_per_block": 2, "filters_1": 32,
+        "filters_2": 64, "filters_3": 128, "filters_4": 128, "dropout": 0.3, "head": "average", "dense_units": 256}
 
     again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
     assert "2 finished trial(s) so far" in again.output
@@ -290,5 +291,6 @@ def test_registered_plugin_is_listed_and_used_by_a_search(workdir, tiny_plugin):
     assert "few-digits" in listing and "tiny-mlp" in listing and "registered in-process" in listing
     run("search", "--dataset", "few-digits", "--architecture", "tiny-mlp", "--trials", 2, "--epochs", 2)
     trials = load_study("few-digits").trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [t.user_attrs.get("fail_reason") for t in trials]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [
+        t.user_attrs.get("fail_reason") for t in trials]
     assert all(t.params["tiny_units"] in (8, 16, 24, 32) for t in trials)

@@ -33,9 +33,10 @@ def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.tria
     while time.time() < deadline:
         try:
             trials = trials_of("digits")
-        except Exception:  # the study may not exist yet
+        except Exception:  # noqa: BLE001 - the study may not exist yet
             trials = []
-        if len(trials) > number and trials[number].state.name == "RUNNING" and len(trials[number].intermediate_values) >= 2:
+        if (len(trials) > number and trials[number].state.name == "RUNNING"
+                and len(trials[number].intermediate_values) >= 2):
             return trials[number]
         time.sleep(0.3)
     raise AssertionError(f"trial {number} never got going")

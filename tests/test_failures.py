@@ -72,10 +72,9 @@ def test_diverging_trials_are_failed_with_the_reason_and_repeated_failure_stops(
 def test_atomic_write_leaves_the_old_file_or_the_new_one_never_half(tmp_path):
     target = tmp_path / "best.weights.h5"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as partial:
-            partial.write_text("half of the new")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_path(target) as partial:
+        partial.write_text("half of the new")
+        raise RuntimeError("crash while writing")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     with atomic_path(target) as partial:
         assert partial.name.endswith(".weights.h5")  # Keras picks the format from the suffix

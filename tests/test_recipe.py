@@ -1,5 +1,5 @@
-"""The training recipe and multi-fidelity search: flip-averaged scoring, a schedule that ends with the trial's own last epoch,
-epoch levels, promotions (asynchronous successive halving), pruning among comparable trials only, and
+"""The training recipe and multi-fidelity search: flip-averaged scoring, a schedule that ends with the trial's own last
+epoch, epoch levels, promotions (asynchronous successive halving), pruning among comparable trials only, and
 a multi-fidelity study that resumes where it stopped."""
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from automl_img.families import Families
-from automl_img.searching.fidelity import (FIRST_LEVEL_IMAGES, Promotion, epoch_levels, final_phase, level_rows,
-                                          next_promotion)
+from automl_img.searching.fidelity import (
+    FIRST_LEVEL_IMAGES,
+    Promotion,
+    epoch_levels,
+    final_phase,
+    level_rows,
+    next_promotion,
+)
 from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner, NearDefaults
 from automl_img.study.records import TrialRecord
 
@@ -47,7 +53,8 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     assert rates[-1] == pytest.approx(0.0, abs=1e-9)
     assert max(rates) == pytest.approx(params.learning_rate, rel=1e-6)
     assert rates.index(max(rates)) == min(steps, epochs * steps // training.WARMUP_SHARE)  # warm-up, then decay
-    assert all(later <= earlier for earlier, later in zip(rates[rates.index(max(rates)):], rates[rates.index(max(rates)) + 1:]))
+    peak = rates.index(max(rates))
+    assert all(later <= earlier for earlier, later in zip(rates[peak:], rates[peak + 1:]))
 
 
 def test_patience_counts_only_epochs_of_the_schedule_second_half():

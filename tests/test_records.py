@@ -82,7 +82,7 @@ def test_bundle_manifest_survives_json_and_predict_needs_only_three_fields(tmp_p
     (tmp_path / "bundle.json").write_text('{"class_names": ["a"]}')
     with pytest.raises(AutomlImgError, match="not a bundle manifest this version can read"):
         BundleManifest.read(tmp_path)
-    with pytest.raises(AutomlImgError, match="no bundle.json"):
+    with pytest.raises(AutomlImgError, match=r"no bundle\.json"):
         BundleManifest.read(tmp_path / "elsewhere")
 
 

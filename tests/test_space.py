@@ -7,8 +7,15 @@ import pytest
 
 from automl_img.errors import StudyError
 from automl_img.space import (
-    DefaultHyperParameters, Range, StoredHyperParameters, TrialHyperParameters, default_image_sizes, load_overrides,
-    parse_override, sample_image_size, sample_training_params,
+    DefaultHyperParameters,
+    Range,
+    StoredHyperParameters,
+    TrialHyperParameters,
+    default_image_sizes,
+    load_overrides,
+    parse_override,
+    sample_image_size,
+    sample_training_params,
 )
 
 

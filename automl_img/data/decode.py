@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 # Bad files are reported by name at the end; OpenCV's own per-file warnings would only add noise.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 # JPEG decoding honours EXIF orientation only without IMREAD_UNCHANGED; formats that can carry
 # alpha or 16-bit depth are read unchanged so neither is lost before we convert it ourselves.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -64,7 +64,8 @@ class ImageSet:
             raise DataError("either every image or none must say which split part it belongs to")
         parts = None
         if has_parts:
-            parts = tuple(_PART_ALIASES.get(row[2], row[2]) for row in rows)
+            # every row has its part third (checked above); the length test only narrows the row's type
+            parts = tuple(_PART_ALIASES.get(row[2], row[2]) for row in rows if len(row) == 3)
             unknown = set(parts) - set(PARTS)
             if unknown:
                 raise DataError(f"unknown split part {sorted(unknown)[0]!r}; use train, val or test")
@@ -109,7 +110,7 @@ def list_image_folder(root: str | os.PathLike) -> ImageSet:
     top = _subfolders(root)
     part_folders = {_PART_ALIASES[p.name.lower()]: p for p in top if p.name.lower() in _PART_ALIASES}
     pre_split = "train" in part_folders and len(part_folders) >= 2
-    rows: list[tuple[str, ...]] = []
+    rows: list[tuple[str, str] | tuple[str, str, str]] = []
     skipped: list[tuple[str, str]] = []
     if pre_split:
         for part, folder in part_folders.items():

@@ -88,7 +88,7 @@ def _carve(labels: np.ndarray, pool: np.ndarray, parts: np.ndarray, seed: int, f
         members = rng.permutation(pool[labels[pool] == label])
         start = 0
         for part, fraction in fractions.items():
-            count = max(1, int(round(len(members) * fraction)))
+            count = max(1, int(round(len(members) * fraction)))  # noqa: RUF046 - a numpy fraction: int before NumPy 2
             parts[members[start:start + count]] = PARTS.index(part)
             start += count
 

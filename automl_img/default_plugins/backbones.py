@@ -53,9 +53,10 @@ def build_efficientnet_b0(hp, input_shape, num_classes):
 def _keras_application(constructor, hp, input_shape, num_classes, name: str, **options):
     """A ``keras.applications`` network on [0, 1] images of 1 or 3 channels (it scales its own input from
     0-255); ``-p weights=PATH`` gives a local weights file instead of ImageNet's download."""
+    from keras import layers
+
     from automl_img.efficientnet_lite import weights_cache_dir
     from automl_img.tf_runtime import keras
-    from keras import layers
 
     weights = hp.Fixed("weights", "imagenet")
     if weights != "imagenet" and not Path(weights).is_file():
@@ -81,9 +82,10 @@ def _keras_application(constructor, hp, input_shape, num_classes, name: str, **o
 def _with_head(features, hp, input_shape, num_classes, name: str):
     """Freeze the backbone except its top ``fine_tune_share`` of layers (batch norm stays frozen, in inference
     mode, as Keras' transfer-learning guide advises), then dropout and a softmax layer on its pooled features."""
+    from keras import layers
+
     from automl_img.tf_runtime import keras
     from automl_img.training import leaf_layers
-    from keras import layers
 
     share = hp.Choice("fine_tune_share", FINE_TUNE_SHARES, ordered=True, default=0.0)
     inner = leaf_layers(features)

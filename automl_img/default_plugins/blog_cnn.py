@@ -36,7 +36,7 @@ def default_convs_per_block(image_size: int) -> int:
 
 
 def build_blog_cnn(hp, input_shape, num_classes):
-    """The blog's 4-block CNN; filters per block, activations, batch norm, dropout, head and dense width are searched."""
+    """The blog's 4-block CNN; filters per block, activations, batch norm, dropout, head and dense width are searched."""  # noqa: E501 - its first line describes the plugin in `automl-img plugins`
     import keras
     from keras import layers
 

@@ -48,7 +48,7 @@ class KerasFile:
 
         try:
             model = keras.saving.load_model(path, safe_mode=safe_mode)
-        except Exception as exc:  # Keras raises many kinds for a file it cannot rebuild
+        except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a file it cannot rebuild
             if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
                 raise AutomlImgError(
                     f"{path} contains code (a Lambda layer) that would run on load; if you trust where the "

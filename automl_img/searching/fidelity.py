@@ -16,13 +16,14 @@ new configurations stay cheap: 4 epochs of 51,000 images would cost as much as 2
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from optuna.trial import TrialState
 
-from automl_img.study.records import TrialRecord
+from automl_img.study.records import TrialRecord, completed_value
 
 REDUCTION = 3
 MIN_EPOCHS = 2  # one epoch is all warm-up and decay: a ranking of such trials says little
@@ -62,7 +63,9 @@ def level_rows(train_rows: np.ndarray, epochs: int, levels: list[int]) -> np.nda
 
 def final_phase(seconds_left: float | None, timeout: float | None) -> bool:
     """Whether a search with a time limit is in its last FINAL_SHARE of it."""
-    return seconds_left is not None and bool(timeout) and seconds_left <= FINAL_SHARE * timeout
+    if seconds_left is None or not timeout:
+        return False
+    return seconds_left <= FINAL_SHARE * timeout
 
 
 def next_promotion(trials: list[TrialRecord], levels: list[int], larger_is_better: bool,
@@ -76,10 +79,10 @@ def next_promotion(trials: list[TrialRecord], levels: list[int], larger_is_bette
     trains on (a trial of the lowest level may have trained on fewer: its pace is scaled).
     """
     promoted = {trial.promoted_from for trial in trials if trial.promoted_from is not None}
-    for level, higher in reversed(list(zip(levels, levels[1:]))):
+    for level, higher in reversed(list(itertools.pairwise(levels))):
         rung = [trial for trial in trials if trial.epochs == level and trial.finished]
         completed = [trial for trial in rung if trial.state == TrialState.COMPLETE and trial.value is not None]
-        ranked = sorted(completed, key=lambda trial: trial.value, reverse=larger_is_better)
+        ranked = sorted(completed, key=completed_value, reverse=larger_is_better)
         due = len(rung) // REDUCTION
         for trial in ranked[:max(due, 1) if final else due]:
             if trial.number in promoted:

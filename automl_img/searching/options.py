@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields
 from automl_img.errors import StudyError
 from automl_img.metrics import OBJECTIVES
 from automl_img.precision import PRECISIONS
-from automl_img.space import Override, Range
 from automl_img.searching.samplers import PRUNERS, SAMPLERS
+from automl_img.space import Override, Range
 from automl_img.study.storage import redact
 
 CLASS_WEIGHTS = ("auto", "on", "off")

@@ -18,14 +18,15 @@ from optuna.trial import TrialState
 from automl_img import families
 from automl_img.data.decode import probe_native_shape
 from automl_img.errors import StudyError
+from automl_img.hookspecs import Architecture
 from automl_img.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
-from automl_img.space import default_image_sizes
 from automl_img.searching.fidelity import START_SECONDS, epoch_levels, final_phase, next_promotion, shortest_training
 from automl_img.searching.options import SearchOptions
-from automl_img.searching.progress import SearchListener
 from automl_img.searching.plan import TrialRun, TrialSpec
+from automl_img.searching.progress import SearchListener
 from automl_img.searching.runners import TrialRunner, default_runner, run_trial_process
+from automl_img.space import default_image_sizes
 from automl_img.study import records
 from automl_img.study.artifacts import check_store
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
@@ -65,7 +66,8 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
     options.check()
-    pickle.dumps(registry.plugin_source)  # a plugin that cannot reach the trial processes stops here, with no study made
+    # a plugin that cannot reach the trial processes stops here, with no study made
+    pickle.dumps(registry.plugin_source)
     if options.artifacts:  # a store that cannot be written stops here too
         check_store(options.artifacts)
     stored, data = prepare_study(options, registry)
@@ -144,6 +146,7 @@ class _Pool:
                 trial = _finished_trial(study, run)
                 if run.interrupted:
                     raise KeyboardInterrupt
+                assert trial is not None  # None only for an interrupted run
                 if trial.surplus:
                     reason = f"the study's {options.trials} trials are all taken"
                     break
@@ -155,7 +158,7 @@ class _Pool:
         except KeyboardInterrupt:
             self.interrupted()
             return
-        except Exception as exc:  # a fatal error in one worker stops them all, then is raised by run_search
+        except Exception as exc:  # noqa: BLE001 - a fatal error in one worker stops them all, then run_search raises it
             self.fatal = self.fatal or exc
             self.stop.set()
             return
@@ -223,7 +226,7 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
     if deadline is not None and time.time() >= deadline:
         return f"time limit of {options.timeout:g} s reached"
     shortest = shortest_training(stored.trials()) if deadline is not None else None
-    if shortest is not None and deadline - time.time() < shortest + START_SECONDS:
+    if deadline is not None and shortest is not None and deadline - time.time() < shortest + START_SECONDS:
         return (f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
                 f"would not fit a trial (the shortest took {shortest:.0f} s)")
     if len(failures) >= options.max_consecutive_failures:
@@ -252,7 +255,8 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         config = stored_config(study)
-        config.check_same_search(name, dataset=options.dataset, architecture=",".join(families.names(options.architecture)),
+        config.check_same_search(name, dataset=options.dataset,
+                                 architecture=",".join(families.names(options.architecture)),
                                  objective=options.objective, artifacts=options.artifacts)
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:  # read the data first: a wrong path or layout leaves no empty study behind
@@ -286,7 +290,7 @@ def _exit_reason(exit_code: int | None) -> str:
     return f"the trial process ended with exit code {exit_code} during the trial"
 
 
-def _new_config(options: SearchOptions, architectures: list[Entry], data: StudyData) -> StudyConfig:
+def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]], data: StudyData) -> StudyConfig:
     image_set = data.split.image_set
     native = probe_native_shape([image_set.absolute(p) for p in image_set.paths], seed=options.seed or 0)
     skew = imbalance(image_set.labels, data.split.indices("train"))

@@ -23,7 +23,8 @@ import sys
 import threading
 import time
 import types
-from typing import Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from automl_img import errors
 from automl_img.searching.plan import TrialReport, TrialRun, TrialSpec
@@ -110,7 +111,7 @@ def run_trial_process(spec: TrialSpec, listener: SearchListener, stop: threading
                 if not child.is_alive():
                     break
                 if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
+                    raise KeyboardInterrupt from None
                 limit = spec.options.trial_timeout
                 if limit is not None and time.time() - started > limit + _KILL_GRACE_SECONDS:
                     child.kill()  # an epoch that never ends; the trial is reaped as failed

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
@@ -16,8 +17,8 @@ from automl_img.searching.fidelity import epoch_levels, estimated_seconds, level
 from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters, starting_image_sizes
 from automl_img.study import records
-from automl_img.study.config import StudyConfig, study_dir
 from automl_img.study.artifacts import upload_weights
+from automl_img.study.config import StudyConfig, study_dir
 from automl_img.study.handle import trial_weights
 from automl_img.study.records import FINISHED, Worker
 
@@ -41,7 +42,8 @@ class Objective:
         records.write(trial, worker=Worker.this_process())
         if self._surplus(trial):
             records.write(trial, surplus=True)
-            raise TrialFailed(f"not run: the study's {self.spec.options.trials} trials were already taken by other workers")
+            raise TrialFailed(
+                f"not run: the study's {self.spec.options.trials} trials were already taken by other workers")
         try:
             return self._run(trial)
         except TrialFailed as exc:
@@ -72,7 +74,8 @@ class Objective:
         parent = records.read(trial, "promoted_from")
         if parent is None:
             return False
-        trained = next((record.epochs_run for record in records.trial_records(trial.study) if record.number == parent), 0)
+        trained = next((record.epochs_run for record in records.trial_records(trial.study)
+                        if record.number == parent), 0)
         return epochs_run > trained
 
     def _surplus(self, trial: optuna.Trial) -> bool:
@@ -99,7 +102,8 @@ class Objective:
             self.unreadable = data.unreadable_files(decoded)
             train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
             if len(train_rows) == 0 or len(val_rows) == 0:
-                raise DataError("no readable images left in the train or val split; check the skipped files listed above")
+                raise DataError(
+                    "no readable images left in the train or val split; check the skipped files listed above")
             levels = epoch_levels(options.epochs, options.trials)
             epochs = records.read(trial, "epochs") or levels[0]  # set when queued
             train_rows = level_rows(train_rows, epochs, levels)
@@ -117,6 +121,7 @@ class Objective:
             reporter = _Reporter(trial, self.emit)
             if stage != Stage.FULL:  # the head first, on the backbone's features, computed once for every trial
                 parts = training.backbone_parts(model)
+                assert parts is not None  # stage_of found them
                 features = load_features(
                     parts.extractor, decoded.images, data.cache.path_for(params.image_size, config.channels),
                     lambda done, total: self.emit(DecodeProgress(params.image_size, done, total, "computing features")))

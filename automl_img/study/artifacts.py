@@ -56,7 +56,7 @@ def check_store(location: str) -> None:
     try:
         store.write(probe, io.BytesIO(b"automl-img can write here"))
         store.remove(probe)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - each store's client (file system, boto3) fails in its own way
         raise StudyError(f"cannot use artifact store {redact(location)}: {_reason(exc)}; check its address "
                          "(AWS_ENDPOINT_URL for an S3-compatible server), the bucket and the credentials") from None
 
@@ -67,7 +67,7 @@ def upload_weights(location: str, path: Path, trial: optuna.Trial) -> str:
 
     try:
         return upload_artifact(artifact_store=open_store(location), file_path=str(path), study_or_trial=trial)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - each store's client (file system, boto3) fails in its own way
         raise TrialFailed(f"uploading its weights to {redact(location)} failed: {_reason(exc)}") from None
 
 
@@ -83,7 +83,7 @@ def download_weights(location: str, artifact_id: str, target: Path) -> None:
         os.replace(partial, target)
     except StudyError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - each store's client (file system, boto3) fails in its own way
         raise StudyError(f"cannot download weights {artifact_id} from artifact store {redact(location)}: "
                          f"{_reason(exc)}") from None
     finally:

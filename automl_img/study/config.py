@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from automl_img import families
 from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_split
 from automl_img.errors import StudyError
-from automl_img import families
 from automl_img.families import Families, Family
+from automl_img.hookspecs import DatasetLoader
 from automl_img.plugins import Entry, Registry
 from automl_img.study.storage import studies_dir
 
@@ -110,12 +111,13 @@ class StudyData:
         return [(self.split.image_set.paths[row], reason) for row, reason in sorted(decoded.unreadable.items())]
 
 
-def open_data(study_name: str, loader: Entry, source: str | None, split_seed: int,
+def open_data(study_name: str, loader: Entry[DatasetLoader], source: str | None, split_seed: int,
               expected_hash: str | None = None) -> StudyData:
     """List the images, then use the stored split (or make and store it on the study's first run)."""
     image_set: ImageSet = loader.implementation(source)
     if not isinstance(image_set, ImageSet):
-        raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet")
+        raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, "
+                         "not an ImageSet")
     image_set.check_usable()
     manifest = study_dir(study_name) / SPLIT_FILE
     if manifest.exists():

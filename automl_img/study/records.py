@@ -103,6 +103,12 @@ class TrialRecord:
         return len(self.history)
 
 
+def completed_value(trial: TrialRecord) -> float:
+    """The value of a trial that has one: a completed trial of a single-objective study always does."""
+    assert trial.value is not None, f"trial #{trial.number} ({trial.state.name}) has no value"
+    return trial.value
+
+
 _OPTUNA_FIELDS = ("number", "state", "value", "params", "intermediate_values")
 _STORED = tuple(f.name for f in fields(TrialRecord) if f.name not in _OPTUNA_FIELDS)
 

@@ -59,7 +59,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         missing = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
         raise StudyError(f"cannot open {scheme} storage: {missing} is not installed; "
                          f"pip install 'automl-img[postgres]'") from None
-    except Exception as exc:  # connection refused, bad credentials, unreadable file...
+    except Exception as exc:  # noqa: BLE001 - connection refused, bad credentials, unreadable file...
         message = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         raise StudyError(f"cannot open storage {redact(url)}: {message}") from None
 
