@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import inspect
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from automl_img.errors import AutomlImgError, PluginError
 from automl_img.plugins import PluginSource, Registry, pm
 from automl_img.study.handle import TrialCounts
 from automl_img.study.records import TrialRecord
+from automl_img.study.storage import STORAGE_ENV
 
 if TYPE_CHECKING:
     from automl_img.bundle import BundleManifest
@@ -29,64 +31,69 @@ PathLike = str | os.PathLike
 
 
 def _storage(storage: str | None) -> str | None:
-    return storage or os.environ.get("AUTOML_IMG_STORAGE") or None  # as the command line's --storage
+    return storage or os.environ.get(STORAGE_ENV) or None  # as the command line's --storage
 
 
 def _registry() -> Registry:
     return PluginSource().load()  # as the command line: built-ins, entry points, ./plugins, register_plugin()
 
 
-def search(
-    data_dir: PathLike | None = None, *, dataset: str = "folder", architecture: str = "blog-cnn",
-    trials: int = 50, timeout: float | None = None, study: str | None = None, storage: str | None = None,
-    seed: int | None = None, epochs: int = 40, patience: int = 10, trial_timeout: float | None = None,
-    max_failures: int = 5, objective: str = "accuracy", sampler: str = "tpe", pruner: str = "median",
-    class_weights: str = "auto", params: Mapping[str, Any] | None = None, config: PathLike | None = None,
-    artifacts: str | None = None, workers: int = 1, precision: str = "auto", quiet: bool = False,
-) -> SearchResult:
+def search(data_dir: PathLike | None = None, *, params: Mapping[str, Any] | None = None,
+           config: PathLike | None = None, quiet: bool = False, **given: Any) -> SearchResult:
     """Search for the best model, as ``automl-img search``: run or resume a study until ``trials`` finished.
 
-    Args:
+    Takes every option of the command, by the same names (``trial_timeout`` for ``--trial-timeout``), with the
+    same defaults and checks (they are declared once, in ``automl_img.searching.options``; listed below), and:
+
         params: narrow the space as ``-p`` and ``--config`` do: a value fixes, a list chooses,
             ``{"min": ..., "max": ...}`` narrows a range; applied after ``config``'s ``[params]``.
-        artifacts: a shared folder or ``s3://BUCKET`` where trials upload their weights (default
-            ``$AUTOML_IMG_ARTIFACTS``; none: they stay under ``studies/``).
-        workers: trials run at once on this machine, each in its own process (one per GPU where there are
-            several).
-        precision: auto (bfloat16 where the hardware computes it natively, float16 on older GPUs, else
-            float32), float32, bfloat16 or float16; exported models are float32.
         quiet: show only the summary; otherwise progress is redrawn in place (in a notebook) or printed.
 
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
     result says ``interrupted``; the same call resumes the study.
     """
     from automl_img.console import search_display
-    from automl_img.searching.options import SearchOptions
+    from automl_img.searching.options import SearchOptions, declared, how
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, overrides_from
-    from automl_img.study.artifacts import ARTIFACTS_ENV
 
-    for name, value in (("trials", trials), ("epochs", epochs), ("patience", patience), ("timeout", timeout),
-                        ("trial_timeout", trial_timeout), ("max_failures", max_failures), ("workers", workers)):
-        whole = name not in ("timeout", "trial_timeout")  # seconds may be fractions; counts may not
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
-                                  or value < 1):
-            raise AutomlImgError(f"{name}={value!r} is not allowed; use {'a whole' if whole else 'a'} number of "
-                                 "1 or more")
+    known = {option.name: option for option in declared()}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"search() got unexpected keyword argument(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(known)}, params, config, quiet")
+    for name, option in known.items():  # as the command line: --storage and --artifacts fall back on the environment
+        variable = how(option).envvar
+        if variable and given.get(name) is None:
+            given[name] = os.environ.get(variable) or None
     overrides = load_overrides(Path(config)) if config else {}
     overrides.update(overrides_from(params or {}, "params: "))
-    options = SearchOptions(
-        source=os.fspath(data_dir) if data_dir is not None else None, dataset=dataset, architecture=architecture,
-        study=study, storage=_storage(storage), trials=trials, timeout=timeout, epochs=epochs, patience=patience,
-        trial_timeout=trial_timeout, seed=seed, objective=objective, sampler=sampler, pruner=pruner,
-        overrides=overrides, max_consecutive_failures=max_failures, class_weights=class_weights,
-        artifacts=artifacts or os.environ.get(ARTIFACTS_ENV) or None, workers=workers,
-        precision=precision)
+    options = SearchOptions(source=os.fspath(data_dir) if data_dir is not None else None, overrides=overrides,
+                            **given)
     display = search_display(options, quiet)
     summary = run_search(options, _registry(), display)
     display.summary(summary)
-    return SearchResult(summary.study_name, _storage(storage), summary.objective, summary.best_trial, summary.counts,
+    return SearchResult(summary.study_name, options.storage, summary.objective, summary.best_trial, summary.counts,
                         summary.stopped_because, summary.seconds, summary.unreadable)
+
+
+def _search_signature() -> None:
+    """``search``'s signature and docstring name every option (help(), a notebook's completion, inspect)."""
+    from automl_img.searching.options import declared, how, value_type
+
+    signature = inspect.signature(search)
+    own, keyword = signature.parameters, inspect.Parameter.KEYWORD_ONLY
+    options = [inspect.Parameter(option.name, keyword, default=option.default,
+                                 annotation=value_type(option.name) | None if option.default is None
+                                 else value_type(option.name)) for option in declared()]
+    search.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # functions take __signature__
+        [own["data_dir"], *options, own["params"], own["config"], own["quiet"]],
+        return_annotation=signature.return_annotation)
+    search.__doc__ = (search.__doc__ or "") + "\n    Options:\n\n" + "".join(
+        f"        {option.name}: {how(option).describe()}\n" for option in declared())
+
+
+_search_signature()
 
 
 @dataclass(frozen=True)

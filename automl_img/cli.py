@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import csv
 import functools
+import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from automl_img.errors import AutomlImgError
 from automl_img.plugins import PluginSource
+from automl_img.searching import options
 
 if TYPE_CHECKING:
+    from dataclasses import Field
+
     from automl_img.bundle import FormatCheck
 
 app = typer.Typer(
@@ -23,16 +27,29 @@ app = typer.Typer(
 )
 _plugins = PluginSource()  # set by the global options
 
-StudyOption = Annotated[str | None, typer.Option("--study", help="Study name (default: the data folder's name).")]
-ArtifactsOption = Annotated[str | None, typer.Option(
-    "--artifacts", envvar="AUTOML_IMG_ARTIFACTS",
-    help="Where trials upload their weights, for export and report on any machine: a shared folder, or "
-         "s3://BUCKET (credentials and AWS_ENDPOINT_URL from the environment). Kept in the study "
-         "[default: weights stay under studies/ of the machine that trained them].")]
-StorageOption = Annotated[str | None, typer.Option(
-    "--storage", envvar="AUTOML_IMG_STORAGE",
-    help="Optuna storage URL: sqlite:///FILE.db, postgresql://USER:PASS@HOST/DB or a journal FILE.log "
-         "[default: sqlite:///studies/automl-img.db].")]
+
+
+def _option(name: str) -> Any:
+    """The Typer option of SearchOptions' field ``name``: its flag, help, environment variable and check."""
+    option, kind = options.field_named(name), options.value_type(name)
+    return Annotated[kind | None if option.default is None else kind, _option_info(option)]
+
+
+def _option_info(option: Field[Any]) -> Any:
+    rule = options.how(option)
+
+    def check(value: Any) -> Any:  # a usage error (exit 2), as Typer's own for a value of the wrong type
+        allowed = options.what_is_allowed(option, value)
+        if allowed is not None:
+            raise typer.BadParameter(f"{value:g} is not allowed; {allowed}")
+        return value
+
+    return typer.Option(options.flag_of(option), help=rule.describe(), envvar=rule.envvar,
+                        callback=check if rule.minimum is not None else None)
+
+
+StudyOption = Annotated[str | None, _option_info(options.field_named("study"))]
+StorageOption = Annotated[str | None, _option_info(options.field_named("storage"))]
 
 
 @app.callback()
@@ -45,12 +62,6 @@ def main_options(
 ) -> None:
     global _plugins
     _plugins = PluginSource(plugins_dir, False if no_plugins else None)
-
-
-def _at_least_one(value: float | None) -> float | None:
-    if value is not None and value < 1:
-        raise typer.BadParameter(f"{value:g} is too small; use 1 or more")
-    return value
 
 
 def command_with_one_line_errors(name: str | None = None):
@@ -74,69 +85,45 @@ def _registry():
     return _plugins.load()
 
 
+def _with_search_options(function: Any) -> Any:
+    """``function(data_dir, **options, param, config, quiet, json_lines)`` shown to Typer with one option per
+    declared field of SearchOptions in place of ``**options`` (Typer reads ``__signature__``)."""
+    own = inspect.signature(function, eval_str=True).parameters
+    made = [own["data_dir"]] + [
+        inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+                          annotation=_option(option.name)) for option in options.declared()
+    ] + [parameter for name, parameter in own.items() if name not in ("data_dir", "given")]
+    function.__signature__ = inspect.Signature(made)
+    function.__annotations__ = {parameter.name: parameter.annotation for parameter in made}
+    return function
+
+
 @command_with_one_line_errors()
+@_with_search_options
 def search(
     data_dir: Annotated[str | None, typer.Argument(
         help="Folder with one sub-folder per class, or train/val/test folders of class folders.")] = None,
-    trials: Annotated[int, typer.Option(
-        callback=_at_least_one, help="Finished (completed or pruned) trials the study should reach.")] = 50,
-    timeout: Annotated[float | None, typer.Option(
-        callback=_at_least_one, help="Stop starting epochs after this many seconds.")] = None,
-    study: StudyOption = None,
-    storage: StorageOption = None,
-    artifacts: ArtifactsOption = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader plugin (see `automl-img plugins`).")] = "folder",
-    architecture: Annotated[str, typer.Option(help="Architecture plugin (see `automl-img plugins`); several, "
-                                              "comma-separated, make the family a searched parameter.")] = "blog-cnn",
-    seed: Annotated[int | None, typer.Option(help="Fixes the split, the sampler and the Keras seeds.")] = None,
-    epochs: Annotated[int, typer.Option(
-        callback=_at_least_one, help="Epochs of the longest trials. New configurations train for a ninth of them, "
-                                     "the best again for a third, then all (40: 4, 13, 40 epochs).")] = 40,
-    patience: Annotated[int, typer.Option(
-        callback=_at_least_one, help="Stop a trial after this many epochs without improvement in the second half "
-                                     "of its schedule.")] = 10,
-    trial_timeout: Annotated[float | None, typer.Option(
-        callback=_at_least_one, help="Maximum seconds per trial.")] = None,
-    max_failures: Annotated[int, typer.Option(
-        callback=_at_least_one, help="Stop after this many failed trials in a row.")] = 5,
-    objective: Annotated[str, typer.Option(
-        help="accuracy, balanced_accuracy, macro_f1 or loss (on val).")] = "accuracy",
-    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe or random.")] = "tpe",
-    pruner: Annotated[str, typer.Option(
-        help="Stops weak trials early: median (among trials of the same epochs) or none.")] = "median",
-    class_weights: Annotated[str, typer.Option(
-        help="auto (on when the largest class has 1.5x the images of the smallest), on or off.")] = "auto",
-    workers: Annotated[int, typer.Option(callback=_at_least_one, help="Trials run at once on this machine, each in its "
-                                         "own process (one per GPU where there are several).")] = 1,
-    precision: Annotated[str, typer.Option(help="Training precision: auto (bfloat16 where the CPU or GPU computes it "
-                                           "natively, float16 on older GPUs, else float32), float32, bfloat16 or "
-                                           "float16. Exported models are float32.")] = "auto",
+    *,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
+    **given: Any,
 ) -> None:
     """Search for the best model: an Optuna study that resumes when run again."""
     from automl_img.console import console, search_display
-    from automl_img.searching.options import SearchOptions
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, parse_override
 
     overrides = load_overrides(config) if config else {}
     overrides.update(dict(parse_override(text) for text in param or []))
-    options = SearchOptions(
-        source=data_dir, dataset=dataset, architecture=architecture, study=study, storage=storage, trials=trials,
-        timeout=timeout, epochs=epochs, patience=patience, trial_timeout=trial_timeout, seed=seed,
-        objective=objective, sampler=sampler, pruner=pruner, overrides=overrides,
-        max_consecutive_failures=max_failures, class_weights=class_weights, artifacts=artifacts, workers=workers,
-        precision=precision,
-    )
+    search_options = options.SearchOptions(source=data_dir, overrides=overrides, **given)
     registry = _registry()
     if registry.loaded_from() and not (quiet or json_lines):
         console.print(f"plugins: {'; '.join(registry.loaded_from())}")
-    display = search_display(options, quiet, json_lines)
-    summary = run_search(options, registry, display)
+    display = search_display(search_options, quiet, json_lines)
+    summary = run_search(search_options, registry, display)
     display.summary(summary)
     if not summary.ok:
         raise typer.Exit(130 if summary.interrupted else 1)

@@ -138,7 +138,7 @@ def test_the_api_refuses_what_the_command_line_refuses(searched, few_digits, wor
 
 def test_search_takes_every_option_of_the_command_with_its_default():
     parameters = inspect.signature(automl_img.search).parameters
-    renamed = {"source": "data_dir", "max_consecutive_failures": "max_failures", "overrides": "params"}
+    renamed = {"source": "data_dir", "overrides": "params"}
     for option in dataclasses.fields(SearchOptions):
         parameter = parameters[renamed.get(option.name, option.name)]
         default = None if option.name == "overrides" else option.default  # params: None for no overrides

@@ -47,7 +47,7 @@ def test_a_worker_whose_process_is_gone_is_recognised():
 
 def test_every_search_option_is_in_the_recorded_command_with_a_real_flag():
     changed = SearchOptions(source="data", dataset="csv", architecture="small-resnet", study="s", trials=7,
-                            timeout=60.0, epochs=3, patience=2, trial_timeout=30.0, max_consecutive_failures=2,
+                            timeout=60.0, epochs=3, patience=2, trial_timeout=30.0, max_failures=2,
                             seed=4, objective="loss", sampler="random", pruner="none", class_weights="on", workers=2,
                             precision="bfloat16",
                             overrides={"dropout": Range(0.1, 0.2), "image_size": [8, 16], "batch_norm": False},

@@ -65,7 +65,6 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     ``runner`` (or AUTOML_IMG_TRIAL_RUNNER) says otherwise. Several workers always run trial processes."""
     listener = listener or SearchListener()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by the listener instead
-    options.check()
     # a plugin that cannot reach the trial processes stops here, with no study made
     pickle.dumps(registry.plugin_source)
     if options.artifacts:  # a store that cannot be written stops here too
@@ -229,7 +228,7 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
     if deadline is not None and shortest is not None and deadline - time.time() < shortest + START_SECONDS:
         return (f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
                 f"would not fit a trial (the shortest took {shortest:.0f} s)")
-    if len(failures) >= options.max_consecutive_failures:
+    if len(failures) >= options.max_failures:
         return f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
     return ""
 

@@ -13,6 +13,7 @@ import optuna
 
 from automl_img.errors import StudyError
 
+STORAGE_ENV = "AUTOML_IMG_STORAGE"  # the storage URL when none is given
 STUDIES_ENV = "AUTOML_IMG_STUDIES"  # the folder for the default storage and every study's artifacts
 DEFAULT_DB = "automl-img.db"
 HEARTBEAT_SECONDS = 30  # a worker that misses this beat for GRACE_SECONDS is presumed dead
