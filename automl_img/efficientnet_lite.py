@@ -82,13 +82,6 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str):
     return layers.ReLU(6.0, name=f"{prefix}_relu6")(x)
 
 
-def top_block_layers(model, count: int) -> list:
-    """The layers of the last ``count`` blocks and the top convolution: what fine-tuning unfreezes."""
-    first = len(blocks()) - count
-    starts = ("top_",) + tuple(f"block{index}_" for index in range(first, len(blocks())))
-    return [layer for layer in model.layers if layer.name.startswith(starts)] if count >= 0 else []
-
-
 def load_imagenet(model) -> None:
     """Set the ImageNet weights (converted from the installed package on first use, then cached)."""
     arrays = imagenet_arrays()

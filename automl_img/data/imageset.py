@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +82,6 @@ class ImageSet:
 
     def absolute(self, path: str) -> Path:
         return self.root / path
-
-    def class_counts(self) -> dict[str, int]:
-        counts = Counter(self.labels.tolist())
-        return {name: counts.get(i, 0) for i, name in enumerate(self.class_names)}
 
     def check_usable(self) -> None:
         """Refuse sets a classifier cannot be trained on, naming the problem."""
