@@ -52,7 +52,7 @@ def search(data_dir: PathLike | None = None, *, params: Mapping[str, Any] | None
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
     result says ``interrupted``; the same call resumes the study.
     """
-    from automl_img.console import search_display
+    from automl_img.displays import search_display
     from automl_img.searching.options import SearchOptions, declared, how
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, overrides_from

@@ -112,7 +112,8 @@ def search(
     **given: Any,
 ) -> None:
     """Search for the best model: an Optuna study that resumes when run again."""
-    from automl_img.console import console, search_display
+    from automl_img.console import console
+    from automl_img.displays import search_display
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, parse_override
 

@@ -14,7 +14,6 @@ from rich.table import Table
 
 from automl_img.export import ExportResult, members_text
 from automl_img.metrics import OBJECTIVES
-from automl_img.searching.options import SearchOptions
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.run import SearchSummary
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
@@ -264,15 +263,6 @@ def summary_lines(summary: SearchSummary, again: str, next_step: str) -> list[st
     return lines + [f"best: trial #{best.number}, val {summary.objective} [bold]{best.value:.4f}[/]",
                     f"      {format_params(best.params)}",
                     f"next: {next_step}"]
-
-
-def search_display(options: SearchOptions, quiet: bool = False, json_lines: bool = False) -> QuietDisplay:
-    """The display asked for: in a Jupyter kernel, one output redrawn in place; else the terminal's."""
-    from automl_img.notebook import NotebookDisplay, in_notebook
-
-    if json_lines or quiet:
-        return (JsonLinesDisplay if json_lines else QuietDisplay)(options.trials, options.timeout)
-    return (NotebookDisplay if in_notebook() else LiveDisplay)(options.trials, options.timeout, options.workers)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
