@@ -17,7 +17,8 @@ def _imports() -> dict[str, set[str]]:
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("automl_img"):
-                named = [f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in modules]
+                named = [f"{node.module}.{alias.name}" for alias in node.names]
+                named = [target for target in named if target in modules]
                 targets = named or ([node.module] if node.module != "automl_img" else [])
             elif isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names if alias.name.startswith("automl_img")]
