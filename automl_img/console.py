@@ -18,7 +18,7 @@ from automl_img.searching.progress import SearchListener
 from automl_img.searching.run import SearchSummary
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance
 from automl_img.study.handle import StoredStudy
-from automl_img.study.records import TrialRecord, completed_value
+from automl_img.study.records import TrialRecord, completed_value, ranked
 
 # soft_wrap and a wide page when piped: a long line or table row stays one line (greppable,
 # copy-pasteable commands) instead of being folded at 80 columns.
@@ -47,22 +47,17 @@ class _Tally:
         self.larger_is_better = True
         self.started = time.time()
         self.finished_before = self.finished_here = self.pruned = 0
-        self.best: tuple[int, float] | None = None  # (trial number, value)
+        self.best: TrialRecord | None = None
 
     def ready(self, study: StoredStudy) -> None:
         self.objective, self.finished_before = study.config.objective, study.counts().finished
         self.larger_is_better = OBJECTIVES[study.config.objective]
-        best = study.best_trial()
-        self.best = (best.number, completed_value(best)) if best is not None else None
+        self.best = study.best_trial()
 
     def add(self, trial: TrialRecord) -> None:
         self.finished_here += trial.finished
         self.pruned += trial.state == TrialState.PRUNED
-        if trial.state == TrialState.COMPLETE:
-            value = completed_value(trial)
-            best = self.best[1] if self.best else None
-            if best is None or (value > best if self.larger_is_better else value < best):
-                self.best = (trial.number, value)
+        self.best = next(iter(ranked([trial] + ([self.best] if self.best else []), self.larger_is_better)), self.best)
 
     @property
     def done(self) -> int:
@@ -79,7 +74,7 @@ class _Tally:
         return by_trials if self.timeout is None else max(min(by_trials, self.timeout - elapsed), 0.0)
 
     def best_text(self) -> str:
-        return f"best #{self.best[0]} {self.best[1]:.4f}" if self.best else "no best yet"
+        return f"best #{self.best.number} {completed_value(self.best):.4f}" if self.best else "no best yet"
 
 
 class QuietDisplay(SearchListener):

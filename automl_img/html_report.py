@@ -20,7 +20,7 @@ from automl_img.metrics import TestReport
 from automl_img.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
 from automl_img.plugins import Registry
 from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
-from automl_img.study.records import TrialRecord, completed_value
+from automl_img.study.records import TrialRecord, completed_value, ranked
 from automl_img.study.storage import redact
 
 MISCLASSIFIED_SHOWN = 24
@@ -85,12 +85,11 @@ def _families(stored: StoredStudy) -> list[tuple[str, str]]:
     if len(names) == 1:
         return []
     completed = stored.trials((TrialState.COMPLETE,))
-    best = {name: max((t for t in completed if t.params.get(families.FAMILY_PARAM) == name),
-                      key=lambda t: completed_value(t) if stored.larger_is_better else -completed_value(t),
-                      default=None)
+    best = {name: next(iter(ranked([t for t in completed if t.params.get(families.FAMILY_PARAM) == name],
+                                   stored.larger_is_better)), None)
             for name in names}
-    ranked = sorted((completed_value(t), name) for name, t in best.items() if t is not None)
-    winner = ranked[-1 if stored.larger_is_better else 0][0] if ranked else None
+    leader = next(iter(ranked([t for t in best.values() if t is not None], stored.larger_is_better)), None)
+    winner = completed_value(leader) if leader is not None else None
     rows = []
     for name in names:
         trial = best[name]

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from automl_img.study.config import StudyConfig
 from automl_img.study.handle import StoredStudy, TrialCounts, count_trials
-from automl_img.study.records import TrialRecord, completed_value, trial_records
+from automl_img.study.records import TrialRecord, ranked, trial_records
 from automl_img.study.storage import open_storage, study_names
 
 
@@ -35,7 +36,7 @@ def study_rows(storage_url: str | None = None) -> list[StudyRow]:
 def summarise(study: optuna.Study) -> StudyRow:
     trials = trial_records(study)
     counts = count_trials(trials)
-    best = study.best_trial if counts.completed else None
+    best = next(iter(ranked(trials, study.direction == StudyDirection.MAXIMIZE)), None)
     moments = [moment for t in study.get_trials(deepcopy=False) if (moment := t.datetime_complete or t.datetime_start)]
     config = StudyConfig.of(study)
     return StudyRow(
@@ -70,8 +71,7 @@ def size_rows(stored: StoredStudy) -> list[list]:
     sizes = {image_size_of(trial) for trial in completed}
     for size in sorted(size for size in sizes if size is not None):
         at_size = [trial for trial in completed if image_size_of(trial) == size]
-        best = max(at_size,
-                   key=lambda trial: completed_value(trial) if stored.larger_is_better else -completed_value(trial))
+        best = ranked(at_size, stored.larger_is_better)[0]
         paces = sorted(trial.seconds / trial.epochs_run for trial in at_size if trial.seconds and trial.epochs_run)
         rows.append([size, len(at_size), f"#{best.number}", f"{best.value:.4f}",
                      round(paces[len(paces) // 2], 1) if paces else None])

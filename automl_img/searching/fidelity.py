@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
-from automl_img.study.records import TrialRecord, completed_value
+from automl_img.study.records import TrialRecord, ranked
 
 REDUCTION = 3
 MIN_EPOCHS = 2  # one epoch is all warm-up and decay: a ranking of such trials says little
@@ -81,10 +81,8 @@ def next_promotion(trials: list[TrialRecord], levels: list[int], larger_is_bette
     promoted = {trial.promoted_from for trial in trials if trial.promoted_from is not None}
     for level, higher in reversed(list(itertools.pairwise(levels))):
         rung = [trial for trial in trials if trial.epochs == level and trial.finished]
-        completed = [trial for trial in rung if trial.state == TrialState.COMPLETE and trial.value is not None]
-        ranked = sorted(completed, key=completed_value, reverse=larger_is_better)
         due = len(rung) // REDUCTION
-        for trial in ranked[:max(due, 1) if final else due]:
+        for trial in ranked(rung, larger_is_better)[:max(due, 1) if final else due]:
             if trial.number in promoted:
                 continue
             epochs = _fitting(higher, trial, seconds_left, train_images)

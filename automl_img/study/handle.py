@@ -16,7 +16,7 @@ from automl_img.atomic import atomic_write_text
 from automl_img.errors import StudyError
 from automl_img.study.artifacts import download_weights
 from automl_img.study.config import StudyConfig, StudyData, open_data, study_dir
-from automl_img.study.records import TrialRecord, completed_value, trial_records
+from automl_img.study.records import TrialRecord, ranked, trial_records
 from automl_img.study.storage import default_storage_url, load_study, open_storage, redact
 
 if TYPE_CHECKING:
@@ -150,8 +150,7 @@ class StoredStudy:
         return ranked[0] if ranked else None
 
     def _ranked(self) -> list[TrialRecord]:
-        sign = -1 if self.larger_is_better else 1
-        return sorted(self.trials((TrialState.COMPLETE,)), key=lambda t: (sign * completed_value(t), t.number))
+        return ranked(self.trials((TrialState.COMPLETE,)), self.larger_is_better)
 
     def weights_file(self, trial: TrialRecord) -> Path:
         """The trial's best weights on this machine, downloaded from the study's artifact store when it has

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -107,6 +108,14 @@ def completed_value(trial: TrialRecord) -> float:
     """The value of a trial that has one: a completed trial of a single-objective study always does."""
     assert trial.value is not None, f"trial #{trial.number} ({trial.state.name}) has no value"
     return trial.value
+
+
+def ranked(trials: Iterable[TrialRecord], larger_is_better: bool) -> list[TrialRecord]:
+    """The completed trials among ``trials``, best first; of equal values, the earlier trial first.
+    The one definition of "best" (the study's best trial, each size's and each family's, promotions, displays)."""
+    completed = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
+    sign = -1 if larger_is_better else 1
+    return sorted(completed, key=lambda trial: (sign * completed_value(trial), trial.number))
 
 
 _OPTUNA_FIELDS = ("number", "state", "value", "params", "intermediate_values")
