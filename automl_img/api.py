@@ -22,10 +22,10 @@ from automl_img.study.records import TrialRecord
 from automl_img.study.storage import STORAGE_ENV
 
 if TYPE_CHECKING:
-    from automl_img.bundle import BundleManifest
-    from automl_img.metrics import TestReport
-    from automl_img.overview import StudyRow
-    from automl_img.predict import Bundle
+    from automl_img.display.overview import StudyRow
+    from automl_img.models.metrics import TestReport
+    from automl_img.outputs.bundle import BundleManifest
+    from automl_img.outputs.predict import Bundle
 
 PathLike = str | os.PathLike
 
@@ -52,7 +52,7 @@ def search(data_dir: PathLike | None = None, *, params: Mapping[str, Any] | None
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
     result says ``interrupted``; the same call resumes the study.
     """
-    from automl_img.displays import search_display
+    from automl_img.display import search_display
     from automl_img.searching.options import SearchOptions, declared, how
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, overrides_from
@@ -153,13 +153,13 @@ class SearchResult:
                 + (f"; stopped: {self.stopped_because}" if self.stopped_because else ""))
         if best is None:
             return text + "; no completed trial yet"
-        from automl_img.console import format_params
+        from automl_img.display.console import format_params
 
         return (text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}"
                 f"\n      {format_params(best.params)}")
 
     def _repr_html_(self) -> str:
-        from automl_img.html_report import trials_table
+        from automl_img.outputs.html_report import trials_table
         from automl_img.study.handle import StoredStudy
 
         header = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
@@ -177,7 +177,7 @@ def show(study: str | None = None, *, storage: str | None = None) -> SearchResul
 
 def studies(*, storage: str | None = None) -> list[StudyRow]:
     """Every study in the storage, as ``automl-img studies`` lists them."""
-    from automl_img.overview import study_rows
+    from automl_img.display.overview import study_rows
 
     return study_rows(_storage(storage))
 
@@ -192,7 +192,7 @@ def export_best(study: str | None = None, *, storage: str | None = None, out: Pa
         ensemble: how many best trials are averaged; 1 exports the best trial alone. None: up to 3, each after
             the best kept only if the average scores at least as well on val with it.
     """
-    from automl_img.export import export_best as run_export
+    from automl_img.outputs.export import export_best as run_export
 
     if isinstance(formats, str):
         formats = [name.strip() for name in formats.split(",") if name.strip()]
@@ -226,14 +226,14 @@ class ExportedBundle:
         return f"<ExportedBundle {self.folder}: test accuracy {self.test.accuracy:.4f}>"
 
     def __str__(self) -> str:
-        from automl_img.console import export_lines
-        from automl_img.export import ExportResult
-        from automl_img.notebook import plain
+        from automl_img.display.console import export_lines
+        from automl_img.display.notebook import plain
+        from automl_img.outputs.export import ExportResult
 
         return "\n".join(plain(line) for line in export_lines(ExportResult(self.folder, self.manifest)))
 
     def _repr_html_(self) -> str:
-        from automl_img.html_report import html_table
+        from automl_img.outputs.html_report import html_table
 
         lines = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
         return f"<div style='font-family:monospace'>{lines}</div>" + html_table(
@@ -249,7 +249,7 @@ def load_bundle(folder: PathLike, *, format: str = "keras", unsafe: bool = False
         format: which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx.
         unsafe: allow a Keras model that runs code on load (safe mode off).
     """
-    from automl_img.predict import Bundle
+    from automl_img.outputs.predict import Bundle
 
     if not Path(folder).is_dir():
         raise AutomlImgError(f"{folder} is not a folder; give the folder export_best wrote (its .folder)")
@@ -258,7 +258,7 @@ def load_bundle(folder: PathLike, *, format: str = "keras", unsafe: bool = False
 
 def report(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None) -> Report:
     """Write the study's HTML report (exporting the best trials first when needed), as ``automl-img report``."""
-    from automl_img.html_report import write_report
+    from automl_img.outputs.html_report import write_report
 
     return Report(write_report(_registry(), study, _storage(storage), Path(out) if out is not None else None))
 

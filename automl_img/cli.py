@@ -18,7 +18,7 @@ from automl_img.searching import options
 if TYPE_CHECKING:
     from dataclasses import Field
 
-    from automl_img.bundle import FormatCheck
+    from automl_img.outputs.bundle import FormatCheck
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -112,8 +112,8 @@ def search(
     **given: Any,
 ) -> None:
     """Search for the best model: an Optuna study that resumes when run again."""
-    from automl_img.console import console
-    from automl_img.displays import search_display
+    from automl_img.display import search_display
+    from automl_img.display.console import console
     from automl_img.searching.run import run_search
     from automl_img.space import load_overrides, parse_override
 
@@ -146,8 +146,8 @@ def export_best(
     ] = None,
 ) -> None:
     """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
-    from automl_img.console import console, export_lines, print_table
-    from automl_img.export import export_best as run_export
+    from automl_img.display.console import console, export_lines, print_table
+    from automl_img.outputs.export import export_best as run_export
 
     formats = [name.strip() for value in format or [] for name in value.split(",") if name.strip()]
     result = run_export(_registry(), study, storage, out, formats, refit, ensemble)
@@ -187,8 +187,8 @@ def predict(
         "--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")] = False,
 ) -> None:
     """Classify images with an exported bundle; prints a table of class and probability per image."""
-    from automl_img.console import console, print_table
-    from automl_img.predict import Bundle, collect_images
+    from automl_img.display.console import console, print_table
+    from automl_img.outputs.predict import Bundle, collect_images
 
     registry = _registry()  # plugins may also register the custom layers a bundle's model needs
     files = collect_images(paths)
@@ -211,8 +211,8 @@ def predict(
 @command_with_one_line_errors()
 def studies(storage: StorageOption = None) -> None:
     """List the studies: trials done, pruned and failed, best score, last update."""
-    from automl_img.console import print_table
-    from automl_img.overview import study_rows
+    from automl_img.display.console import print_table
+    from automl_img.display.overview import study_rows
 
     rows = study_rows(storage)
     print_table(None, ["study", "completed", "pruned", "failed", "running", "best (val)", "last update", "data"],
@@ -227,8 +227,8 @@ def show(
     storage: StorageOption = None,
 ) -> None:
     """Show one study: the trials table, the best parameters and the parameter importances."""
-    from automl_img.console import console, format_params, print_table
-    from automl_img.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
+    from automl_img.display.console import console, format_params, print_table
+    from automl_img.display.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
     from automl_img.study.handle import StoredStudy
 
     found = StoredStudy.open(study, storage)
@@ -261,8 +261,8 @@ def report(
     out: Annotated[Path | None, typer.Option(help="HTML file (default studies/STUDY/report.html).")] = None,
 ) -> None:
     """Write a static HTML report: history, importances, learning curves, confusion matrix, mistakes."""
-    from automl_img.console import console
-    from automl_img.html_report import write_report
+    from automl_img.display.console import console
+    from automl_img.outputs.html_report import write_report
 
     console.print(f"wrote {write_report(_registry(), study, storage, out)}")
 
@@ -276,7 +276,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage (Ctrl-C stops it)."""
-    from automl_img.console import console
+    from automl_img.display.console import console
     from automl_img.study.storage import load_study, open_storage
 
     try:
@@ -293,7 +293,7 @@ def dashboard(
 @command_with_one_line_errors()
 def plugins() -> None:
     """List the dataset loaders, architectures and export formats, and where each comes from."""
-    from automl_img.console import print_table
+    from automl_img.display.console import print_table
     from automl_img.plugins import HOOKS
 
     registry = _registry()

@@ -55,7 +55,7 @@ def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, i
     ``overrides`` fixes parameters as ``-p NAME=VALUE`` does (a local weights file, say)."""
     import optuna
 
-    from automl_img import training
+    from automl_img.models import training
     from automl_img.space import StoredHyperParameters, TrialHyperParameters
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -51,8 +51,8 @@ def trial_test_scores(work: Path, study_name: str, number: int) -> dict[str, flo
     """One trial's own checkpoint, alone, scored on the study's val and test splits (what trial 0 alone,
     the hand-set defaults, would have given)."""
     os.environ["AUTOML_IMG_STUDIES"] = str(work / "studies")
-    from automl_img import training
-    from automl_img.metrics import scores
+    from automl_img.models import training
+    from automl_img.models.metrics import scores
     from automl_img.plugins import PluginSource
     from automl_img.space import StoredHyperParameters
     from automl_img.study.handle import StoredStudy

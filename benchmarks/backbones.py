@@ -29,8 +29,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     args = parser.parse_args()
 
-    from automl_img import training
-    from automl_img.families import Families
+    from automl_img.models import training
+    from automl_img.models.families import Families
     from automl_img.plugins import load_plugins
     from automl_img.space import DefaultHyperParameters
     from automl_img.tf_runtime import keras

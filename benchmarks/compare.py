@@ -50,7 +50,7 @@ def cli(*args: str, work: Path) -> float:
 def study_figures(work: Path, study_name: str, started: float, seconds: float) -> dict:
     import optuna
 
-    from automl_img.bundle import BundleManifest
+    from automl_img.outputs.bundle import BundleManifest
     from automl_img.study.records import TrialRecord
 
     trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{work}/studies/automl-img.db").trials
@@ -119,10 +119,10 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
     import keras_tuner as kt
     import optuna
 
-    from automl_img import metrics, training
     from automl_img.data import ImageCache, Split
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
-    from automl_img.families import Families
+    from automl_img.models import metrics, training
+    from automl_img.models.families import Families
     from automl_img.space import sample_image_size, sample_training_params
     from automl_img.study.config import StudyConfig
     from automl_img.tf_runtime import keras

@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="Result name (default: the bundle's study).")
     args = parser.parse_args()
 
-    from automl_img.bundle import BundleManifest
     from automl_img.data import load_image
+    from automl_img.outputs.bundle import BundleManifest
     from automl_img.plugins import load_plugins
 
     manifest = BundleManifest.read(args.bundle)

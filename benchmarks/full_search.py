@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from _common import DATA, trial_test_scores, write_result
 
-from automl_img.bundle import BundleManifest
+from automl_img.outputs.bundle import BundleManifest
 from automl_img.study.records import TrialRecord
 
 

@@ -8,7 +8,7 @@ set -euo pipefail
 python3 -m venv /tmp/gpu-venv && . /tmp/gpu-venv/bin/activate
 pip install -q -e . 'tensorflow[and-cuda]'
 nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv
-python -c "from automl_img.precision import gpu_capabilities, resolve; c = gpu_capabilities(); print('GPUs', c, 'auto:', resolve('auto', c))"
+python -c "from automl_img.models.precision import gpu_capabilities, resolve; c = gpu_capabilities(); print('GPUs', c, 'auto:', resolve('auto', c))"
 python benchmarks/throughput.py --sizes 128,224 --models recipe,default --precisions float32,bfloat16,float16 \
   --steps 30 --name throughput-gpu
 python benchmarks/finedetail.py --train 1200 --val 200 --test 400 --out /tmp/fd-gpu

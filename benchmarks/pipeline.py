@@ -50,8 +50,8 @@ def decode_figures(cache_root: Path) -> tuple[dict, object]:
 
 
 def images_per_second(fit, epochs: int, count: int) -> float:
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
     from automl_img.space import StoredHyperParameters
     from automl_img.tf_runtime import keras
 
@@ -74,7 +74,7 @@ def main() -> None:
     cache_root = Path(tempfile.mkdtemp(prefix="pipeline-cache-"))
     decode, (decoded, image_set) = decode_figures(cache_root)
 
-    from automl_img import training
+    from automl_img.models import training
     from automl_img.space import TrainingParams
     from automl_img.tf_runtime import keras, tf
 

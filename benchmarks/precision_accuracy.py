@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--precisions", default="float32,bfloat16")
     args = parser.parse_args()
-    from automl_img.bundle import BundleManifest
+    from automl_img.outputs.bundle import BundleManifest
     from automl_img.study.handle import StoredStudy
 
     work = Path(tempfile.mkdtemp(prefix="precision-"))

@@ -46,9 +46,9 @@ def matmul_peak_gflops(seconds: float = 3.0) -> float:
 
 def measure(model_name: str, size: int, precision: str, batch: int, steps: int) -> tuple[float, float]:
     """Images/s of training for ``steps`` batches after one warm-up epoch; forward GFLOP per image."""
-    from automl_img import precision as precisions
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import precision as precisions
+    from automl_img.models import training
     from automl_img.space import DefaultHyperParameters, sample_training_params
     from automl_img.tf_runtime import keras
 
@@ -86,12 +86,12 @@ def main() -> None:
     parser.add_argument("--keras-batch-norm", action="store_true",
                         help="train batch norm with Keras' own code instead of the fused kernel automl-img uses")
     args = parser.parse_args()
-    from automl_img import fused_batch_norm
-    from automl_img import precision as precisions
+    from automl_img.models import fused_batch_norm
+    from automl_img.models import precision as precisions
     from automl_img.tf_runtime import keras
 
     fused_batch_norm.install()  # as training does on import
-    if args.keras_batch_norm:  # what every trial ran before automl_img/fused_batch_norm.py
+    if args.keras_batch_norm:  # what every trial ran before automl_img/models/fused_batch_norm.py
         keras.layers.BatchNormalization.call = fused_batch_norm._keras_call
     peak = matmul_peak_gflops()
     print(f"numpy float32 matmul peak: {peak:.0f} GFLOP/s; auto precision here: {precisions.resolve('auto')}")

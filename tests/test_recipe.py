@@ -11,7 +11,7 @@ from helpers import run, trials_of
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from automl_img.families import Families
+from automl_img.models.families import Families
 from automl_img.searching.fidelity import (
     FIRST_LEVEL_IMAGES,
     Promotion,
@@ -34,8 +34,8 @@ def test_epoch_levels_divide_by_three_down_to_two_epochs(epochs, trials, levels)
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     """After warm-up to the peak, the rate decays to zero exactly when the last planned epoch ends."""
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
     from automl_img.space import DefaultHyperParameters
 
     hp = DefaultHyperParameters({"batch_size": 8, "image_size": 8})
@@ -60,8 +60,8 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
 def test_patience_counts_only_epochs_of_the_schedule_second_half():
     """A model that cannot improve (learning rate 0, no batch norm) is stopped by patience 2 at epoch 8 of 12,
     not at epoch 3: the first half's epochs, at high learning rates, do not count as a plateau."""
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
     from automl_img.space import DefaultHyperParameters
 
     hp = DefaultHyperParameters({"batch_size": 8, "image_size": 8, "learning_rate": 0.0, "batch_norm": False})
@@ -75,8 +75,8 @@ def test_patience_counts_only_epochs_of_the_schedule_second_half():
 
 
 def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged(tmp_path):
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
     from automl_img.space import DefaultHyperParameters, sample_training_params
     from automl_img.tf_runtime import keras
 

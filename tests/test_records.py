@@ -9,9 +9,9 @@ import optuna
 import pytest
 from helpers import run
 
-from automl_img.bundle import BundleManifest, FormatCheck, Member, Preprocessing
 from automl_img.errors import AutomlImgError
-from automl_img.metrics import report
+from automl_img.models.metrics import report
+from automl_img.outputs.bundle import BundleManifest, FormatCheck, Member, Preprocessing
 from automl_img.searching.options import SearchOptions
 from automl_img.space import Range
 from automl_img.study import records

@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from automl_img.errors import StudyError
-from automl_img.families import Families
-from automl_img.precision import resolve
+from automl_img.models.families import Families
+from automl_img.models.precision import resolve
 from automl_img.searching.fidelity import estimated_seconds, shortest_training
 from automl_img.space import DefaultHyperParameters, Range, default_image_sizes, starting_image_sizes
 from automl_img.study.records import TrialRecord
@@ -34,8 +34,8 @@ def test_defaults_start_at_each_resolution_the_data_allows(native, override, siz
 def test_blog_cnn_trades_width_for_resolution_at_its_defaults():
     """Above 64 px the default has one convolution per block: a 128 px default trial costs about what the
     64 px one does, not four times as much."""
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
 
     costs = {}
     for size in (64, 128, 224):
@@ -62,8 +62,8 @@ def test_a_trial_is_priced_from_the_pace_of_finished_ones_scaled_by_its_cost():
 
 
 def _train_with_limits(**limits):
-    from automl_img import training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import training
 
     hp = DefaultHyperParameters({"batch_size": 8, "image_size": 16})
     model, params = training.build_for_trial(Families.single(build_blog_cnn, [16]), hp, 1, 3)
@@ -106,8 +106,8 @@ def test_auto_precision_follows_the_hardware():
 
 
 def test_mixed_precision_computes_in_bfloat16_and_outputs_float32_probabilities():
-    from automl_img import precision, training
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
+    from automl_img.models import precision, training
 
     try:
         assert precision.apply("bfloat16") == "bfloat16"
@@ -124,7 +124,7 @@ def test_mixed_precision_computes_in_bfloat16_and_outputs_float32_probabilities(
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_fused_batch_norm_trains_with_keras_arithmetic(dtype):
     """The fused kernel gives the outputs and moving statistics of Keras' own BatchNormalization code."""
-    from automl_img import fused_batch_norm
+    from automl_img.models import fused_batch_norm
     from automl_img.tf_runtime import keras
 
     fused_batch_norm.install()

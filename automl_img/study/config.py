@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from automl_img import families
 from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_split
 from automl_img.errors import StudyError
-from automl_img.families import Families, Family
 from automl_img.hookspecs import DatasetLoader
+from automl_img.models import families
+from automl_img.models.families import Families, Family
 from automl_img.plugins import Entry, Registry
 from automl_img.study.storage import studies_dir
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from automl_img.errors import AutomlImgError
-from automl_img.metrics import TestReport
+from automl_img.models.metrics import TestReport
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"

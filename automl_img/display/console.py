@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from automl_img.export import ExportResult, members_text
-from automl_img.metrics import OBJECTIVES
+from automl_img.models.metrics import OBJECTIVES
+from automl_img.outputs.export import ExportResult, members_text
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.run import SearchSummary
 from automl_img.study.config import StudyConfig, StudyData, describe_skips, imbalance

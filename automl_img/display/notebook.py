@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from automl_img.console import QuietDisplay, started_line, study_lines, summary_lines, trial_line
+from automl_img.display.console import QuietDisplay, started_line, study_lines, summary_lines, trial_line
 from automl_img.searching.run import SearchSummary
 from automl_img.study.config import StudyData
 from automl_img.study.handle import StoredStudy

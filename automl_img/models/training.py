@@ -15,12 +15,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from automl_img import fused_batch_norm
 from automl_img.atomic import atomic_path
-from automl_img.augment import augment as augmented
 from automl_img.errors import PluginError, TrialFailed
-from automl_img.families import Families
-from automl_img.metrics import OBJECTIVES, scores
+from automl_img.models import fused_batch_norm
+from automl_img.models.augment import augment as augmented
+from automl_img.models.families import Families
+from automl_img.models.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
 from automl_img.tf_runtime import keras, tf
 

@@ -1,9 +1,9 @@
-"""Which display a search gets: in a Jupyter kernel, one output redrawn in place; else the terminal's."""
+"""What a person sees: the terminal and notebook displays, study tables; and which display a search gets."""
 
 from __future__ import annotations
 
-from automl_img.console import JsonLinesDisplay, LiveDisplay, QuietDisplay
-from automl_img.notebook import NotebookDisplay, in_notebook
+from automl_img.display.console import JsonLinesDisplay, LiveDisplay, QuietDisplay
+from automl_img.display.notebook import NotebookDisplay, in_notebook
 from automl_img.searching.options import SearchOptions
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from automl_img import families
-from automl_img.bundle import BUNDLE_FILE, BundleManifest
-from automl_img.metrics import TestReport
-from automl_img.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
+from automl_img.display.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
+from automl_img.models import families
+from automl_img.models.metrics import TestReport
+from automl_img.outputs.bundle import BUNDLE_FILE, BundleManifest
 from automl_img.plugins import Registry
 from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
 from automl_img.study.records import TrialRecord, completed_value, ranked
@@ -30,7 +30,7 @@ PARAMETER_PLOTS_MIN_TRIALS = 5  # parallel coordinates and slices of fewer compl
 def write_report(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
                  out: Path | None = None) -> Path:
     """Write the report; exports the best trials first when the bundle is missing or stale."""
-    from automl_img.export import export_best
+    from automl_img.outputs.export import export_best
 
     stored = StoredStudy.open(study_name, storage_url)
     counts = stored.counts()

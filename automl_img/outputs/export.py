@@ -16,12 +16,12 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from automl_img.bundle import BundleManifest, DatasetRecord, FormatCheck, Member, Preprocessing, Refit
 from automl_img.data.imageset import PARTS
 from automl_img.errors import AutomlImgError, StudyError
-from automl_img.families import Families
 from automl_img.hookspecs import Exporter
+from automl_img.models.families import Families
 from automl_img.native_output import output_to
+from automl_img.outputs.bundle import BundleManifest, DatasetRecord, FormatCheck, Member, Preprocessing, Refit
 from automl_img.plugins import Entry, Registry
 from automl_img.space import StoredHyperParameters
 from automl_img.study.config import StudyData
@@ -95,7 +95,7 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
                   exporters: list[Entry[Exporter]], refit: bool, select: bool) -> BundleManifest:
     """Rebuild and average the members (those that help, with ``select``), test them once, write every format and
     the manifest into ``staging``."""
-    from automl_img import metrics, training
+    from automl_img.models import metrics, training
 
     config, best = stored.config, members[0]
     data = stored.open_data(registry)
@@ -183,7 +183,7 @@ class _TestSplit:
 def select_members(val_probabilities: list[np.ndarray], labels: np.ndarray, objective: str) -> list[int]:
     """Forward selection over candidates ranked best first (Caruana et al., 2004, without repeats): the first
     is kept, each next one only where the average with it scores at least as well on val as without it."""
-    from automl_img.metrics import OBJECTIVES, scores
+    from automl_img.models.metrics import OBJECTIVES, scores
 
     sign = 1 if OBJECTIVES[objective] else -1
     kept, total = [0], np.array(val_probabilities[0], dtype=np.float64)
@@ -200,7 +200,7 @@ def select_members(val_probabilities: list[np.ndarray], labels: np.ndarray, obje
 def _val_probabilities(model, data: StudyData, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """A member's val rows and probabilities on them, from images decoded at its own size (a file that cannot be
     decoded cannot be at any size: every member has the same rows)."""
-    from automl_img import training
+    from automl_img.models import training
 
     decoded = data.cache.load(model.input_shape[1], channels)
     rows = data.rows("val", decoded)
@@ -211,7 +211,7 @@ def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, arch
                   refit: bool = False):
     """The trial's model with its best epoch's weights, or retrained on train+val for as many epochs (its
     schedule fitted to them); flip-averaged where the trial trained on mirrored images, as it was scored."""
-    from automl_img import training
+    from automl_img.models import training
 
     config = stored.config
     training.keras.utils.set_random_seed(trial.seed or 0)  # a refit starts as the trial did

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from automl_img.bundle import BundleManifest
 from automl_img.data.decode import UnreadableImage, fit_image, load_image, to_rgb_uint8
 from automl_img.data.imageset import IMAGE_EXTENSIONS
 from automl_img.errors import AutomlImgError, DataError
+from automl_img.outputs.bundle import BundleManifest
 from automl_img.plugins import Registry
 
 BATCH = 256

@@ -1,0 +1,1 @@
+"""What a study gives: the exported bundle, predictions, the HTML report."""
