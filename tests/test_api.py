@@ -187,6 +187,7 @@ assert automl_img.register_plugin(CellPlugin()) == name  # a cell run twice repl
 '''
 
 
+@pytest.mark.slow  # a fresh interpreter imports TensorFlow
 def test_a_plugin_defined_in_main_reaches_a_fresh_process_by_value(tmp_path):
     script = tmp_path / "cell.py"
     script.write_text(_MAIN_PLUGIN + '''

@@ -86,6 +86,7 @@ def test_keras_application_backbones_pass_the_contract_with_a_local_weights_file
                                              pooling="avg").save_weights(weights)
     check_architecture(build, input_shape=(32, 32, 1), trials=1, overrides={"weights": str(weights)})
 
+@pytest.mark.slow  # builds Lite0 at 224 px
 def test_imagenet_weights_without_network_stop_the_search_before_any_trial(workdir, tmp_path):
     """One line naming the file to fetch and the folder to put it in, no traceback, no trial started."""
     env = {**__import__("os").environ, "KERAS_HOME": str(tmp_path / "keras"),

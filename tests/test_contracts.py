@@ -19,6 +19,7 @@ from automl_img.testing import ArchitectureContract, DatasetLoaderContract, chec
 EXAMPLES = load_plugins([REPO / "plugins"])
 
 
+@pytest.mark.slow  # builds and trains the architecture, as the example plugins' contracts do
 class TestBlogCnnContract(ArchitectureContract):
     build = staticmethod(build_blog_cnn)
 

@@ -31,6 +31,7 @@ def test_epoch_levels_divide_by_three_down_to_two_epochs(epochs, trials, levels)
     assert epoch_levels(epochs, trials) == levels
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     """After warm-up to the peak, the rate decays to zero exactly when the last planned epoch ends."""
@@ -57,6 +58,7 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     assert all(later <= earlier for earlier, later in zip(rates[peak:], rates[peak + 1:]))
 
 
+@pytest.mark.slow  # trains
 def test_patience_counts_only_epochs_of_the_schedule_second_half():
     """A model that cannot improve (learning rate 0, no batch norm) is stopped by patience 2 at epoch 8 of 12,
     not at epoch 3: the first half's epochs, at high learning rates, do not count as a plateau."""

@@ -83,6 +83,7 @@ def test_the_study_time_limit_stops_training_within_a_batch_and_marks_it_cut():
     assert batches == 1 and result.epochs_run == 0 and result.best_value is None
 
 
+@pytest.mark.slow  # a real search of two trials
 def test_a_trial_time_limit_waits_for_the_epoch_and_is_not_a_cut():
     """The trial's own limit is the user's choice for every trial alike: the epoch in flight is finished and
     scored, and the trial is kept, not failed."""
