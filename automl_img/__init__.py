@@ -14,8 +14,19 @@ from automl_img.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 # The Python API (automl_img/api.py), imported on first use so that `automl-img --help` stays instant.
-_API = ("search", "export_best", "load_bundle", "report", "show", "studies", "register_plugin", "unregister_plugin",
-        "SearchResult", "ExportedBundle", "Report")
+_API = (
+    "search",
+    "export_best",
+    "load_bundle",
+    "report",
+    "show",
+    "studies",
+    "register_plugin",
+    "unregister_plugin",
+    "SearchResult",
+    "ExportedBundle",
+    "Report",
+)
 
 
 def __getattr__(name: str):

@@ -38,8 +38,14 @@ def _registry() -> Registry:
     return PluginSource().load()  # as the command line: built-ins, entry points, ./plugins, register_plugin()
 
 
-def search(data_dir: PathLike | None = None, *, params: Mapping[str, Any] | None = None,
-           config: PathLike | None = None, quiet: bool = False, **given: Any) -> SearchResult:
+def search(
+    data_dir: PathLike | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    config: PathLike | None = None,
+    quiet: bool = False,
+    **given: Any,
+) -> SearchResult:
     """Search for the best model, as ``automl-img search``: run or resume a study until ``trials`` finished.
 
     Takes every option of the command, by the same names (``trial_timeout`` for ``--trial-timeout``), with the
@@ -60,21 +66,30 @@ def search(data_dir: PathLike | None = None, *, params: Mapping[str, Any] | None
     known = {option.name: option for option in declared()}
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise TypeError(f"search() got unexpected keyword argument(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(known)}, params, config, quiet")
+        raise TypeError(
+            f"search() got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"known: {', '.join(known)}, params, config, quiet"
+        )
     for name, option in known.items():  # as the command line: --storage and --artifacts fall back on the environment
         variable = how(option).envvar
         if variable and given.get(name) is None:
             given[name] = os.environ.get(variable) or None
     overrides = load_overrides(Path(config)) if config else {}
     overrides.update(overrides_from(params or {}, "params: "))
-    options = SearchOptions(source=os.fspath(data_dir) if data_dir is not None else None, overrides=overrides,
-                            **given)
+    options = SearchOptions(source=os.fspath(data_dir) if data_dir is not None else None, overrides=overrides, **given)
     display = search_display(options, quiet)
     summary = run_search(options, _registry(), display)
     display.summary(summary)
-    return SearchResult(summary.study_name, options.storage, summary.objective, summary.best_trial, summary.counts,
-                        summary.stopped_because, summary.seconds, summary.unreadable)
+    return SearchResult(
+        summary.study_name,
+        options.storage,
+        summary.objective,
+        summary.best_trial,
+        summary.counts,
+        summary.stopped_because,
+        summary.seconds,
+        summary.unreadable,
+    )
 
 
 def _search_signature() -> None:
@@ -83,14 +98,24 @@ def _search_signature() -> None:
 
     signature = inspect.signature(search)
     own, keyword = signature.parameters, inspect.Parameter.KEYWORD_ONLY
-    options = [inspect.Parameter(option.name, keyword, default=option.default,
-                                 annotation=value_type(option.name) | None if option.default is None
-                                 else value_type(option.name)) for option in declared()]
+    options = [
+        inspect.Parameter(
+            option.name,
+            keyword,
+            default=option.default,
+            annotation=value_type(option.name) | None if option.default is None else value_type(option.name),
+        )
+        for option in declared()
+    ]
     search.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # functions take __signature__
         [own["data_dir"], *options, own["params"], own["config"], own["quiet"]],
-        return_annotation=signature.return_annotation)
-    search.__doc__ = (search.__doc__ or "") + "\n    Options:\n\n" + "".join(
-        f"        {option.name}: {how(option).describe()}\n" for option in declared())
+        return_annotation=signature.return_annotation,
+    )
+    search.__doc__ = (
+        (search.__doc__ or "")
+        + "\n    Options:\n\n"
+        + "".join(f"        {option.name}: {how(option).describe()}\n" for option in declared())
+    )
 
 
 _search_signature()
@@ -133,11 +158,13 @@ class SearchResult:
 
         return StoredStudy.open(self.study, self.storage_url).trials()
 
-    def export_best(self, out: PathLike | None = None, formats: Sequence[str] = (), refit: bool = False,
-                    ensemble: int | None = None) -> ExportedBundle:
+    def export_best(
+        self, out: PathLike | None = None, formats: Sequence[str] = (), refit: bool = False, ensemble: int | None = None
+    ) -> ExportedBundle:
         """``export_best`` for this study."""
-        return export_best(self.study, storage=self.storage_url, out=out, formats=formats, refit=refit,
-                           ensemble=ensemble)
+        return export_best(
+            self.study, storage=self.storage_url, out=out, formats=formats, refit=refit, ensemble=ensemble
+        )
 
     def report(self, out: PathLike | None = None) -> Report:
         """``report`` for this study; shown inline in a notebook."""
@@ -149,22 +176,26 @@ class SearchResult:
 
     def __str__(self) -> str:
         counts, best = self.counts, self.best_trial
-        text = (f"study {self.study}: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
-                + (f"; stopped: {self.stopped_because}" if self.stopped_because else ""))
+        text = f"study {self.study}: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed" + (
+            f"; stopped: {self.stopped_because}" if self.stopped_because else ""
+        )
         if best is None:
             return text + "; no completed trial yet"
         from automl_img.display.console import format_params
 
-        return (text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}"
-                f"\n      {format_params(best.params)}")
+        return (
+            text + f"\nbest: trial #{best.number}, val {self.objective} {best.value:.4f}"
+            f"\n      {format_params(best.params)}"
+        )
 
     def _repr_html_(self) -> str:
         from automl_img.outputs.html_report import trials_table
         from automl_img.study.handle import StoredStudy
 
         header = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
-        return (f"<div style='font-family:monospace;white-space:pre-wrap'>{header}</div>"
-                + trials_table(StoredStudy.open(self.study, self.storage_url)))
+        return f"<div style='font-family:monospace;white-space:pre-wrap'>{header}</div>" + trials_table(
+            StoredStudy.open(self.study, self.storage_url)
+        )
 
 
 def show(study: str | None = None, *, storage: str | None = None) -> SearchResult:
@@ -182,8 +213,15 @@ def studies(*, storage: str | None = None) -> list[StudyRow]:
     return study_rows(_storage(storage))
 
 
-def export_best(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None,
-                formats: Sequence[str] = (), refit: bool = False, ensemble: int | None = None) -> ExportedBundle:
+def export_best(
+    study: str | None = None,
+    *,
+    storage: str | None = None,
+    out: PathLike | None = None,
+    formats: Sequence[str] = (),
+    refit: bool = False,
+    ensemble: int | None = None,
+) -> ExportedBundle:
     """Average the best trials, test once on the held-out split and write a bundle, as ``automl-img export-best``.
 
     Args:
@@ -196,8 +234,9 @@ def export_best(study: str | None = None, *, storage: str | None = None, out: Pa
 
     if isinstance(formats, str):
         formats = [name.strip() for name in formats.split(",") if name.strip()]
-    result = run_export(_registry(), study, _storage(storage), Path(out) if out is not None else None, list(formats),
-                        refit, ensemble)
+    result = run_export(
+        _registry(), study, _storage(storage), Path(out) if out is not None else None, list(formats), refit, ensemble
+    )
     return ExportedBundle(result.folder, result.bundle)
 
 
@@ -238,8 +277,11 @@ class ExportedBundle:
         lines = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
         return f"<div style='font-family:monospace'>{lines}</div>" + html_table(
             ["format", "file", "bytes", "test accuracy", "same class as Keras"],
-            [[name, c.file, c.bytes, f"{c.test_accuracy:.4f}", f"{c.same_class_fraction:.3f}"]
-             for name, c in self.manifest.formats.items()])
+            [
+                [name, c.file, c.bytes, f"{c.test_accuracy:.4f}", f"{c.same_class_fraction:.3f}"]
+                for name, c in self.manifest.formats.items()
+            ],
+        )
 
 
 def load_bundle(folder: PathLike, *, format: str = "keras", unsafe: bool = False) -> Bundle:

@@ -28,7 +28,6 @@ app = typer.Typer(
 _plugins = PluginSource()  # set by the global options
 
 
-
 def _option(name: str) -> Any:
     """The Typer option of SearchOptions' field ``name``: its flag, help, environment variable and check."""
     option, kind = options.field_named(name), options.value_type(name)
@@ -44,8 +43,12 @@ def _option_info(option: Field[Any]) -> Any:
             raise typer.BadParameter(f"{value:g} is not allowed; {allowed}")
         return value
 
-    return typer.Option(options.flag_of(option), help=rule.describe(), envvar=rule.envvar,
-                        callback=check if rule.minimum is not None else None)
+    return typer.Option(
+        options.flag_of(option),
+        help=rule.describe(),
+        envvar=rule.envvar,
+        callback=check if rule.minimum is not None else None,
+    )
 
 
 StudyOption = Annotated[str | None, _option_info(options.field_named("study"))]
@@ -54,11 +57,17 @@ StorageOption = Annotated[str | None, _option_info(options.field_named("storage"
 
 @app.callback()
 def main_options(
-    plugins_dir: Annotated[list[Path] | None, typer.Option(
-        "--plugins-dir", help="Load *.py plugins from this folder (repeatable; default ./plugins).")] = None,
-    no_plugins: Annotated[bool, typer.Option(
-        "--no-plugins",
-        help="Only built-in plugins: no entry points, no local files (also AUTOML_IMG_NO_PLUGINS=1).")] = False,
+    plugins_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--plugins-dir", help="Load *.py plugins from this folder (repeatable; default ./plugins)."),
+    ] = None,
+    no_plugins: Annotated[
+        bool,
+        typer.Option(
+            "--no-plugins",
+            help="Only built-in plugins: no entry points, no local files (also AUTOML_IMG_NO_PLUGINS=1).",
+        ),
+    ] = False,
 ) -> None:
     global _plugins
     _plugins = PluginSource(plugins_dir, False if no_plugins else None)
@@ -89,10 +98,16 @@ def _with_search_options(function: Any) -> Any:
     """``function(data_dir, **options, param, config, quiet, json_lines)`` shown to Typer with one option per
     declared field of SearchOptions in place of ``**options`` (Typer reads ``__signature__``)."""
     own = inspect.signature(function, eval_str=True).parameters
-    made = [own["data_dir"]] + [
-        inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
-                          annotation=_option(option.name)) for option in options.declared()
-    ] + [parameter for name, parameter in own.items() if name not in ("data_dir", "given")]
+    made = (
+        [own["data_dir"]]
+        + [
+            inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default, annotation=_option(option.name)
+            )
+            for option in options.declared()
+        ]
+        + [parameter for name, parameter in own.items() if name not in ("data_dir", "given")]
+    )
     function.__signature__ = inspect.Signature(made)
     function.__annotations__ = {parameter.name: parameter.annotation for parameter in made}
     return function
@@ -101,11 +116,17 @@ def _with_search_options(function: Any) -> Any:
 @command_with_one_line_errors()
 @_with_search_options
 def search(
-    data_dir: Annotated[str | None, typer.Argument(
-        help="Folder with one sub-folder per class, or train/val/test folders of class folders.")] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Argument(help="Folder with one sub-folder per class, or train/val/test folders of class folders."),
+    ] = None,
     *,
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with a [params] table of the same overrides.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
@@ -135,14 +156,24 @@ def export_best(
     study: StudyOption = None,
     storage: StorageOption = None,
     out: Annotated[Path | None, typer.Option(help="Bundle folder (default studies/STUDY/export).")] = None,
-    format: Annotated[list[str] | None, typer.Option(
-        "--format", help="Also write savedmodel, tflite, tflite-int8 (quantised, ~4x smaller) or onnx "
-                         "(repeatable, or comma-separated); each is checked against the Keras model.")] = None,
-    refit: Annotated[bool, typer.Option(
-        help="Retrain each averaged trial on train+val, for the epochs it needed, before the test.")] = False,
-    ensemble: Annotated[int | None, typer.Option(
-        min=1, help="Average the predictions of this many best trials; 1 exports the best trial alone. Default: "
-                    "up to 3, each after the best kept only if the average scores at least as well on val with it.")
+    format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            help="Also write savedmodel, tflite, tflite-int8 (quantised, ~4x smaller) or onnx "
+            "(repeatable, or comma-separated); each is checked against the Keras model.",
+        ),
+    ] = None,
+    refit: Annotated[
+        bool, typer.Option(help="Retrain each averaged trial on train+val, for the epochs it needed, before the test.")
+    ] = False,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Average the predictions of this many best trials; 1 exports the best trial alone. Default: "
+            "up to 3, each after the best kept only if the average scores at least as well on val with it.",
+        ),
     ] = None,
 ) -> None:
     """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
@@ -155,15 +186,27 @@ def export_best(
     for line in export_lines(result):
         console.print(line)
     keras = bundle.formats["keras"]
-    print_table(None, ["format", "file", "bytes", "size", "test accuracy", "same class as Keras",
-                       "max |probability difference|"],
-                [[name, c.file, c.bytes, f"{c.bytes / keras.bytes:.2f}x", _test_accuracy_text(name, c, keras),
-                  f"{c.same_class_fraction:.3f}", f"{c.max_abs_probability_difference:.1e}"]
-                 for name, c in bundle.formats.items()])
+    print_table(
+        None,
+        ["format", "file", "bytes", "size", "test accuracy", "same class as Keras", "max |probability difference|"],
+        [
+            [
+                name,
+                c.file,
+                c.bytes,
+                f"{c.bytes / keras.bytes:.2f}x",
+                _test_accuracy_text(name, c, keras),
+                f"{c.same_class_fraction:.3f}",
+                f"{c.max_abs_probability_difference:.1e}",
+            ]
+            for name, c in bundle.formats.items()
+        ],
+    )
     failed = [name for name, c in bundle.formats.items() if not c.ok]
     if failed:
-        console.print(f"[red]warning: {', '.join(failed)} disagree with the Keras model beyond its tolerance; "
-                      "see bundle.json[/]")
+        console.print(
+            f"[red]warning: {', '.join(failed)} disagree with the Keras model beyond its tolerance; see bundle.json[/]"
+        )
     console.print(f"use it: automl-img predict {result.folder} IMAGES...")
 
 
@@ -179,12 +222,16 @@ def predict(
     bundle: Annotated[Path, typer.Argument(help="A folder written by export-best.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the predictions to this CSV file.")] = None,
-    json_out: Annotated[Path | None, typer.Option(
-        "--json", help="Also write them, with every class's probability, as JSON.")] = None,
-    format: Annotated[str, typer.Option(
-        "--format", help="Which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx.")] = "keras",
-    unsafe: Annotated[bool, typer.Option(
-        "--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write them, with every class's probability, as JSON.")
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="Which of the bundle's models: keras, savedmodel, tflite, tflite-int8, onnx."),
+    ] = "keras",
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")
+    ] = False,
 ) -> None:
     """Classify images with an exported bundle; prints a table of class and probability per image."""
     from automl_img.display.console import console, print_table
@@ -193,8 +240,9 @@ def predict(
     registry = _registry()  # plugins may also register the custom layers a bundle's model needs
     files = collect_images(paths)
     predictions, unreadable = Bundle(bundle, registry, format, safe_mode=not unsafe).predict_files(files)
-    print_table(None, ["image", "class", "probability"],
-                [[p.path, p.class_name, f"{p.probability:.4f}"] for p in predictions])
+    print_table(
+        None, ["image", "class", "probability"], [[p.path, p.class_name, f"{p.probability:.4f}"] for p in predictions]
+    )
     if csv_out:
         with open(csv_out, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -215,10 +263,23 @@ def studies(storage: StorageOption = None) -> None:
     from automl_img.display.overview import study_rows
 
     rows = study_rows(storage)
-    print_table(None, ["study", "completed", "pruned", "failed", "running", "best (val)", "last update", "data"],
-                [[r.name, r.counts.completed, r.counts.pruned, r.counts.failed, r.counts.running,
-                  f"#{r.best_trial} {r.objective} {r.best_value:.4f}" if r.best_trial is not None else "",
-                  r.last_update.strftime("%Y-%m-%d %H:%M") if r.last_update else "", r.data] for r in rows])
+    print_table(
+        None,
+        ["study", "completed", "pruned", "failed", "running", "best (val)", "last update", "data"],
+        [
+            [
+                r.name,
+                r.counts.completed,
+                r.counts.pruned,
+                r.counts.failed,
+                r.counts.running,
+                f"#{r.best_trial} {r.objective} {r.best_value:.4f}" if r.best_trial is not None else "",
+                r.last_update.strftime("%Y-%m-%d %H:%M") if r.last_update else "",
+                r.data,
+            ]
+            for r in rows
+        ],
+    )
 
 
 @command_with_one_line_errors()
@@ -238,8 +299,11 @@ def show(
         print_table("by image size (completed trials)", SIZE_COLUMNS, sizes)
     skipped = found.skipped()
     if skipped:
-        print_table(f"{len(skipped)} file(s) left out (also in {found.skipped_file})", ["file", "why", "when"],
-                    [[file.path, file.reason, file.stage] for file in skipped])
+        print_table(
+            f"{len(skipped)} file(s) left out (also in {found.skipped_file})",
+            ["file", "why", "when"],
+            [[file.path, file.reason, file.stage] for file in skipped],
+        )
     best = found.best_trial()
     if best is None:
         console.print("no completed trial yet")
@@ -250,8 +314,11 @@ def show(
     if isinstance(ranked, str):
         console.print(f"parameter importances: {ranked}")
     else:
-        print_table("parameter importances (fANOVA)", ["parameter", "importance", ""],
-                    [[name, f"{value:.3f}", "█" * round(40 * value)] for name, value in ranked.items()])
+        print_table(
+            "parameter importances (fANOVA)",
+            ["parameter", "importance", ""],
+            [[name, f"{value:.3f}", "█" * round(40 * value)] for name, value in ranked.items()],
+        )
 
 
 @command_with_one_line_errors()
@@ -271,8 +338,9 @@ def report(
 def dashboard(
     study: Annotated[str | None, typer.Argument(help="Study to open (default: the only one).")] = None,
     storage: StorageOption = None,
-    host: Annotated[str, typer.Option(
-        help="Address to serve on; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to serve on; keep 127.0.0.1 unless you mean to share it.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage (Ctrl-C stops it)."""
@@ -285,8 +353,10 @@ def dashboard(
         raise AutomlImgError("the dashboard needs optuna-dashboard: pip install 'automl-img[dashboard]'") from None
     opened = open_storage(storage)
     found = load_study(opened, study, storage)
-    console.print(f"optuna-dashboard for study {found.study_name}: "
-                  f"http://{host}:{port}/dashboard/studies/{found._study_id}  (Ctrl-C stops it)")
+    console.print(
+        f"optuna-dashboard for study {found.study_name}: "
+        f"http://{host}:{port}/dashboard/studies/{found._study_id}  (Ctrl-C stops it)"
+    )
     run_server(opened, host=host, port=port)
 
 
@@ -297,8 +367,9 @@ def plugins() -> None:
     from automl_img.plugins import HOOKS
 
     registry = _registry()
-    rows = [[entry.kind, entry.name, entry.source, entry.description]
-            for kind in HOOKS for entry in registry.of_kind(kind)]
+    rows = [
+        [entry.kind, entry.name, entry.source, entry.description] for kind in HOOKS for entry in registry.of_kind(kind)
+    ]
     print_table(None, ["kind", "name", "from", "description"], rows)
 
 

@@ -51,8 +51,9 @@ class RegisterDatasetLoader(Protocol):
 
 
 class RegisterArchitecture(Protocol):
-    def __call__(self, name: str, build: Architecture, channels: int | None = None,
-                 min_image_size: int | None = None) -> None: ...
+    def __call__(
+        self, name: str, build: Architecture, channels: int | None = None, min_image_size: int | None = None
+    ) -> None: ...
 
 
 class RegisterExporter(Protocol):

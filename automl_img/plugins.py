@@ -25,8 +25,11 @@ DEFAULT_PLUGINS = (
     "automl_img.default_plugins.backbones",
     "automl_img.default_plugins.formats",
 )
-HOOKS = {"dataset": "register_dataset_loaders", "architecture": "register_architectures",
-         "exporter": "register_exporters"}
+HOOKS = {
+    "dataset": "register_dataset_loaders",
+    "architecture": "register_architectures",
+    "exporter": "register_exporters",
+}
 ENTRY_POINT_GROUP = "automl_img"
 LOCAL_PLUGINS_DIR = Path("plugins")
 DISABLE_ENV = "AUTOML_IMG_NO_PLUGINS"  # set to 1: built-ins only, for untrusted working directories
@@ -67,13 +70,16 @@ class Registry:
             raise PluginError(f"{entry.source} registered a {entry.kind} without a name")
         if entry.kind == "exporter":
             if not all(hasattr(entry.implementation, attribute) for attribute in ("file", "export", "load")):
-                raise PluginError(f"{entry.source}: exporter {entry.name!r} needs .file, .export(model, path) "
-                                  "and .load(path, safe_mode=True)")
+                raise PluginError(
+                    f"{entry.source}: exporter {entry.name!r} needs .file, .export(model, path) "
+                    "and .load(path, safe_mode=True)"
+                )
         elif not callable(entry.implementation):
             raise PluginError(f"{entry.source} registered {entry.kind} {entry.name!r} with something not callable")
         if entry.channels not in (None, 1, 3):
             raise PluginError(
-                f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3")
+                f"{entry.source}: {entry.kind} {entry.name!r} asks for {entry.channels} channels; use 1 or 3"
+            )
         previous = self.entries.get((entry.kind, entry.name))
         if previous is not None:
             raise PluginError(
@@ -139,8 +145,10 @@ class PluginSource:
             with muted_stderr():  # a plugin that uses Keras imports TensorFlow here, whose C++ start-up notes are noise
                 return pickle.loads(self.shipped)
         except Exception as exc:  # noqa: BLE001 - unpickling imports and runs the plugins' code: anything can fail
-            raise PluginError(f"a plugin registered in the search's process could not be rebuilt in the trial process "
-                              f"({exc!r}); {_MOVE_TO_FILE}") from None
+            raise PluginError(
+                f"a plugin registered in the search's process could not be rebuilt in the trial process "
+                f"({exc!r}); {_MOVE_TO_FILE}"
+            ) from None
 
     def __reduce__(self):
         # Plugins defined in a notebook cell or a script live in ``__main__``, which a spawned trial process
@@ -152,13 +160,16 @@ class PluginSource:
             shipped = cloudpickle.dumps(named)
         except Exception as exc:  # noqa: BLE001 - whatever cloudpickle cannot send, said as a PluginError
             names = ", ".join(name for name, _ in named)
-            raise PluginError(f"plugin {names} cannot be sent to the trial processes ({exc!r}); {_MOVE_TO_FILE}"
-                              ) from None
+            raise PluginError(
+                f"plugin {names} cannot be sent to the trial processes ({exc!r}); {_MOVE_TO_FILE}"
+            ) from None
         return (PluginSource, (self.plugin_dirs, self.third_party, (), shipped))
 
 
-_MOVE_TO_FILE = ("move the plugin into a .py file in ./plugins (or a folder given to --plugins-dir), which every "
-                 "trial process imports itself, and leave out its register_plugin call")
+_MOVE_TO_FILE = (
+    "move the plugin into a .py file in ./plugins (or a folder given to --plugins-dir), which every "
+    "trial process imports itself, and leave out its register_plugin call"
+)
 
 
 def _new_manager() -> pluggy.PluginManager:
@@ -214,8 +225,9 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     except pluggy.PluginValidationError as exc:
         name = manager.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"{sources.get(name, name)} implements a hook automl-img does not have: {exc}") from None
-    registry = Registry(sources=sources,
-                        plugin_source=PluginSource(plugin_dirs, third_party, tuple(in_process_plugins())))
+    registry = Registry(
+        sources=sources, plugin_source=PluginSource(plugin_dirs, third_party, tuple(in_process_plugins()))
+    )
     for kind, hook in HOOKS.items():
         _collect(manager, hook, kind, sources, registry)
     return registry
@@ -228,8 +240,13 @@ def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[
     for impl in implementations:
         source = sources.get(impl.plugin_name, impl.plugin_name)
 
-        def register(name: str, implementation: Any, channels: int | None = None, min_image_size: int | None = None,
-                     _source: str = source) -> None:
+        def register(
+            name: str,
+            implementation: Any,
+            channels: int | None = None,
+            min_image_size: int | None = None,
+            _source: str = source,
+        ) -> None:
             registry.add(Entry(kind, name, implementation, _source, channels, min_image_size))
 
         others = [other.plugin for other in implementations if other is not impl]
@@ -253,5 +270,6 @@ def _import_file(path: Path) -> object:
     except Exception as exc:
         del sys.modules[module_name]
         raise PluginError(
-            f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/") from exc
+            f"local plugin {path} failed to import: {exc!r}; fix it or move it out of {path.parent}/"
+        ) from exc
     return module

@@ -31,8 +31,13 @@ DEFAULT_ERASING = 0.0
 
 # Parameters that trials stored before they existed did not sample, with the value those trials used:
 # their studies still export, report and resume.
-ADDED_LATER: dict[str, Any] = {"weight_decay": 0.0, "label_smoothing": 0.0, "erasing": 0.0, "head": "flatten",
-                               "convs_per_block": 1}  # head, convs_per_block: blog-cnn's
+ADDED_LATER: dict[str, Any] = {
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "erasing": 0.0,
+    "head": "flatten",
+    "convs_per_block": 1,
+}  # head, convs_per_block: blog-cnn's
 
 
 @dataclass(frozen=True)
@@ -56,25 +61,50 @@ class HyperParameters:
         self.values: dict[str, Any] = {}
         self._conditions: list[tuple[str, list]] = []
 
-    def Int(self, name: str, min_value: int, max_value: int, step: int | None = None, sampling: str = "linear",
-            default: int | None = None, parent_name: str | None = None, parent_values: Any = None) -> int | None:
+    def Int(
+        self,
+        name: str,
+        min_value: int,
+        max_value: int,
+        step: int | None = None,
+        sampling: str = "linear",
+        default: int | None = None,
+        parent_name: str | None = None,
+        parent_values: Any = None,
+    ) -> int | None:
         log = sampling in ("log", "reverse_log")
         dist = IntDistribution(int(min_value), int(max_value), log=log, step=1 if log else int(step or 1))
         return self._value(name, dist, parent_name, parent_values, default)
 
-    def Float(self, name: str, min_value: float, max_value: float, step: float | None = None,
-              sampling: str = "linear", default: float | None = None, parent_name: str | None = None,
-              parent_values: Any = None) -> float | None:
+    def Float(
+        self,
+        name: str,
+        min_value: float,
+        max_value: float,
+        step: float | None = None,
+        sampling: str = "linear",
+        default: float | None = None,
+        parent_name: str | None = None,
+        parent_values: Any = None,
+    ) -> float | None:
         log = sampling in ("log", "reverse_log")
         dist = FloatDistribution(float(min_value), float(max_value), log=log, step=None if log else step)
         return self._value(name, dist, parent_name, parent_values, default)
 
-    def Choice(self, name: str, values: Sequence[Any], ordered: bool | None = None, default: Any = None,
-               parent_name: str | None = None, parent_values: Any = None) -> Any:
+    def Choice(
+        self,
+        name: str,
+        values: Sequence[Any],
+        ordered: bool | None = None,
+        default: Any = None,
+        parent_name: str | None = None,
+        parent_values: Any = None,
+    ) -> Any:
         return self._value(name, CategoricalDistribution(list(values)), parent_name, parent_values, default)
 
-    def Boolean(self, name: str, default: bool = False, parent_name: str | None = None,
-                parent_values: Any = None) -> bool | None:
+    def Boolean(
+        self, name: str, default: bool = False, parent_name: str | None = None, parent_values: Any = None
+    ) -> bool | None:
         return self._value(name, CategoricalDistribution([False, True]), parent_name, parent_values, default)
 
     def Fixed(self, name: str, value: Any, parent_name: str | None = None, parent_values: Any = None) -> Any:
@@ -97,8 +127,9 @@ class HyperParameters:
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
 
-    def _value(self, name: str, dist: Distribution, parent_name: str | None, parent_values: Any,
-               default: Any = None) -> Any:
+    def _value(
+        self, name: str, dist: Distribution, parent_name: str | None, parent_values: Any, default: Any = None
+    ) -> Any:
         conditions = self._conditions + ([(parent_name, _as_list(parent_values))] if parent_name else [])
         if not all(self.values.get(parent) in allowed for parent, allowed in conditions):
             return None  # as KerasTuner does: an inactive parameter has no value to rely on
@@ -179,8 +210,9 @@ def _narrow(name: str, dist: Distribution, override: Override) -> Distribution:
     if not isinstance(override, Range):
         return CategoricalDistribution([override])
     if isinstance(dist, IntDistribution):
-        return IntDistribution(int(override.low), int(override.high), log=dist.log,
-                               step=dist.step if not dist.log else 1)
+        return IntDistribution(
+            int(override.low), int(override.high), log=dist.log, step=dist.step if not dist.log else 1
+        )
     if isinstance(dist, FloatDistribution):
         return FloatDistribution(override.low, override.high, log=dist.log, step=dist.step)
     inside = [c for c in dist.choices if isinstance(c, (int, float)) and override.low <= c <= override.high]
@@ -219,8 +251,16 @@ class TrainingParams:
 
     def without_augmentation(self) -> TrainingParams:
         """For a head that trains on fixed features before its backbone is fine-tuned."""
-        return dataclasses.replace(self, rotation=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
-                                   horizontal_flip=False, erasing=0.0, fine_tune_learning_rate=None)
+        return dataclasses.replace(
+            self,
+            rotation=0.0,
+            zoom=0.0,
+            width_shift=0.0,
+            height_shift=0.0,
+            horizontal_flip=False,
+            erasing=0.0,
+            fine_tune_learning_rate=None,
+        )
 
 
 class Stage:
@@ -264,7 +304,8 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
         erasing=_active(hp.Float("erasing", 0.0, 0.3, default=DEFAULT_ERASING)),
         # Pretrained weights move little: a tenth of the usual rates (Keras' transfer-learning guide uses 1e-5).
         fine_tune_learning_rate=hp.Float("fine_tune_learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
-        if stage == Stage.FINE_TUNE else None,
+        if stage == Stage.FINE_TUNE
+        else None,
     )
 
 
@@ -274,8 +315,9 @@ def _active(value: _T | None) -> _T:
     return value
 
 
-def starting_image_sizes(image_sizes: Sequence[int], override: Override | None = None,
-                         name: str = "image_size") -> list[int]:
+def starting_image_sizes(
+    image_sizes: Sequence[int], override: Override | None = None, name: str = "image_size"
+) -> list[int]:
     """The sizes the defaults are queued at, cheapest first: trial 0's, then the largest candidate up to each of
     STARTING_IMAGE_SIZE_STEPS above it (224 px images: 64, 128, 224; 28 px images: 28 alone), among the
     candidates the user's ``override`` leaves."""

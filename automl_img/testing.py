@@ -48,8 +48,13 @@ def check_dataset_loader(load: Callable[[str | None], Any], source: str | None, 
     return image_set
 
 
-def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, int] = (16, 16, 1),
-                       num_classes: int = 3, trials: int = 3, overrides: dict[str, Any] | None = None) -> None:
+def check_architecture(
+    build: Callable[..., Any],
+    input_shape: tuple[int, int, int] = (16, 16, 1),
+    num_classes: int = 3,
+    trials: int = 3,
+    overrides: dict[str, Any] | None = None,
+) -> None:
     """Builds for sampled parameters, outputs probabilities, trains a step, rebuilds from stored parameters.
 
     ``overrides`` fixes parameters as ``-p NAME=VALUE`` does (a local weights file, say)."""
@@ -65,8 +70,9 @@ def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, i
     for _ in range(trials):
         trial = study.ask()
         # build_model wraps the architecture exactly as a search does and checks its outputs.
-        model = training.build_model(build, TrialHyperParameters(trial, overrides), input_shape[0], input_shape[2],
-                                     num_classes)
+        model = training.build_model(
+            build, TrialHyperParameters(trial, overrides), input_shape[0], input_shape[2], num_classes
+        )
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][-1]), "the loss of one training step is not finite"
@@ -74,14 +80,20 @@ def check_architecture(build: Callable[..., Any], input_shape: tuple[int, int, i
         assert probabilities.shape == (8, num_classes), f"predict() gave shape {probabilities.shape}"
         stored = dict(trial.params)
         study.tell(trial, 0.0)
-        rebuilt = training.build_model(build, StoredHyperParameters(stored), input_shape[0], input_shape[2],
-                                       num_classes)
+        rebuilt = training.build_model(
+            build, StoredHyperParameters(stored), input_shape[0], input_shape[2], num_classes
+        )
         shapes = [w.shape for w in model.get_weights()]
         assert [w.shape for w in rebuilt.get_weights()] == shapes, (
-            "rebuilding from the stored parameters gave different weights: declare every choice through hp")
+            "rebuilding from the stored parameters gave different weights: declare every choice through hp"
+        )
         rebuilt.set_weights(model.get_weights())
-        np.testing.assert_allclose(np.asarray(rebuilt.predict(images, verbose=0)), probabilities, atol=1e-5,
-                                   err_msg="the rebuilt model predicts differently with the same weights")
+        np.testing.assert_allclose(
+            np.asarray(rebuilt.predict(images, verbose=0)),
+            probabilities,
+            atol=1e-5,
+            err_msg="the rebuilt model predicts differently with the same weights",
+        )
 
 
 class ArchitectureContract:

@@ -22,8 +22,15 @@ def machine() -> dict:
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
         cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
-            "tensorflow": version("tensorflow"), "keras": version("keras"), "optuna": version("optuna")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_gb, 1),
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow"),
+        "keras": version("keras"),
+        "optuna": version("optuna"),
+    }
 
 
 def write_result(name: str, figures: dict) -> Path:
@@ -31,8 +38,19 @@ def write_result(name: str, figures: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
-    path.write_text(json.dumps({"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
-                                "machine": machine(), "figures": figures}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "benchmark": name,
+                "command": command,
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "machine": machine(),
+                "figures": figures,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {path}")
     return path
 
@@ -61,11 +79,18 @@ def trial_test_scores(work: Path, study_name: str, number: int) -> dict[str, flo
     registry = PluginSource().load()
     trial = next(t for t in stored.trials() if t.number == number)
     data = stored.open_data(registry)
-    model, params = training.build_for_trial(stored.config.families(registry), StoredHyperParameters(trial.params),
-                                             stored.config.channels, len(stored.config.class_names))
+    model, params = training.build_for_trial(
+        stored.config.families(registry),
+        StoredHyperParameters(trial.params),
+        stored.config.channels,
+        len(stored.config.class_names),
+    )
     size = params.image_size
     model.load_weights(stored.weights_file(trial))
     model = training.as_trained(model, params)
     decoded = data.cache.load(size, stored.config.channels)
-    return {part: scores(data.labels[rows], training.predict(model, decoded.images, rows))["accuracy"]
-            for part in ("val", "test") for rows in [data.rows(part, decoded)]}
+    return {
+        part: scores(data.labels[rows], training.predict(model, decoded.images, rows))["accuracy"]
+        for part in ("val", "test")
+        for rows in [data.rows(part, decoded)]
+    }

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 from _common import write_result
 
-ARCHITECTURES = {"efficientnet-lite0": None, "mobilenet-v3-small": "MobileNetV3Small",
-                 "efficientnet-b0": "EfficientNetB0"}
+ARCHITECTURES = {
+    "efficientnet-lite0": None,
+    "mobilenet-v3-small": "MobileNetV3Small",
+    "efficientnet-b0": "EfficientNetB0",
+}
 SIZES = (64, 96, 128, 224)
 FINE_TUNE = ((96, 0.1), (96, 0.4), (224, 0.1))  # (image size, share of layers trained)
 
@@ -43,14 +46,16 @@ def main() -> None:
         overrides: dict = {}
         if constructor:
             weights = folder / f"{constructor}.weights.h5"
-            getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(96, 96, 3),
-                                                     pooling="avg").save_weights(weights)
+            getattr(keras.applications, constructor)(
+                include_top=False, weights=None, input_shape=(96, 96, 3), pooling="avg"
+            ).save_weights(weights)
             overrides["weights"] = str(weights)
         build = registry.architecture(name)
         entry: dict = {"features_images_per_second": {}, "fine_tune_images_per_second": {}}
         for size in SIZES:
-            model, _ = training.build_for_trial(Families.single(build, [size]),
-                                                DefaultHyperParameters({**overrides, "fine_tune_share": 0.0}), 1, 10)
+            model, _ = training.build_for_trial(
+                Families.single(build, [size]), DefaultHyperParameters({**overrides, "fine_tune_share": 0.0}), 1, 10
+            )
             extractor = training.backbone_parts(model).extractor
             images = rng.integers(0, 256, (args.images, size, size, 1), dtype=np.uint8)
             extractor.predict(images[:128], batch_size=128, verbose=0)  # warm-up: tracing
@@ -61,12 +66,14 @@ def main() -> None:
         entry["weights"] = int(sum(np.prod(w.shape) for w in training.backbone_parts(model).backbone.weights))
         for size, share in FINE_TUNE:
             model, params = training.build_for_trial(
-                Families.single(build, [size]), DefaultHyperParameters({**overrides, "fine_tune_share": share}), 1, 10)
+                Families.single(build, [size]), DefaultHyperParameters({**overrides, "fine_tune_share": share}), 1, 10
+            )
             images = rng.integers(0, 256, (args.images // 2, size, size, 1), dtype=np.uint8)
             labels = rng.integers(0, 10, len(images))
             training.compile_for(model, params, 2, len(images) // params.batch_size, params.fine_tune_learning_rate)
-            dataset = training._one_hot(training.batches(images, labels, np.arange(len(images)), params.batch_size,
-                                                         params, shuffle_seed=0), 10)
+            dataset = training._one_hot(
+                training.batches(images, labels, np.arange(len(images)), params.batch_size, params, shuffle_seed=0), 10
+            )
             model.fit(dataset.take(2), epochs=1, verbose=0)  # warm-up: tracing
             started = time.perf_counter()
             model.fit(dataset, epochs=1, verbose=0)

@@ -32,18 +32,37 @@ from pathlib import Path
 
 from _common import DATA, trial_test_scores, write_result
 
-RECIPE = {"batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0, "rotation": 30.0,
-          "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": "true", "activations": "recipe",
-          "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64, "batch_norm": "false", "dropout": 0.4,
-          "dense_units": 64, "erasing": 0.0, "convs_per_block": 1, "head": "flatten"}
+RECIPE = {
+    "batch_size": 32,
+    "learning_rate": 0.001,
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "rotation": 30.0,
+    "zoom": 0.2,
+    "width_shift": 0.1,
+    "height_shift": 0.1,
+    "horizontal_flip": "true",
+    "activations": "recipe",
+    "filters_1": 32,
+    "filters_2": 32,
+    "filters_3": 32,
+    "filters_4": 64,
+    "batch_norm": "false",
+    "dropout": 0.4,
+    "dense_units": 64,
+    "erasing": 0.0,
+    "convs_per_block": 1,
+    "head": "flatten",
+}
 SINGLE = "export-best-trial-alone"  # `export-best --ensemble 1`: what the averaging adds
 THRESHOLDS = (0.80, 0.85, 0.87, 0.88, 0.89, 0.90, 0.91, 0.92, 0.93)
 
 
 def cli(*args: str, work: Path) -> float:
     started = time.time()
-    subprocess.run([str(Path(sys.executable).parent / "automl-img"), *args], cwd=work, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "automl-img"), *args], cwd=work, check=True, stdout=subprocess.DEVNULL
+    )
     return time.time() - started
 
 
@@ -58,8 +77,10 @@ def study_figures(work: Path, study_name: str, started: float, seconds: float) -
     bundle = BundleManifest.read(work / "studies" / study_name / "export")
     single = BundleManifest.read(work / "studies" / study_name / SINGLE)
     timeline, best = [], 0.0
-    completed = sorted(((t, r) for t, r in zip(trials, records) if r.state.name == "COMPLETE"),
-                       key=lambda pair: pair[0].datetime_complete)
+    completed = sorted(
+        ((t, r) for t, r in zip(trials, records) if r.state.name == "COMPLETE"),
+        key=lambda pair: pair[0].datetime_complete,
+    )
     for trial, record in completed:
         accuracy = record.val_scores["accuracy"]
         if accuracy > best:
@@ -67,16 +88,24 @@ def study_figures(work: Path, study_name: str, started: float, seconds: float) -
             timeline.append([round(trial.datetime_complete.timestamp() - started, 1), round(accuracy, 4)])
     states = [r.state.name for r in records]
     first = records[0]  # a new study's trial 0 is every parameter's default: what the search started from
-    return {"test_accuracy": bundle.test.accuracy, "val_accuracy": bundle.val_scores["accuracy"],
-            "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
-            "trials_failed": states.count("FAIL"), "seconds": round(seconds, 1), "best_so_far": timeline,
-            "best_trial": bundle.trial, "trial_0_val_accuracy": (first.val_scores or {}).get("accuracy"),
-            "trial_0_test_accuracy": trial_test_scores(work, study_name, 0)["test"] if first.weights else None,
-            "trial_epochs": [[r.number, r.state.name, r.epochs, r.promoted_from, r.value] for r in records],
-            "averaged_trials": [[m.trial, m.image_size] for m in bundle.members],
-            "left_out_trials": bundle.left_out,
-            "best_trial_alone_test_accuracy": single.test.accuracy,
-            "best_trial_alone_val_accuracy": single.val_scores["accuracy"], "best_params": bundle.params}
+    return {
+        "test_accuracy": bundle.test.accuracy,
+        "val_accuracy": bundle.val_scores["accuracy"],
+        "trials_completed": states.count("COMPLETE"),
+        "trials_pruned": states.count("PRUNED"),
+        "trials_failed": states.count("FAIL"),
+        "seconds": round(seconds, 1),
+        "best_so_far": timeline,
+        "best_trial": bundle.trial,
+        "trial_0_val_accuracy": (first.val_scores or {}).get("accuracy"),
+        "trial_0_test_accuracy": trial_test_scores(work, study_name, 0)["test"] if first.weights else None,
+        "trial_epochs": [[r.number, r.state.name, r.epochs, r.promoted_from, r.value] for r in records],
+        "averaged_trials": [[m.trial, m.image_size] for m in bundle.members],
+        "left_out_trials": bundle.left_out,
+        "best_trial_alone_test_accuracy": single.test.accuracy,
+        "best_trial_alone_val_accuracy": single.val_scores["accuracy"],
+        "best_params": bundle.params,
+    }
 
 
 def run_study(args: list[str], study: str, work: Path) -> dict:
@@ -102,8 +131,29 @@ def run_study(args: list[str], study: str, work: Path) -> dict:
 def run_recipe(data: Path, budget: int, work: Path, image_size: int | None = None) -> dict:
     fixed = [f"-p{k}={v}" for k, v in RECIPE.items()] + ([f"-pimage_size={image_size}"] if image_size else [])
     fixed += ["--precision", "float32"]  # the recipe as the blog runs it
-    return run_study(["search", str(data), "--study", "recipe", "--trials", "1", "--epochs", "40", "--patience", "10",
-                      "--objective", "loss", "--timeout", str(budget), "--seed", "0", *fixed], "recipe", work)
+    return run_study(
+        [
+            "search",
+            str(data),
+            "--study",
+            "recipe",
+            "--trials",
+            "1",
+            "--epochs",
+            "40",
+            "--patience",
+            "10",
+            "--objective",
+            "loss",
+            "--timeout",
+            str(budget),
+            "--seed",
+            "0",
+            *fixed,
+        ],
+        "recipe",
+        work,
+    )
 
 
 def run_automl(data: Path, budget: int, work: Path, study: str = "automl", *extra: str) -> dict:
@@ -153,10 +203,14 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
 
     class SameSpace(kt.HyperModel):
         def build(self, hp):
-            model, params = training.build_for_trial(Families.single(build_blog_cnn, sizes), hp, config.channels,
-                                                     classes)
-            model.compile(optimizer=keras.optimizers.Adam(params.learning_rate),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            model, params = training.build_for_trial(
+                Families.single(build_blog_cnn, sizes), hp, config.channels, classes
+            )
+            model.compile(
+                optimizer=keras.optimizers.Adam(params.learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
             return model
 
         def fit(self, hp, model, *args, **kwargs):
@@ -166,8 +220,16 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
             val = training.batches(images, labels, val_rows, 256)
             return model.fit(train, validation_data=val, verbose=0, shuffle=False, **kwargs)
 
-    tuner = kt.Hyperband(SameSpace(), objective="val_accuracy", max_epochs=40, factor=3, seed=0,
-                         directory=str(work / "kerastuner"), project_name="same-space", overwrite=True)
+    tuner = kt.Hyperband(
+        SameSpace(),
+        objective="val_accuracy",
+        max_epochs=40,
+        factor=3,
+        seed=0,
+        directory=str(work / "kerastuner"),
+        project_name="same-space",
+        overwrite=True,
+    )
     with contextlib.suppress(BudgetSpent):
         tuner.search(callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=10), Deadline()])
     best_hp = tuner.get_best_hyperparameters(1)[0]
@@ -180,11 +242,17 @@ def run_kerastuner(data: Path, budget: int, work: Path, split_of: str) -> dict:
         if accuracy > best:
             best = accuracy
             timeline.append([round(moment, 1), round(accuracy, 4)])
-    return {"command": "keras_tuner.Hyperband(max_epochs=40, factor=3), see benchmarks/compare.py",
-            "test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"],
-            "trials_completed": len(finished), "trials_pruned": 0, "trials_failed": 0,
-            "seconds": round(time.time() - started, 1), "best_so_far": timeline,
-            "best_params": dict(best_hp.values)}
+    return {
+        "command": "keras_tuner.Hyperband(max_epochs=40, factor=3), see benchmarks/compare.py",
+        "test_accuracy": test["accuracy"],
+        "val_accuracy": val["accuracy"],
+        "trials_completed": len(finished),
+        "trials_pruned": 0,
+        "trials_failed": 0,
+        "seconds": round(time.time() - started, 1),
+        "best_so_far": timeline,
+        "best_params": dict(best_hp.values),
+    }
 
 
 def time_to(timeline: list[list[float]]) -> dict[str, float | None]:
@@ -220,11 +288,14 @@ def main() -> None:
     if "automl_img" in results:
         ours = results["automl_img"]["test_accuracy"]
         results["automl_img_test_accuracy_minus"] = {
-            name: round(ours - figures["test_accuracy"], 4) for name, figures in results.items()
-            if isinstance(figures, dict) and "test_accuracy" in figures and name != "automl_img"}
+            name: round(ours - figures["test_accuracy"], 4)
+            for name, figures in results.items()
+            if isinstance(figures, dict) and "test_accuracy" in figures and name != "automl_img"
+        }
     only = "" if sorted(args.only) == ["a", "b", "c"] else f"-only-{args.only}"  # a part never replaces a whole run
-    write_result(f"compare-{data.name}-{args.budget}s{only}",
-                 {"data": str(data), "budget_seconds": args.budget, **results})
+    write_result(
+        f"compare-{data.name}-{args.budget}s{only}", {"data": str(data), "budget_seconds": args.budget, **results}
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     # Soft tissue: a broad bright band with a random exposure gradient.
     yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
     cx = big / 2 + rng.normal(0, 8) * SCALE
-    tissue = np.exp(-((xx - cx) / (big * rng.uniform(0.30, 0.40))) ** 2)
+    tissue = np.exp(-(((xx - cx) / (big * rng.uniform(0.30, 0.40))) ** 2))
     canvas += (0.18 + rng.uniform(-0.04, 0.04)) * tissue + rng.uniform(0, 0.06) * yy / big
     # The joint: its centre, its tilt, the bones' half-width.
     cy = big / 2 + rng.normal(0, 10) * SCALE
@@ -48,8 +48,14 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     for side in (-1, 1):
         centre = (int(cx + side * half_width * 0.48), int(cy - gap / 2 - condyle_r))
         cv2.ellipse(femur, centre, (int(half_width * 0.55), int(condyle_r)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    cv2.rectangle(femur, (int(cx - half_width * 0.8), 0), (int(cx + half_width * 0.8), int(cy - gap / 2 - condyle_r)),
-                  1.0, -1, cv2.LINE_AA)
+    cv2.rectangle(
+        femur,
+        (int(cx - half_width * 0.8), 0),
+        (int(cx + half_width * 0.8), int(cy - gap / 2 - condyle_r)),
+        1.0,
+        -1,
+        cv2.LINE_AA,
+    )
     top = cy + gap / 2
     cv2.rectangle(tibia, (int(cx - half_width), int(top)), (int(cx + half_width), big), 1.0, -1, cv2.LINE_AA)
     # Osteophytes: small spurs at the four joint margins, longer with the grade.
@@ -58,16 +64,24 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     if spur > 0.5:
         for side in (-1, 1):
             x_edge = cx + side * half_width
-            tri = np.array([[x_edge, top + 2 * SCALE], [x_edge + side * spur, top - 0.5 * spur],
-                            [x_edge, top + 6 * SCALE]], np.int32)
+            tri = np.array(
+                [[x_edge, top + 2 * SCALE], [x_edge + side * spur, top - 0.5 * spur], [x_edge, top + 6 * SCALE]],
+                np.int32,
+            )
             cv2.fillPoly(tibia, [tri], 1.0, cv2.LINE_AA)
             x_fem = cx + side * half_width * 1.0
-            tri = np.array([[x_fem, cy - gap / 2 - 3 * SCALE], [x_fem + side * spur, cy - gap / 2 + 0.3 * spur],
-                            [x_fem, cy - gap / 2 - 8 * SCALE]], np.int32)
+            tri = np.array(
+                [
+                    [x_fem, cy - gap / 2 - 3 * SCALE],
+                    [x_fem + side * spur, cy - gap / 2 + 0.3 * spur],
+                    [x_fem, cy - gap / 2 - 8 * SCALE],
+                ],
+                np.int32,
+            )
             cv2.fillPoly(femur, [tri], 1.0, cv2.LINE_AA)
     bones = np.clip(femur + tibia, 0, 1)
     # Sclerosis: the bone within a few pixels of the joint brightens from grade 3.
-    near_joint = np.exp(-((yy - cy) / (10 * SCALE)) ** 2) * bones
+    near_joint = np.exp(-(((yy - cy) / (10 * SCALE)) ** 2)) * bones
     sclerosis = (0.07 * (grade - 2) if grade >= 3 else 0.0) + rng.normal(0, 0.02)
     canvas += bone * bones + sclerosis * near_joint
     # Trabecular texture inside bone, then the tilt and a little blur (the detector's spread).

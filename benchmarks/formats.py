@@ -42,17 +42,24 @@ def main() -> None:
     images = np.stack([load_image(file, manifest.image_size, manifest.channels) for file in files[:BATCH]])
     registry = load_plugins(third_party=False)
     keras_bytes = manifest.formats["keras"].bytes
-    figures = {"study": manifest.study, "members": [m.trial for m in manifest.members],
-               "image_sizes": [m.image_size for m in manifest.members], "test_images": manifest.test.images,
-               "formats": {}}
+    figures = {
+        "study": manifest.study,
+        "members": [m.trial for m in manifest.members],
+        "image_sizes": [m.image_size for m in manifest.members],
+        "test_images": manifest.test.images,
+        "formats": {},
+    }
     for name, check in manifest.formats.items():
         single, batched = latency(registry.exporter(name).load(args.bundle / check.file), images)
         figures["formats"][name] = {
-            "file": check.file, "bytes": check.bytes, "size_vs_keras": round(check.bytes / keras_bytes, 3),
+            "file": check.file,
+            "bytes": check.bytes,
+            "size_vs_keras": round(check.bytes / keras_bytes, 3),
             "test_accuracy": check.test_accuracy,
             "accuracy_change_vs_keras": round(check.test_accuracy - manifest.formats["keras"].test_accuracy, 4),
             "same_class_fraction": check.same_class_fraction,
-            "max_abs_probability_difference": check.max_abs_probability_difference, "check_ok": check.ok,
+            "max_abs_probability_difference": check.max_abs_probability_difference,
+            "check_ok": check.ok,
             "ms_per_image_one_at_a_time": round(1000 * statistics.median(single), 3),
             f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4),
         }
@@ -64,7 +71,8 @@ def main() -> None:
     single, batched = latency(lambda batch: model.predict(batch, batch_size=BATCH, verbose=0), images)
     figures["keras_model_predict"] = {
         "ms_per_image_one_at_a_time": round(1000 * statistics.median(single), 3),
-        f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4)}
+        f"ms_per_image_in_batches_of_{BATCH}": round(1000 * statistics.median(batched), 4),
+    }
     print("keras model.predict", figures["keras_model_predict"])
     write_result(f"formats-{args.name or manifest.study}", figures)
 

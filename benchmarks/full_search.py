@@ -50,8 +50,22 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="full-search-"))
     cli = str(Path(sys.executable).parent / "automl-img")
-    command = [cli, "search", str(args.data.resolve()), "--study", "full", "--trials", "100000", "--timeout",
-               str(args.timeout), "--seed", "0", "--quiet", "--architecture", args.architecture]
+    command = [
+        cli,
+        "search",
+        str(args.data.resolve()),
+        "--study",
+        "full",
+        "--trials",
+        "100000",
+        "--timeout",
+        str(args.timeout),
+        "--seed",
+        "0",
+        "--quiet",
+        "--architecture",
+        args.architecture,
+    ]
     started = time.time()
     search = subprocess.Popen(command, cwd=work)
     peak = [0.0]
@@ -69,44 +83,75 @@ def main() -> None:
     subprocess.run([cli, "export-best", "--study", "full"], cwd=work, check=True, stdout=subprocess.DEVNULL)
     total_seconds = time.time() - started
     single = work / "studies" / "full" / "best-trial-alone"  # for the record: what the averaging adds
-    subprocess.run([cli, "export-best", "--study", "full", "--ensemble", "1", "--out", str(single)], cwd=work,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [cli, "export-best", "--study", "full", "--ensemble", "1", "--out", str(single)],
+        cwd=work,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     bundle, alone = BundleManifest.read(work / "studies" / "full" / "export"), BundleManifest.read(single)
     trials = optuna.load_study(study_name="full", storage=f"sqlite:///{work}/studies/automl-img.db").trials
     records = [TrialRecord.of(t) for t in trials]  # every trial, surplus ones included, as the counts always were
     states = [r.state.name for r in records]
     ended = sorted((t.datetime_complete.timestamp(), t) for t in trials if t.datetime_complete)
-    gaps = [later.datetime_start.timestamp() - earlier_end
-            for (earlier_end, _), (_, later) in itertools.pairwise(ended)]
-    outside = [(t.datetime_complete - t.datetime_start).total_seconds() - r.seconds
-               for t, r in zip(trials, records) if t.datetime_complete and r.seconds is not None]
+    gaps = [
+        later.datetime_start.timestamp() - earlier_end for (earlier_end, _), (_, later) in itertools.pairwise(ended)
+    ]
+    outside = [
+        (t.datetime_complete - t.datetime_start).total_seconds() - r.seconds
+        for t, r in zip(trials, records)
+        if t.datetime_complete and r.seconds is not None
+    ]
     suffix = "" if args.architecture == "blog-cnn" else f"-{args.architecture}"
-    write_result(f"full_search-{args.data.name}-{args.timeout}s{suffix}", {
-        "command": " ".join(["automl-img", *command[1:]]),
-        "test_accuracy": bundle.test.accuracy, "test_images": bundle.test.images,
-        "val_accuracy": bundle.val_scores["accuracy"], "best_trial": bundle.trial,
-        "averaged_trials": [member.trial for member in bundle.members],
-        "left_out_trials": bundle.left_out,
-        "best_trial_alone_test_accuracy": alone.test.accuracy,
-        "best_trial_alone_val_accuracy": alone.val_scores["accuracy"],
-        "trial_0_val_accuracy": (records[0].val_scores or {}).get("accuracy"),
-        "trial_0_test_accuracy": trial_test_scores(work, "full", 0)["test"] if records[0].weights else None,
-        "best_params": bundle.params,
-        "trials_completed": states.count("COMPLETE"), "trials_pruned": states.count("PRUNED"),
-        "trials_failed": states.count("FAIL"),
-        "seconds_to_first_model": round(min(t.datetime_complete.timestamp() for t in trials
-                                            if t.state == optuna.trial.TrialState.COMPLETE) - started, 1),
-        "search_seconds": round(search_seconds, 1), "search_and_export_seconds": round(total_seconds, 1),
-        "peak_resident_mb_search_and_trial_process": round(peak[0], 1),
-        "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
-        "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2) if outside else None,
-        "trials": [{"number": r.number, "state": r.state.name, "value": r.value, "seconds": r.seconds,
-                    "epochs": r.epochs_run, "planned_epochs": r.epochs, "promoted_from": r.promoted_from,
-                    "train_images": r.train_images, "stopped_by": r.stopped_by,
+    write_result(
+        f"full_search-{args.data.name}-{args.timeout}s{suffix}",
+        {
+            "command": " ".join(["automl-img", *command[1:]]),
+            "test_accuracy": bundle.test.accuracy,
+            "test_images": bundle.test.images,
+            "val_accuracy": bundle.val_scores["accuracy"],
+            "best_trial": bundle.trial,
+            "averaged_trials": [member.trial for member in bundle.members],
+            "left_out_trials": bundle.left_out,
+            "best_trial_alone_test_accuracy": alone.test.accuracy,
+            "best_trial_alone_val_accuracy": alone.val_scores["accuracy"],
+            "trial_0_val_accuracy": (records[0].val_scores or {}).get("accuracy"),
+            "trial_0_test_accuracy": trial_test_scores(work, "full", 0)["test"] if records[0].weights else None,
+            "best_params": bundle.params,
+            "trials_completed": states.count("COMPLETE"),
+            "trials_pruned": states.count("PRUNED"),
+            "trials_failed": states.count("FAIL"),
+            "seconds_to_first_model": round(
+                min(t.datetime_complete.timestamp() for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+                - started,
+                1,
+            ),
+            "search_seconds": round(search_seconds, 1),
+            "search_and_export_seconds": round(total_seconds, 1),
+            "peak_resident_mb_search_and_trial_process": round(peak[0], 1),
+            "median_seconds_between_trials": round(sorted(gaps)[len(gaps) // 2], 2) if gaps else None,
+            "median_seconds_per_trial_outside_training": round(sorted(outside)[len(outside) // 2], 2)
+            if outside
+            else None,
+            "trials": [
+                {
+                    "number": r.number,
+                    "state": r.state.name,
+                    "value": r.value,
+                    "seconds": r.seconds,
+                    "epochs": r.epochs_run,
+                    "planned_epochs": r.epochs,
+                    "promoted_from": r.promoted_from,
+                    "train_images": r.train_images,
+                    "stopped_by": r.stopped_by,
                     "architecture": r.params.get("architecture"),  # in a study of several
                     "image_size": next((v for k, v in r.params.items() if k.startswith("image_size")), None),
-                    "fine_tune_share": r.params.get("fine_tune_share")} for r in records],
-    })
+                    "fine_tune_share": r.params.get("fine_tune_share"),
+                }
+                for r in records
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,16 @@ from pathlib import Path
 import numpy as np
 from _common import DATA, write_result
 
-RECIPE_ARCH = {"activations": "recipe", "filters_1": 32, "filters_2": 32, "filters_3": 32, "filters_4": 64,
-               "batch_norm": False, "dropout": 0.4, "dense_units": 64}
+RECIPE_ARCH = {
+    "activations": "recipe",
+    "filters_1": 32,
+    "filters_2": 32,
+    "filters_3": 32,
+    "filters_4": 64,
+    "batch_norm": False,
+    "dropout": 0.4,
+    "dense_units": 64,
+}
 
 
 def decode_figures(cache_root: Path) -> tuple[dict, object]:
@@ -39,13 +47,15 @@ def decode_figures(cache_root: Path) -> tuple[dict, object]:
         started = time.perf_counter()
         cache.load(28, 1)
         figures[f"cold_images_per_s_{workers or 'all'}_threads"] = round(
-            len(image_set) / (time.perf_counter() - started))
+            len(image_set) / (time.perf_counter() - started)
+        )
     started = time.perf_counter()
     decoded = ImageCache(cache_root, image_set).load(28, 1)  # a new run: only the memory map opens
     int(np.asarray(decoded.images).sum())  # and every pixel is read once
     figures["cached_images_per_s"] = round(len(image_set) / (time.perf_counter() - started))
     figures["cached_vs_cold_speedup"] = round(
-        figures["cached_images_per_s"] / figures["cold_images_per_s_all_threads"], 1)
+        figures["cached_images_per_s"] / figures["cold_images_per_s_all_threads"], 1
+    )
     return figures, (decoded, image_set)
 
 
@@ -83,26 +93,51 @@ def main() -> None:
     in_memory_x, in_memory_y = np.asarray(images[rows]), labels[rows]
 
     def bare(batch):
-        return lambda model, epochs: model.fit(in_memory_x, in_memory_y, batch_size=batch, epochs=epochs,
-                                               shuffle=True, verbose=0)
+        return lambda model, epochs: model.fit(
+            in_memory_x, in_memory_y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0
+        )
 
     def ours(batch, **augment):
-        params = TrainingParams(28, batch, 1e-3, 0.0, 0.0, **{"rotation": 0.0, "zoom": 0.0, "width_shift": 0.0,
-                                                     "height_shift": 0.0, "horizontal_flip": False, **augment})
-        return lambda model, epochs: model.fit(training.batches(images, labels, rows, batch, params, shuffle_seed=0),
-                                               epochs=epochs, verbose=0, shuffle=False)
+        params = TrainingParams(
+            28,
+            batch,
+            1e-3,
+            0.0,
+            0.0,
+            **{
+                "rotation": 0.0,
+                "zoom": 0.0,
+                "width_shift": 0.0,
+                "height_shift": 0.0,
+                "horizontal_flip": False,
+                **augment,
+            },
+        )
+        return lambda model, epochs: model.fit(
+            training.batches(images, labels, rows, batch, params, shuffle_seed=0),
+            epochs=epochs,
+            verbose=0,
+            shuffle=False,
+        )
 
     def keras_layers(batch):
-        layers = keras.Sequential([keras.layers.RandomRotation(30 / 360, fill_mode="nearest"),
-                                   keras.layers.RandomZoom(0.2, fill_mode="nearest"),
-                                   keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-                                   keras.layers.RandomFlip("horizontal")])
+        layers = keras.Sequential(
+            [
+                keras.layers.RandomRotation(30 / 360, fill_mode="nearest"),
+                keras.layers.RandomZoom(0.2, fill_mode="nearest"),
+                keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+                keras.layers.RandomFlip("horizontal"),
+            ]
+        )
 
         def fit(model, epochs):
             dataset = tf.data.Dataset.from_tensor_slices((in_memory_x, in_memory_y)).shuffle(len(rows)).batch(batch)
-            dataset = dataset.map(lambda x, y: (tf.cast(layers(tf.cast(x, tf.float32), training=True), tf.uint8), y),
-                                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            dataset = dataset.map(
+                lambda x, y: (tf.cast(layers(tf.cast(x, tf.float32), training=True), tf.uint8), y),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            ).prefetch(tf.data.AUTOTUNE)
             model.fit(dataset, epochs=epochs, verbose=0)
+
         return fit
 
     recipe = {"rotation": 30.0, "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True}
@@ -120,10 +155,12 @@ def main() -> None:
     training_figures = {"images_per_s": median, "train_images": len(rows), "epochs_timed": args.epochs}
     for batch in (32, 128):
         training_figures[f"pipeline_overhead_batch{batch}_percent"] = round(
-            100 * (median[f"bare_batch{batch}"] / median[f"ours_batch{batch}"] - 1), 1)
+            100 * (median[f"bare_batch{batch}"] / median[f"ours_batch{batch}"] - 1), 1
+        )
     training_figures["augmentation_cost_percent_vs_none"] = {
         name.removeprefix("augment_").removesuffix("_batch32"): round(100 * (median["ours_batch32"] / value - 1), 1)
-        for name, value in median.items() if name.startswith("augment_")
+        for name, value in median.items()
+        if name.startswith("augment_")
     }
     shutil.rmtree(cache_root, ignore_errors=True)
     write_result("pipeline", {"decode": decode, "training": training_figures})

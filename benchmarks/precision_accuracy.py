@@ -34,21 +34,49 @@ def main() -> None:
         for precision in args.precisions.split(","):  # interleaved: both precisions see the same machine state
             study = f"{precision}-{seed}"
             started = time.time()
-            subprocess.run([cli, "search", str(args.data.resolve()), "--study", study, "--trials", "1", "--epochs",
-                            str(args.epochs), "--seed", seed, "--precision", precision, "-p",
-                            f"image_size={args.image_size}", "--quiet"], cwd=work, check=True)
+            subprocess.run(
+                [
+                    cli,
+                    "search",
+                    str(args.data.resolve()),
+                    "--study",
+                    study,
+                    "--trials",
+                    "1",
+                    "--epochs",
+                    str(args.epochs),
+                    "--seed",
+                    seed,
+                    "--precision",
+                    precision,
+                    "-p",
+                    f"image_size={args.image_size}",
+                    "--quiet",
+                ],
+                cwd=work,
+                check=True,
+            )
             seconds = time.time() - started
-            subprocess.run([cli, "export-best", "--study", study], cwd=work, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run([cli, "export-best", "--study", study], cwd=work, check=True, stdout=subprocess.DEVNULL)
             bundle = BundleManifest.read(work / "studies" / study / "export")
             trial = StoredStudy.open(study, f"sqlite:///{work}/studies/automl-img.db").trials()[0]
-            runs.append({"precision": precision, "seed": int(seed), "trained_in": trial.precision,
-                         "test_accuracy": bundle.test.accuracy, "val_accuracy": bundle.val_scores["accuracy"],
-                         "training_seconds": trial.seconds, "search_seconds": round(seconds, 1),
-                         "epochs_run": trial.epochs_run})
+            runs.append(
+                {
+                    "precision": precision,
+                    "seed": int(seed),
+                    "trained_in": trial.precision,
+                    "test_accuracy": bundle.test.accuracy,
+                    "val_accuracy": bundle.val_scores["accuracy"],
+                    "training_seconds": trial.seconds,
+                    "search_seconds": round(seconds, 1),
+                    "epochs_run": trial.epochs_run,
+                }
+            )
             print(runs[-1], flush=True)
-    write_result(f"precision_accuracy-{args.data.name}-{args.image_size}px", {
-        "data": str(args.data), "image_size": args.image_size, "epochs": args.epochs, "runs": runs})
+    write_result(
+        f"precision_accuracy-{args.data.name}-{args.image_size}px",
+        {"data": str(args.data), "image_size": args.image_size, "epochs": args.epochs, "runs": runs},
+    )
 
 
 if __name__ == "__main__":

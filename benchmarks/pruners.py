@@ -31,18 +31,46 @@ def main() -> None:
     for seed in args.seeds:  # seeds outermost: a slow spell of the machine hits every pairing alike
         for sampler, pruner in PAIRINGS:
             name = f"{sampler}+{pruner}"
-            figures = run_automl(args.data.resolve(), args.budget, work, f"{name}-{seed}", "--sampler", sampler,
-                                 "--pruner", pruner, "--seed", str(seed))
-            runs.setdefault(name, []).append({k: figures[k] for k in (
-                "test_accuracy", "val_accuracy", "trials_completed", "trials_pruned", "trials_failed", "seconds",
-                "best_trial", "trial_0_val_accuracy")})
+            figures = run_automl(
+                args.data.resolve(),
+                args.budget,
+                work,
+                f"{name}-{seed}",
+                "--sampler",
+                sampler,
+                "--pruner",
+                pruner,
+                "--seed",
+                str(seed),
+            )
+            runs.setdefault(name, []).append(
+                {
+                    k: figures[k]
+                    for k in (
+                        "test_accuracy",
+                        "val_accuracy",
+                        "trials_completed",
+                        "trials_pruned",
+                        "trials_failed",
+                        "seconds",
+                        "best_trial",
+                        "trial_0_val_accuracy",
+                    )
+                }
+            )
             print(name, seed, runs[name][-1], flush=True)
-    summary = {name: {"mean_test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rs), 4),
-                      "mean_val_accuracy": round(statistics.mean(r["val_accuracy"] for r in rs), 4),
-                      "mean_trials_finished": statistics.mean(r["trials_completed"] + r["trials_pruned"] for r in rs)}
-               for name, rs in runs.items()}
-    write_result(f"pruners-{args.data.name}-{args.budget}s", {"budget_seconds": args.budget, "seeds": args.seeds,
-                                                               "summary": summary, "runs": runs})
+    summary = {
+        name: {
+            "mean_test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rs), 4),
+            "mean_val_accuracy": round(statistics.mean(r["val_accuracy"] for r in rs), 4),
+            "mean_trials_finished": statistics.mean(r["trials_completed"] + r["trials_pruned"] for r in rs),
+        }
+        for name, rs in runs.items()
+    }
+    write_result(
+        f"pruners-{args.data.name}-{args.budget}s",
+        {"budget_seconds": args.budget, "seeds": args.seeds, "summary": summary, "runs": runs},
+    )
 
 
 if __name__ == "__main__":

@@ -75,17 +75,26 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     folder = write_folder(DATA / f"fashion-mnist-{args.images // 1000}k-{args.side}px", args.images, args.side)
-    figures: dict = {"images": args.images, "side_px": args.side, "train_size_px": args.train_size,
-                     "writing_seconds_not_part_of_the_figures": round(time.time() - started, 1),
-                     "folder_bytes": sum(p.stat().st_size for p in folder.rglob("*.png"))}
+    figures: dict = {
+        "images": args.images,
+        "side_px": args.side,
+        "train_size_px": args.train_size,
+        "writing_seconds_not_part_of_the_figures": round(time.time() - started, 1),
+        "folder_bytes": sum(p.stat().st_size for p in folder.rglob("*.png")),
+    }
     studies = Path(tempfile.mkdtemp(prefix="scale-studies-"))
-    figures["listing"] = measure_in_child("""
+    figures["listing"] = measure_in_child(
+        """
 from automl_img.data.imageset import list_image_folder
 t = time.time(); found = list_image_folder(folder); seconds = time.time() - t
 print(json.dumps({"seconds": round(seconds, 2), "files": len(found), "peak_resident_mb": round(peak_resident_mb(), 1)}))
-""", folder, studies)
+""",
+        folder,
+        studies,
+    )
     for size in (args.side, args.train_size):
-        figures[f"cache_{size}px"] = measure_in_child(f"""
+        figures[f"cache_{size}px"] = measure_in_child(
+            f"""
 from automl_img.data.cache import ImageCache
 from automl_img.data.imageset import list_image_folder
 found = list_image_folder(folder)
@@ -99,14 +108,34 @@ files = [p for p in (Path(os.environ["AUTOML_IMG_STUDIES"]) / "cache").rglob("*"
 print(json.dumps({{"first_decode_seconds": round(decode, 1), "images_per_second": round(len(found) / decode),
                   "cached_load_seconds": round(cached, 2), "cache_bytes_on_disk": sum(p.stat().st_size for p in files),
                   "peak_resident_mb": round(peak_resident_mb(), 1)}}))
-""", folder, studies)
+""",
+            folder,
+            studies,
+        )
     # A real search: listing, split, one trial (decode from the cache made above, 1 epoch), with the memory
     # of the search process sampled while it runs (its trial process records its own).
     work = Path(tempfile.mkdtemp(prefix="scale-search-"))
-    search = subprocess.Popen([sys.executable, "-m", "automl_img", "search", str(folder), "--trials", "1", "--epochs",
-                               "1", "-p", f"image_size={args.train_size}", "--quiet"], cwd=work,
-                              env={**__import__("os").environ, "AUTOML_IMG_STUDIES": str(studies)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    search = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "automl_img",
+            "search",
+            str(folder),
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "-p",
+            f"image_size={args.train_size}",
+            "--quiet",
+        ],
+        cwd=work,
+        env={**__import__("os").environ, "AUTOML_IMG_STUDIES": str(studies)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peak = [0.0]
 
     def sample() -> None:
@@ -124,9 +153,12 @@ print(json.dumps({{"first_decode_seconds": round(decode, 1), "images_per_second"
         raise SystemExit(output)
     trial = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{studies}/automl-img.db").trials[0]
     figures["search_one_trial_one_epoch"] = {
-        "wall_seconds": round(time.time() - t, 1), "training_seconds": trial.user_attrs.get("seconds"),
-        "val_accuracy": trial.value, "search_process_peak_resident_mb": round(peak[0], 1),
-        "trial_process_resident_mb_after_training": trial.user_attrs.get("resident_mb")}
+        "wall_seconds": round(time.time() - t, 1),
+        "training_seconds": trial.user_attrs.get("seconds"),
+        "val_accuracy": trial.value,
+        "search_process_peak_resident_mb": round(peak[0], 1),
+        "trial_process_resident_mb_after_training": trial.user_attrs.get("resident_mb"),
+    }
     figures["cache_bytes_total"] = sum(p.stat().st_size for p in (studies / "cache").rglob("*") if p.is_file())
     print(figures)
     write_result(f"scale-{args.images // 1000}k-{args.side}px", figures)

@@ -24,8 +24,10 @@ SUBSET_SLICE = {"fashion-mnist-6k": 0, "fashion-mnist-6k-b": 1, "fashion-mnist-6
 def slice_rows(labels: np.ndarray) -> list[np.ndarray]:
     """The rows of each slice: images k*200..k*200+199 of each class, as fashion_mnist.py cuts them."""
     per_class = [np.flatnonzero(labels == label) for label in range(len(CLASSES))]
-    return [np.sort(np.concatenate([rows[start:start + SLICE] for rows in per_class]))
-            for start in range(0, min(len(rows) for rows in per_class), SLICE)]
+    return [
+        np.sort(np.concatenate([rows[start : start + SLICE] for rows in per_class]))
+        for start in range(0, min(len(rows) for rows in per_class), SLICE)
+    ]
 
 
 def probabilities(bundle, images: np.ndarray) -> np.ndarray:
@@ -37,26 +39,34 @@ def probabilities(bundle, images: np.ndarray) -> np.ndarray:
 
 
 def scores(right: np.ndarray, slices: list[np.ndarray]) -> dict:
-    return {"all_test_accuracy": round(float(right.mean()), 4),
-            "slice_accuracy": [round(float(right[rows].mean()), 4) for rows in slices]}
+    return {
+        "all_test_accuracy": round(float(right.mean()), 4),
+        "slice_accuracy": [round(float(right[rows].mean()), 4) for rows in slices],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundles", nargs="+",
-                        help="NAME=FOLDER: a bundle export-best wrote from a Fashion-MNIST folder")
+    parser.add_argument(
+        "bundles", nargs="+", help="NAME=FOLDER: a bundle export-best wrote from a Fashion-MNIST folder"
+    )
     parser.add_argument("--out", default="slices", help="results/<out>.json")
-    parser.add_argument("--average", action="store_true",
-                        help="also score the average of all the bundles' probabilities (an ensemble of them)")
+    parser.add_argument(
+        "--average",
+        action="store_true",
+        help="also score the average of all the bundles' probabilities (an ensemble of them)",
+    )
     args = parser.parse_args()
     from automl_img.api import load_bundle
 
     images, labels = load("test")
     slices = slice_rows(labels)
-    figures: dict = {"test_images": len(labels),
-                     "slices": [f"images {k * SLICE}-{k * SLICE + SLICE - 1} of each class"
-                                for k in range(len(slices))],
-                     "subset_test_slice": SUBSET_SLICE, "bundles": {}}
+    figures: dict = {
+        "test_images": len(labels),
+        "slices": [f"images {k * SLICE}-{k * SLICE + SLICE - 1} of each class" for k in range(len(slices))],
+        "subset_test_slice": SUBSET_SLICE,
+        "bundles": {},
+    }
     total = 0.0
     for name, _, folder in (spec.partition("=") for spec in args.bundles):
         bundle = load_bundle(Path(folder))
@@ -64,9 +74,12 @@ def main() -> None:
             raise SystemExit(f"{folder}: not a Fashion-MNIST bundle (classes {bundle.manifest.class_names})")
         probs = probabilities(bundle, images)
         total = total + probs
-        figures["bundles"][name] = {"folder": folder, "dataset": bundle.manifest.dataset.source,
-                                    "own_test_accuracy": bundle.manifest.test.accuracy,
-                                    **scores(probs.argmax(axis=1) == labels, slices)}
+        figures["bundles"][name] = {
+            "folder": folder,
+            "dataset": bundle.manifest.dataset.source,
+            "own_test_accuracy": bundle.manifest.test.accuracy,
+            **scores(probs.argmax(axis=1) == labels, slices),
+        }
         print(name, figures["bundles"][name], flush=True)
     if args.average:
         figures["average_of_all"] = scores(total.argmax(axis=1) == labels, slices)

@@ -19,16 +19,38 @@ import time
 import numpy as np
 from _common import write_result
 
-RECIPE = {"convs_per_block": 1, "batch_norm": False, "filters_1": 32, "filters_2": 32, "filters_3": 32,
-          "filters_4": 64, "activations": "recipe", "head": "flatten", "dense_units": 64, "dropout": 0.4}
+RECIPE = {
+    "convs_per_block": 1,
+    "batch_norm": False,
+    "filters_1": 32,
+    "filters_2": 32,
+    "filters_3": 32,
+    "filters_4": 64,
+    "activations": "recipe",
+    "head": "flatten",
+    "dense_units": 64,
+    "dropout": 0.4,
+}
 # blog-cnn's parameters per named model; "default" is trial 0 as the search builds it at that size.
 MODELS: dict[str, dict] = {
     "default": {},
     "recipe": RECIPE,  # the blog's 4-block CNN
-    "wide-2conv-bn": {"convs_per_block": 2, "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128,
-                      "filters_4": 128},  # the default before resolution-aware widths
-    "wide-2conv": {"convs_per_block": 2, "batch_norm": False, "filters_1": 32, "filters_2": 64, "filters_3": 128,
-                   "filters_4": 128},
+    "wide-2conv-bn": {
+        "convs_per_block": 2,
+        "batch_norm": True,
+        "filters_1": 32,
+        "filters_2": 64,
+        "filters_3": 128,
+        "filters_4": 128,
+    },  # the default before resolution-aware widths
+    "wide-2conv": {
+        "convs_per_block": 2,
+        "batch_norm": False,
+        "filters_1": 32,
+        "filters_2": 64,
+        "filters_3": 128,
+        "filters_4": 128,
+    },
     "1conv-bn": {"convs_per_block": 1, "batch_norm": True},
 }
 
@@ -83,8 +105,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--name", default="throughput", help="results/NAME.json")
-    parser.add_argument("--keras-batch-norm", action="store_true",
-                        help="train batch norm with Keras' own code instead of the fused kernel automl-img uses")
+    parser.add_argument(
+        "--keras-batch-norm",
+        action="store_true",
+        help="train batch norm with Keras' own code instead of the fused kernel automl-img uses",
+    )
     args = parser.parse_args()
     from automl_img.models import fused_batch_norm
     from automl_img.models import precision as precisions
@@ -107,19 +132,30 @@ def main() -> None:
             row = {"model": model_name, "image_size": size, "forward_gflop_per_image": round(gflop, 3)}
             for precision, values in speeds.items():
                 best = max(values)
-                row[precision] = {"images_per_s": [round(v, 1) for v in values],
-                                  # training costs about three forward passes (forward, two backward products)
-                                  "share_of_fp32_matmul_peak": round(3 * gflop * best / peak, 3)}
+                row[precision] = {
+                    "images_per_s": [round(v, 1) for v in values],
+                    # training costs about three forward passes (forward, two backward products)
+                    "share_of_fp32_matmul_peak": round(3 * gflop * best / peak, 3),
+                }
             if "float32" in speeds and len(speeds) > 1:
                 for precision in speeds:
                     if precision != "float32":
                         row[f"{precision}_over_float32"] = round(
-                            statistics.median(speeds[precision]) / statistics.median(speeds["float32"]), 2)
+                            statistics.median(speeds[precision]) / statistics.median(speeds["float32"]), 2
+                        )
             print(row, flush=True)
             rows.append(row)
-    write_result(args.name, {"matmul_peak_gflops": round(peak, 1), "batch": args.batch, "steps": args.steps,
-                                "auto_precision": precisions.resolve("auto"),
-                                "batch_norm": "keras" if args.keras_batch_norm else "fused", "rows": rows})
+    write_result(
+        args.name,
+        {
+            "matmul_peak_gflops": round(peak, 1),
+            "batch": args.batch,
+            "steps": args.steps,
+            "auto_precision": precisions.resolve("auto"),
+            "batch_norm": "keras" if args.keras_batch_norm else "fused",
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

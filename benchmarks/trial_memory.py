@@ -40,8 +40,9 @@ def main() -> None:
     source = str(DATA / "fashion-mnist-6k")
     fixed = {"image_size": 28}
     in_process_rss = []
-    options = SearchOptions(source=source, study="in-process", trials=args.trials, epochs=args.epochs, seed=0,
-                            overrides=fixed)
+    options = SearchOptions(
+        source=source, study="in-process", trials=args.trials, epochs=args.epochs, seed=0, overrides=fixed
+    )
     stored, data = prepare_study(options, registry)
     study = stored.study
     study.sampler, study.pruner = make_sampler("tpe", 0), make_pruner("median")
@@ -67,29 +68,38 @@ def main() -> None:
 
     recorder = Recorder()
     started = time.time()
-    summary = run_search(SearchOptions(source=source, study="child", trials=args.trials, epochs=args.epochs, seed=0,
-                                       overrides=fixed), registry, recorder)
+    summary = run_search(
+        SearchOptions(source=source, study="child", trials=args.trials, epochs=args.epochs, seed=0, overrides=fixed),
+        registry,
+        recorder,
+    )
     child_seconds = time.time() - started
     trials = trial_records(optuna.load_study(study_name="child", storage=study._storage))
     wall = [end - start for start, end in zip([started] + recorder.ended[:-1], recorder.ended)]
     overhead = [w - (t.seconds or 0) for w, t in zip(wall, trials)]
     child_rss = [t.resident_mb for t in trials]
-    write_result("trial_memory", {
-        "trials": args.trials, "epochs_per_trial": args.epochs, "data": "fashion-mnist-6k at 28 px",
-        "in_process": {
-            "resident_mb_after_each_trial": in_process_rss,
-            "growth_mb_trial_3_to_last": round(in_process_rss[-1] - in_process_rss[2], 1),
-            "seconds": round(in_process_seconds, 1),
+    write_result(
+        "trial_memory",
+        {
+            "trials": args.trials,
+            "epochs_per_trial": args.epochs,
+            "data": "fashion-mnist-6k at 28 px",
+            "in_process": {
+                "resident_mb_after_each_trial": in_process_rss,
+                "growth_mb_trial_3_to_last": round(in_process_rss[-1] - in_process_rss[2], 1),
+                "seconds": round(in_process_seconds, 1),
+            },
+            "child_process": {
+                "parent_resident_mb_after_each_trial": recorder.parent_rss,
+                "parent_growth_mb_trial_3_to_last": round(recorder.parent_rss[-1] - recorder.parent_rss[2], 1),
+                "child_resident_mb_at_trial_end": child_rss,
+                "seconds": round(child_seconds, 1),
+                "overhead_seconds_per_trial_median": round(sorted(overhead)[len(overhead) // 2], 2),
+                "completed": summary.counts.completed,
+                "pruned": summary.counts.pruned,
+            },
         },
-        "child_process": {
-            "parent_resident_mb_after_each_trial": recorder.parent_rss,
-            "parent_growth_mb_trial_3_to_last": round(recorder.parent_rss[-1] - recorder.parent_rss[2], 1),
-            "child_resident_mb_at_trial_end": child_rss,
-            "seconds": round(child_seconds, 1),
-            "overhead_seconds_per_trial_median": round(sorted(overhead)[len(overhead) // 2], 2),
-            "completed": summary.counts.completed, "pruned": summary.counts.pruned,
-        },
-    })
+    )
 
 
 if __name__ == "__main__":

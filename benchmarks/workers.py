@@ -30,14 +30,32 @@ from automl_img.default_plugins.digits import write_digits
 from automl_img.study.records import TrialRecord
 
 
-def run_variant(name: str, storage: str, opened, digits: Path, workers: int, trials: int, work: Path,
-                in_one_search: bool = False) -> dict:
-    command = [sys.executable, "-m", "automl_img", "search", str(digits), "--study", name, "--storage", storage,
-               "--trials", str(trials), "--epochs", "2", "-p", "image_size=8"]
+def run_variant(
+    name: str, storage: str, opened, digits: Path, workers: int, trials: int, work: Path, in_one_search: bool = False
+) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "automl_img",
+        "search",
+        str(digits),
+        "--study",
+        name,
+        "--storage",
+        storage,
+        "--trials",
+        str(trials),
+        "--epochs",
+        "2",
+        "-p",
+        "image_size=8",
+    ]
     command += ["--workers", str(workers)] if in_one_search else []
     started = time.time()
-    processes = [subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for _ in range(1 if in_one_search else workers)]
+    processes = [
+        subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(1 if in_one_search else workers)
+    ]
     outputs = [p.communicate()[0] for p in processes]
     seconds = time.time() - started
     study = optuna.load_study(study_name=name, storage=opened)
@@ -45,14 +63,20 @@ def run_variant(name: str, storage: str, opened, digits: Path, workers: int, tri
     states = [r.state.name for r in records if not r.surplus]
     errors = sum(o.count("database is locked") + o.count("Traceback") for o in outputs)
     return {
-        "workers": workers, "in_one_search": in_one_search, "trials_asked": trials, "wall_seconds": round(seconds, 1),
-        "finished": states.count("COMPLETE") + states.count("PRUNED"), "failed": states.count("FAIL"),
+        "workers": workers,
+        "in_one_search": in_one_search,
+        "trials_asked": trials,
+        "wall_seconds": round(seconds, 1),
+        "finished": states.count("COMPLETE") + states.count("PRUNED"),
+        "failed": states.count("FAIL"),
         "left_running": states.count("RUNNING"),
         "duplicated_numbers": len(records) - len({r.number for r in records}),
         "surplus_given_back": sum(r.surplus for r in records),
         "trials_per_worker": sorted(
-            sum(r.worker is not None and r.worker.search_pid == p.pid for r in records) for p in processes),
-        "worker_exit_codes": [p.returncode for p in processes], "storage_errors_in_output": errors,
+            sum(r.worker is not None and r.worker.search_pid == p.pid for r in records) for p in processes
+        ),
+        "worker_exit_codes": [p.returncode for p in processes],
+        "storage_errors_in_output": errors,
     }
 
 
@@ -67,12 +91,20 @@ def main() -> None:
     sqlite = f"sqlite:///{work}/studies/parallel.db"
     figures = {
         "sqlite": run_variant("sqlite", sqlite, sqlite, digits, args.workers, args.trials, work),
-        "journal_file": run_variant("journal", journal, optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(journal)), digits, args.workers, args.trials, work),
+        "journal_file": run_variant(
+            "journal",
+            journal,
+            optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal)),
+            digits,
+            args.workers,
+            args.trials,
+            work,
+        ),
     }
     for count in (1, args.workers):  # one search process: one trial at a time, then --workers at once
-        figures[f"one_search_workers_{count}"] = run_variant(f"one-search-{count}", sqlite, sqlite, digits, count,
-                                                             args.trials, work, in_one_search=True)
+        figures[f"one_search_workers_{count}"] = run_variant(
+            f"one-search-{count}", sqlite, sqlite, digits, count, args.trials, work, in_one_search=True
+        )
     with postgres_server("benchmark-password") as url:
         figures["postgresql"] = run_variant("postgres", url, url, digits, args.workers, args.trials, work)
     for name, result in figures.items():

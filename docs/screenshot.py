@@ -1,6 +1,6 @@
 """Render a report page in headless Chromium and save the top of it as a PNG (for the README).
 
-    python docs/screenshot.py studies/digits/report.html docs/report.png [--height 1500]
+python docs/screenshot.py studies/digits/report.html docs/report.png [--height 1500]
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1500)
     args = parser.parse_args()
     options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--window-size={args.width},{args.height}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--window-size={args.width},{args.height}",
+    ):
         options.add_argument(flag)
     options.binary_location = shutil.which("chromium")
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))

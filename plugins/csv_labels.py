@@ -29,8 +29,10 @@ def load_csv(source: str | None) -> ImageSet:
         columns = set(reader.fieldnames or [])
         if not {"path", "label"} <= columns:
             raise DataError(f"{table} needs a header with columns path,label (found: {', '.join(sorted(columns))})")
-        rows = [(row["path"], row["label"], row["split"]) if "split" in columns else (row["path"], row["label"])
-                for row in reader]
+        rows = [
+            (row["path"], row["label"], row["split"]) if "split" in columns else (row["path"], row["label"])
+            for row in reader
+        ]
     present = [row for row in rows if (table.parent / row[0]).is_file()]
     missing = [(row[0], "listed in the CSV but not found") for row in rows if row not in present]
     return ImageSet.from_labelled_files(table.parent, present, skipped=missing)

@@ -99,13 +99,15 @@ def test_arrays_and_pil_images_predict_exactly_as_their_files(searched, few_digi
 
 def test_predict_says_what_is_wrong_with_an_input(searched, few_digits, tmp_path):
     model = searched[2].load()
-    for bad, words in ((np.zeros((2, 3, 4, 5, 6), np.uint8), "got shape (2, 3, 4, 5, 6)"),
-                       (np.zeros((2, 8, 8, 7), np.uint8), "got shape (2, 8, 8, 7)"),
-                       (np.array([["a"]]), "must hold numbers"),
-                       (np.zeros((0, 8), np.uint8), "empty"),
-                       ({"image": 1}, "cannot classify a dict"),
-                       ([], "no images given"),
-                       (tmp_path / "missing.png", "does not exist")):
+    for bad, words in (
+        (np.zeros((2, 3, 4, 5, 6), np.uint8), "got shape (2, 3, 4, 5, 6)"),
+        (np.zeros((2, 8, 8, 7), np.uint8), "got shape (2, 8, 8, 7)"),
+        (np.array([["a"]]), "must hold numbers"),
+        (np.zeros((0, 8), np.uint8), "empty"),
+        ({"image": 1}, "cannot classify a dict"),
+        ([], "no images given"),
+        (tmp_path / "missing.png", "does not exist"),
+    ):
         with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
             model.predict(bad)
     (tmp_path / "broken.png").write_bytes(b"not a png")
@@ -122,8 +124,11 @@ def test_the_api_refuses_what_the_command_line_refuses(searched, few_digits, wor
         (lambda: automl_img.search(few_digits, workers=1.5), AutomlImgError, "workers=1.5 is not allowed; use a whole"),
         (lambda: automl_img.search(few_digits, objective="speed"), StudyError, "unknown objective 'speed'"),
         (lambda: automl_img.search(workdir / "nowhere"), DataError, "nowhere"),
-        (lambda: automl_img.search(few_digits, params={"dropout": {"low": 0.1}}), StudyError,
-         "params: dropout must be a value, a list, or"),
+        (
+            lambda: automl_img.search(few_digits, params={"dropout": {"low": 0.1}}),
+            StudyError,
+            "params: dropout must be a value, a list, or",
+        ),
         (lambda: automl_img.search(few_digits, params={"dropout": object()}), StudyError, "params: dropout"),
         (lambda: automl_img.search(few_digits, architecture="resnet-9000"), PluginError, "unknown architecture"),
         (lambda: automl_img.export_best("no-such-study"), StudyError, "no-such-study"),
@@ -168,7 +173,7 @@ def test_a_plugin_that_cannot_reach_the_trials_is_refused_before_the_study_is_ma
 
 
 # Written as a notebook cell would be: functions and a class that exist only in ``__main__``.
-_MAIN_PLUGIN = '''
+_MAIN_PLUGIN = """
 import automl_img
 
 def build_small(hp, input_shape, num_classes):
@@ -184,27 +189,30 @@ class CellPlugin:
 
 name = automl_img.register_plugin(CellPlugin())
 assert automl_img.register_plugin(CellPlugin()) == name  # a cell run twice replaces its plugin
-'''
+"""
 
 
 @pytest.mark.slow  # a fresh interpreter imports TensorFlow
 def test_a_plugin_defined_in_main_reaches_a_fresh_process_by_value(tmp_path):
     script = tmp_path / "cell.py"
-    script.write_text(_MAIN_PLUGIN + '''
+    script.write_text(
+        _MAIN_PLUGIN
+        + """
 import pickle, sys
 from automl_img.plugins import load_plugins
 registry = load_plugins(third_party=False)
 assert registry.get("architecture", "from-a-cell").source == "registered in-process"
 sys.stdout.buffer.write(pickle.dumps(registry.plugin_source))
-''')
+"""
+    )
     shipped = subprocess.run([sys.executable, str(script)], capture_output=True, check=True, cwd=tmp_path).stdout
     # A new interpreter has no CellPlugin anywhere: what arrives must carry the class and the function themselves.
-    check = '''
+    check = """
 import pickle, sys
 source = pickle.loads(sys.stdin.buffer.read())
 model = source.load().architecture("from-a-cell")(None, (8, 8, 1), 3)
 print(model.output_shape)
-'''
+"""
     built = subprocess.run([sys.executable, "-c", check], input=shipped, capture_output=True, cwd=tmp_path)
     assert built.returncode == 0, built.stderr.decode()
     assert built.stdout.decode().strip() == "(None, 3)"

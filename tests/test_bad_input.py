@@ -20,13 +20,18 @@ from automl_img.data.decode import probe_native_shape
 
 def png_palette(path: Path) -> None:
     """An indexed-colour PNG (OpenCV cannot write one), built chunk by chunk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     rows = b"".join(b"\x00" + bytes([0, 1, 2]) for _ in range(2))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 3, 0, 0, 0))
-                     + chunk(b"PLTE", bytes([255, 0, 0, 0, 255, 0, 0, 0, 255])) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 3, 0, 0, 0))
+        + chunk(b"PLTE", bytes([255, 0, 0, 0, 255, 0, 0, 0, 255]))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_every_colour_mode_decodes_to_uint8_rgb_or_gray(tmp_path):
@@ -63,8 +68,9 @@ def test_very_large_small_and_non_square_images_fit_the_size(tmp_path):
 def test_mixed_gray_and_colour_folder_is_treated_as_colour(tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"g{i}.png"), np.full((20, 20), 50, np.uint8))
-    cv2.imwrite(str(tmp_path / "c.png"),
-                np.dstack([np.zeros((20, 20), np.uint8)] * 2 + [np.full((20, 20), 9, np.uint8)]))
+    cv2.imwrite(
+        str(tmp_path / "c.png"), np.dstack([np.zeros((20, 20), np.uint8)] * 2 + [np.full((20, 20), 9, np.uint8)])
+    )
     shape = probe_native_shape(sorted(tmp_path.glob("*.png")))
     assert shape.channels == 3 and shape.size == 20
 
@@ -100,8 +106,15 @@ def test_messy_folder_lists_every_image_and_reports_the_rest(messy):
     images = list_image_folder(messy)
     assert images.class_names == ("cat", "dög")  # the empty folder is left out, not a class
     names = {Path(p).name for p in images.paths}
-    assert {"UPPER.PNG", "Ünïcödé 名前.png", "deep.png", "link.png", "empty.png", "corrupt.jpg",
-            "truncated.png"} <= names
+    assert {
+        "UPPER.PNG",
+        "Ünïcödé 名前.png",
+        "deep.png",
+        "link.png",
+        "empty.png",
+        "corrupt.jpg",
+        "truncated.png",
+    } <= names
     skipped = dict(images.skipped)
     assert skipped["cat/notes.txt"] == "not an image file extension"
     assert skipped["dög/dangling.png"] == "broken link"
@@ -127,7 +140,10 @@ def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, m
     with open(listed, newline="", encoding="utf-8") as handle:
         rows = {row["path"]: (row["reason"], row["stage"]) for row in csv.DictReader(handle)}
     assert set(rows) == set(dict(list_image_folder(messy).skipped)) | {
-        "cat/empty.png", "cat/corrupt.jpg", "dög/truncated.png"}  # every file left out, the short lines cut
+        "cat/empty.png",
+        "cat/corrupt.jpg",
+        "dög/truncated.png",
+    }  # every file left out, the short lines cut
     assert rows["cat/empty.png"] == ("empty file", "decoding") and rows["cat/.DS_Store"][1] == "listing"
     shown = run("show", "messy").output
     assert all(path in shown for path in rows) and f"{len(rows)} file(s) left out" in shown
@@ -135,14 +151,21 @@ def test_messy_folder_search_reports_unreadable_files_and_keeps_going(workdir, m
     assert trial.state == optuna.trial.TrialState.COMPLETE
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda root: root / "missing", "does not exist; give the folder"),
-    (lambda root: (root / "file.png").write_bytes(b"x") and root / "file.png", "is a file; give the folder"),
-    (lambda root: (root / "only" / "a.png").parent.mkdir() or (cv2.imwrite(str(root / "only" / "a.png"),
-                                                                             np.zeros((4, 4), np.uint8)) and root),
-     "found a single class (only)"),
-    (lambda root: [(root / c).mkdir() for c in ("a", "b")] and root, "no images found under"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root / "missing", "does not exist; give the folder"),
+        (lambda root: (root / "file.png").write_bytes(b"x") and root / "file.png", "is a file; give the folder"),
+        (
+            lambda root: (
+                (root / "only" / "a.png").parent.mkdir()
+                or (cv2.imwrite(str(root / "only" / "a.png"), np.zeros((4, 4), np.uint8)) and root)
+            ),
+            "found a single class (only)",
+        ),
+        (lambda root: [(root / c).mkdir() for c in ("a", "b")] and root, "no images found under"),
+    ],
+)
 def test_wrong_layouts_get_one_line_errors(workdir, tmp_path, make, message):
     root = tmp_path / "data"
     root.mkdir()
@@ -161,20 +184,29 @@ def test_class_with_too_few_images_is_named(workdir, tmp_path, digits_dir):
     assert "rare (2)" in result.output and "at least 3" in result.output
 
 
-@pytest.mark.parametrize("args, code, value, names, allowed", [
-    # a usage error (exit 2) from the option's own check, before anything runs
-    (["--trials", "-3"], 2, "-3", "Invalid value for '--trials'", "use 1 or more"),
-    (["--epochs", "0"], 2, "0", "Invalid value for '--epochs'", "use 1 or more"),
-    # names the command cannot resolve: one "Error:" line, exit 1
-    (["--architecture", "resnet9000"], 1, "'resnet9000'", "unknown architecture", "known: blog-cnn"),
-    (["--dataset", "nope"], 1, "'nope'", "unknown dataset", "known: digits, folder"),
-    (["--storage", "mongodb://h/db"], 1, "'mongodb://h/db'", "unknown storage",
-     "use sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST/DB or a journal file PATH.log"),
-    (["--pruner", "fancy"], 1, "'fancy'", "unknown pruner", "choose from median, none"),
-    (["-p", "dropout"], 1, "'dropout'", "cannot read parameter", "write NAME=VALUE, NAME=A,B,C or NAME=LOW..HIGH"),
-])
-def test_bad_option_values_name_the_option_the_value_and_what_is_allowed(workdir, digits_dir, args, code, value,
-                                                                          names, allowed):
+@pytest.mark.parametrize(
+    "args, code, value, names, allowed",
+    [
+        # a usage error (exit 2) from the option's own check, before anything runs
+        (["--trials", "-3"], 2, "-3", "Invalid value for '--trials'", "use 1 or more"),
+        (["--epochs", "0"], 2, "0", "Invalid value for '--epochs'", "use 1 or more"),
+        # names the command cannot resolve: one "Error:" line, exit 1
+        (["--architecture", "resnet9000"], 1, "'resnet9000'", "unknown architecture", "known: blog-cnn"),
+        (["--dataset", "nope"], 1, "'nope'", "unknown dataset", "known: digits, folder"),
+        (
+            ["--storage", "mongodb://h/db"],
+            1,
+            "'mongodb://h/db'",
+            "unknown storage",
+            "use sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST/DB or a journal file PATH.log",
+        ),
+        (["--pruner", "fancy"], 1, "'fancy'", "unknown pruner", "choose from median, none"),
+        (["-p", "dropout"], 1, "'dropout'", "cannot read parameter", "write NAME=VALUE, NAME=A,B,C or NAME=LOW..HIGH"),
+    ],
+)
+def test_bad_option_values_name_the_option_the_value_and_what_is_allowed(
+    workdir, digits_dir, args, code, value, names, allowed
+):
     result = run("search", digits_dir, *args, expect=code)
     assert result.exit_code == code
     out = " ".join(result.output.split())  # a usage error comes in a box that may wrap its line

@@ -13,8 +13,22 @@ pytestmark = pytest.mark.slow  # real searches against the clock
 
 def test_study_timeout_stops_training_within_seconds_and_does_not_score_the_cut_trial(workdir, digits_dir):
     started = time.time()
-    result = run("search", digits_dir, "--trials", 2, "--epochs", 500, "--patience", 500, "--timeout", 12,
-                 "-p", "image_size=8", "--pruner", "none")
+    result = run(
+        "search",
+        digits_dir,
+        "--trials",
+        2,
+        "--epochs",
+        500,
+        "--patience",
+        500,
+        "--timeout",
+        12,
+        "-p",
+        "image_size=8",
+        "--pruner",
+        "none",
+    )
     elapsed = time.time() - started
     last = trials_of("digits")[-1]
     assert "time limit of 12 s reached" in result.output
@@ -33,8 +47,20 @@ def test_a_search_does_not_start_a_trial_that_cannot_finish_in_the_time_left(wor
 
 
 def test_trial_time_and_epoch_limits_stop_a_trial(workdir, digits_dir):
-    run("search", digits_dir, "--trials", 1, "--epochs", 500, "--patience", 500, "--trial-timeout", 4,
-        "-p", "image_size=8")
+    run(
+        "search",
+        digits_dir,
+        "--trials",
+        1,
+        "--epochs",
+        500,
+        "--patience",
+        500,
+        "--trial-timeout",
+        4,
+        "-p",
+        "image_size=8",
+    )
     run("search", digits_dir, "--study", "short", "--trials", 1, "--epochs", 3, "-p", "image_size=8")
     timed, short = trials_of("digits")[0], trials_of("short")[0]
     assert timed.user_attrs["stopped_by"] == "trial time limit" and len(timed.user_attrs["history"]) < 500

@@ -46,8 +46,10 @@ def test_sizes_and_channels_are_cached_separately(tmp_path, digits_dir):
     cache = ImageCache(tmp_path / "cache", list_image_folder(digits_dir))
     gray, rgb = cache.load(8, 1), cache.load(12, 3)
     assert gray.images.shape[1:] == (8, 8, 1) and rgb.images.shape[1:] == (12, 12, 3)
-    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "cache").glob("*.npy")) == ["12px-3ch.npy",
-                                                                                          "8px-1ch.npy"]
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "cache").glob("*.npy")) == [
+        "12px-3ch.npy",
+        "8px-1ch.npy",
+    ]
     assert not list((tmp_path / "cache").glob("*partial*"))
 
 

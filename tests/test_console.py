@@ -45,16 +45,34 @@ def screen_after(command: list[str], cwd) -> list[str]:
 
 @pytest.mark.slow  # two real trials on a pseudo-terminal
 def test_terminal_shows_one_line_per_finished_trial_and_no_epoch_lines(workdir, digits_dir):
-    command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "2", "--epochs", "2",
-               "-p", "image_size=8", "--seed", "0", "--pruner", "none"]
+    command = [
+        sys.executable,
+        "-m",
+        "automl_img",
+        "search",
+        str(digits_dir),
+        "--trials",
+        "2",
+        "--epochs",
+        "2",
+        "-p",
+        "image_size=8",
+        "--seed",
+        "0",
+        "--pruner",
+        "none",
+    ]
     lines = screen_after(command, workdir)
     assert not any(re.search(r"epoch \d+(/2)?:", line) for line in lines), lines  # live lines go when trials end
-    assert [line.split(" ")[1] for line in lines if line.startswith("trial #") and " complete " in line] == \
-        ["#0", "#1"], lines
+    assert [line.split(" ")[1] for line in lines if line.startswith("trial #") and " complete " in line] == [
+        "#0",
+        "#1",
+    ], lines
     assert any(line.startswith("search ended: the study has 2 finished trials") for line in lines), lines
     assert sum(line.startswith("trial #") for line in lines) == 4, lines  # per trial: its parameters, its outcome
 
     # Piped, the live line is a line per epoch instead: test_smoke.py checks those.
+
 
 def test_eta_never_runs_past_the_time_limit():
     from automl_img.display.console import _Tally

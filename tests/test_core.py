@@ -27,8 +27,12 @@ def searched_once(tmp_path_factory, digits_dir):
     with studies_at(studies):
         search = run("search", digits_dir, "--trials", 4, "--epochs", 15, "--seed", 7)
         export = run("export-best", "--ensemble", 3)
-    return {"studies": studies, "search": search.output, "export": export.output,
-            "bundle": studies / "digits" / "export"}
+    return {
+        "studies": studies,
+        "search": search.output,
+        "export": export.output,
+        "bundle": studies / "digits" / "export",
+    }
 
 
 @pytest.fixture
@@ -46,8 +50,11 @@ def test_short_search_and_export_reach_090_test_accuracy(searched):
     assert completed + pruned == 4 and failed == 0, counts.group(0)
     assert completed >= 3  # the export averages the 3 best completed trials
     states = [t.state for t in load_study().trials]
-    assert (states.count(optuna.trial.TrialState.COMPLETE), states.count(optuna.trial.TrialState.PRUNED),
-            len(states)) == (completed, pruned, 4)
+    assert (
+        states.count(optuna.trial.TrialState.COMPLETE),
+        states.count(optuna.trial.TrialState.PRUNED),
+        len(states),
+    ) == (completed, pruned, 4)
     assert bundle["test"]["images"] >= 250  # 15% of 1,797, stratified
     assert bundle["test"]["accuracy"] >= 0.90, bundle["test"]
     assert set(bundle["test"]["per_class"]) == {str(d) for d in range(10)}
@@ -88,8 +95,9 @@ def test_by_default_the_export_keeps_a_member_only_where_it_does_not_lower_val(s
     """Without --ensemble: the best trial, then each of the next two best only if the average scores at least as
     well on val with it; the others are named as left out."""
     study = load_study()
-    completed = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
-                       key=lambda t: (-t.value, t.number))
+    completed = sorted(
+        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: (-t.value, t.number)
+    )
     exported = run("export-best", "--out", tmp_path / "chosen").output
     bundle = json.loads((tmp_path / "chosen" / "bundle.json").read_text())
     members = [m["trial"] for m in bundle["members"]]
@@ -136,9 +144,24 @@ def test_best_trials_at_different_sizes_are_averaged_in_one_model(workdir, digit
     sizes = {t.number: t.params["image_size"] for t in study.trials}
     assert set(sizes.values()) == {8, 16}, sizes  # the seed gives both sizes; a new Optuna may need another seed
 
-    exported = subprocess.run([sys.executable, "-m", "automl_img", "export-best", "--study", "large", "--ensemble", "3",
-                               "--format", "savedmodel,tflite,onnx"], cwd=workdir, capture_output=True, text=True,
-                              timeout=300)
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automl_img",
+            "export-best",
+            "--study",
+            "large",
+            "--ensemble",
+            "3",
+            "--format",
+            "savedmodel,tflite,onnx",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert exported.returncode == 0 and exported.stderr == "", exported.stderr  # TensorFlow's notes: export.log
     assert (workdir / "studies" / "large" / "export" / "export.log").is_file()
     bundle = json.loads((workdir / "studies" / "large" / "export" / "bundle.json").read_text())
@@ -191,10 +214,28 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
     before = {t.number: (t.state, t.value, t.params) for t in load_study().trials}
     assert len(before) == 2
     assert before[0][2] == {  # a new study starts from every default (8 px: the only size)
-        "image_size": 8, "batch_size": 64, "learning_rate": 0.002, "weight_decay": 0.01, "label_smoothing": 0.1,
-        "rotation": 5.0, "zoom": 0.05, "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False,
-        "erasing": 0.0, "activations": "relu", "batch_norm": True, "convs_per_block": 2, "filters_1": 32,
-        "filters_2": 64, "filters_3": 128, "filters_4": 128, "dropout": 0.3, "head": "average", "dense_units": 256}
+        "image_size": 8,
+        "batch_size": 64,
+        "learning_rate": 0.002,
+        "weight_decay": 0.01,
+        "label_smoothing": 0.1,
+        "rotation": 5.0,
+        "zoom": 0.05,
+        "width_shift": 0.05,
+        "height_shift": 0.05,
+        "horizontal_flip": False,
+        "erasing": 0.0,
+        "activations": "relu",
+        "batch_norm": True,
+        "convs_per_block": 2,
+        "filters_1": 32,
+        "filters_2": 64,
+        "filters_3": 128,
+        "filters_4": 128,
+        "dropout": 0.3,
+        "head": "average",
+        "dense_units": 256,
+    }
 
     again = run("search", digits_dir, "--trials", 3, "--epochs", 2, "--seed", 1)
     assert "2 finished trial(s) so far" in again.output
@@ -248,8 +289,7 @@ def test_local_plugins_folder_is_loaded_and_searched(workdir, digits_dir):
         for digit in range(10):
             for file in sorted((digits_dir / str(digit)).glob("*.png"))[:20]:
                 writer.writerow([str(file), f"digit-{digit}"])
-    searched = run("search", table, "--dataset", "csv", "--architecture", "small-resnet", "--trials", 1,
-                   "--epochs", 1)
+    searched = run("search", table, "--dataset", "csv", "--architecture", "small-resnet", "--trials", 1, "--epochs", 1)
     assert "plugins: local file plugins/csv_labels.py; local file plugins/small_resnet.py" in searched.output
     trial = load_study("labels.csv").trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -275,7 +315,8 @@ class TinyPlugin:
 
             inputs = keras.Input(input_shape)
             hidden = keras.layers.Dense(hp.Int("tiny_units", 8, 32, step=8), activation="relu")(
-                keras.layers.Flatten()(inputs))
+                keras.layers.Flatten()(inputs)
+            )
             return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(hidden))
 
         register("tiny-mlp", build)
@@ -292,5 +333,6 @@ def test_registered_plugin_is_listed_and_used_by_a_search(workdir, tiny_plugin):
     run("search", "--dataset", "few-digits", "--architecture", "tiny-mlp", "--trials", 2, "--epochs", 2)
     trials = load_study("few-digits").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [
-        t.user_attrs.get("fail_reason") for t in trials]
+        t.user_attrs.get("fail_reason") for t in trials
+    ]
     assert all(t.params["tiny_units"] in (8, 16, 24, 32) for t in trials)

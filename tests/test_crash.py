@@ -19,12 +19,33 @@ def start_search(digits_dir, *extra: str) -> subprocess.Popen:
     """Two trials of 20 epochs each (fewer trials than a promotion needs: one level), so trial 1 runs long
     enough to be caught mid-training; with three, it would be a 4-epoch trial over in a few seconds."""
     return subprocess.Popen(
-        [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "2", "--epochs", "20",
-         "--patience", "20", "--seed", "0", "-p", "image_size=8", "--pruner", "none", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "automl_img",
+            "search",
+            str(digits_dir),
+            "--trials",
+            "2",
+            "--epochs",
+            "20",
+            "--patience",
+            "20",
+            "--seed",
+            "0",
+            "-p",
+            "image_size=8",
+            "--pruner",
+            "none",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         # Ctrl-C reaches it even where pytest runs in the background of a script, whose shell ignores SIGINT
         # for its children (a search started so cannot be interrupted from a terminal either)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.trial.FrozenTrial:
@@ -35,8 +56,11 @@ def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.tria
             trials = trials_of("digits")
         except Exception:  # noqa: BLE001 - the study may not exist yet
             trials = []
-        if (len(trials) > number and trials[number].state.name == "RUNNING"
-                and len(trials[number].intermediate_values) >= 2):
+        if (
+            len(trials) > number
+            and trials[number].state.name == "RUNNING"
+            and len(trials[number].intermediate_values) >= 2
+        ):
             return trials[number]
         time.sleep(0.3)
     raise AssertionError(f"trial {number} never got going")

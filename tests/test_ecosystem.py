@@ -28,8 +28,20 @@ pytestmark = pytest.mark.slow
 def searched_studies(tmp_path_factory, digits_dir) -> Path:
     """A finished 3-trial search on the digits, in a studies folder of its own."""
     with studies_at(tmp_path_factory.mktemp("ecosystem") / "studies") as studies:
-        run("search", digits_dir, "--trials", 3, "--epochs", 6, "--seed", 5, "-p", "image_size=8",
-            "-p", "learning_rate=0.002..0.01")
+        run(
+            "search",
+            digits_dir,
+            "--trials",
+            3,
+            "--epochs",
+            6,
+            "--seed",
+            5,
+            "-p",
+            "image_size=8",
+            "-p",
+            "learning_rate=0.002..0.01",
+        )
     return studies
 
 
@@ -41,8 +53,11 @@ def study_dir(searched_studies, use_studies) -> Path:
 
 def table_rows(output: str) -> list[list[str]]:
     """The body rows of the rich tables in ``output``, as lists of stripped cells."""
-    return [[cell.strip() for cell in re.split(r"[│|]", line)] for line in output.splitlines()
-            if re.search(r"[│|]", line) and "┃" not in line]
+    return [
+        [cell.strip() for cell in re.split(r"[│|]", line)]
+        for line in output.splitlines()
+        if re.search(r"[│|]", line) and "┃" not in line
+    ]
 
 
 def test_studies_lists_counts_best_and_update(study_dir, digits_dir):
@@ -59,8 +74,9 @@ def test_show_prints_trials_best_params_and_importances(study_dir):
     assert len(study.trials) == 3
     trials_table, _, importances = out.partition("parameter importances (fANOVA)")
     listed = {int(row[0]): row[1:3] for row in table_rows(trials_table)}
-    assert listed == {t.number: [t.state.name.lower(), f"{t.value:.4f}" if t.value is not None else ""]
-                      for t in study.trials}, out
+    assert listed == {
+        t.number: [t.state.name.lower(), f"{t.value:.4f}" if t.value is not None else ""] for t in study.trials
+    }, out
 
     best = study.best_trial
     lines = [line.strip() for line in out.splitlines()]
@@ -80,10 +96,17 @@ def test_show_prints_trials_best_params_and_importances(study_dir):
 @pytest.fixture(scope="session")
 def chromium() -> tuple[str, str]:
     """Debian's Chromium and ChromeDriver, installed with apt-get when missing (as root)."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")) and shutil.which("apt-get") \
-            and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if (
+        not (shutil.which("chromium") and shutil.which("chromedriver"))
+        and shutil.which("apt-get")
+        and os.geteuid() == 0
+    ):
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (browser and driver):
         pytest.fail("chromium and chromedriver are needed: apt-get install chromium chromium-driver (.ci/run does)")
@@ -95,12 +118,27 @@ def test_report_renders_in_headless_chromium(study_dir, tmp_path, chromium):
 
     run("report", "digits", "--out", tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
-    for heading in ("Optimisation history", "Parameter importances", "Parallel coordinates", "Learning curves",
-                    "Confusion matrix on the test split", "Misclassified test images", "Trials"):
+    for heading in (
+        "Optimisation history",
+        "Parameter importances",
+        "Parallel coordinates",
+        "Learning curves",
+        "Confusion matrix on the test split",
+        "Misclassified test images",
+        "Trials",
+    ):
         assert heading in page
     options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,900",
+    ):
         options.add_argument(flag)
     options.binary_location = chromium[0]
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -108,9 +146,14 @@ def test_report_renders_in_headless_chromium(study_dir, tmp_path, chromium):
     try:
         driver.get((tmp_path / "report.html").as_uri())
         images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
-        drawn = {"Optimisation history", "Parameter importances (fANOVA)", "Confusion matrix on the test split",
-                 "Misclassified test images"}  # 3 completed trials: too few for parallel coordinates and slices
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+        )
+        drawn = {
+            "Optimisation history",
+            "Parameter importances (fANOVA)",
+            "Confusion matrix on the test split",
+            "Misclassified test images",
+        }  # 3 completed trials: too few for parallel coordinates and slices
         assert drawn <= {alt for alt, _ in images} and all(ok for _, ok in images), images
         assert not [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert driver.save_screenshot(str(tmp_path / "report.png"))
@@ -123,8 +166,12 @@ def test_dashboard_serves_the_study_on_loopback(study_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "automl_img", "dashboard", "digits", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "automl_img", "dashboard", "digits", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, studies = time.time() + 60, None
         while time.time() < deadline and studies is None:
@@ -200,8 +247,7 @@ def test_bundle_records_how_to_reproduce_it(study_dir, tmp_path):
 
 def test_same_seed_same_parameters_and_scores(workdir, digits_dir):
     for study in ("first", "second"):
-        run("search", digits_dir, "--study", study, "--trials", 2, "--epochs", 2, "--seed", 11,
-            "-p", "image_size=8")
+        run("search", digits_dir, "--study", study, "--trials", 2, "--epochs", 2, "--seed", 11, "-p", "image_size=8")
     first, second = trials_of("first"), trials_of("second")
     assert [t.params for t in first] == [t.params for t in second]
     assert [t.value for t in first] == [t.value for t in second]
@@ -218,8 +264,9 @@ def test_unbalanced_classes_get_class_weights_and_say_so(workdir, digits_dir, tm
     train = [label for _, label, part in split["files"] if part == "train"]
     skew = max(map(train.count, set(train))) / min(map(train.count, set(train)))
     assert f"classes are unbalanced (largest/smallest {skew:.1f})" in weighted.output
-    plain = run("search", data, "--study", "plain", "--trials", 1, "--epochs", 1, "-p", "image_size=8",
-                "--class-weights", "off")
+    plain = run(
+        "search", data, "--study", "plain", "--trials", 1, "--epochs", 1, "-p", "image_size=8", "--class-weights", "off"
+    )
     assert "unbalanced" not in plain.output
     from automl_img.study.config import StudyConfig
 
@@ -294,16 +341,36 @@ def test_missing_format_in_bundle_says_how_to_add_it(study_dir, digits_dir, tmp_
 def test_installed_plugin_package_shows_up_and_is_searched(workdir, digits_dir, tmp_path):
     target = tmp_path / "site"
     source = Path(__file__).parent / "data" / "hello-plugin"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(source)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
+        check=True,
+    )
     # The package itself stays importable the way it was (installed, or a PYTHONPATH checkout).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
-    listing = subprocess.run([sys.executable, "-m", "automl_img", "plugins"], env=env, capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "automl_img", "plugins"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "hello-mlp" in listing and "entry point (automl-img-hello 0.1.0)" in listing
-    search = subprocess.run([sys.executable, "-m", "automl_img", "search", str(digits_dir), "--architecture",
-                             "hello-mlp", "--trials", "1", "--epochs", "1", "-p", "image_size=8"],
-                            env=env, capture_output=True, text=True)
+    search = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automl_img",
+            "search",
+            str(digits_dir),
+            "--architecture",
+            "hello-mlp",
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "-p",
+            "image_size=8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert search.returncode == 0, search.stdout + search.stderr
     trial = trials_of("digits")[0]
     assert trial.state.name == "COMPLETE" and "hello_units" in trial.params

@@ -33,8 +33,9 @@ def build_area_net(hp, input_shape, num_classes):
 
 def export(*args: str, cwd) -> subprocess.CompletedProcess:
     """export-best in a real process, so that what C++ converters print to the terminal is seen too."""
-    return subprocess.run([sys.executable, "-m", "automl_img", "export-best", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "automl_img", "export-best", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_converter_output_goes_to_the_bundle_log_and_a_failure_is_one_line(workdir, digits_dir):
@@ -49,4 +50,3 @@ def test_converter_output_goes_to_the_bundle_log_and_a_failure_is_one_line(workd
     assert f"(the converter's log: {log})" in failed.stderr
     assert "ResizeArea" in log.read_text()  # the converter's own explanation is kept
     assert not (workdir / "studies" / "digits" / "export").exists()  # no half bundle
-

@@ -49,8 +49,7 @@ def buggy_plugins(register_plugin):
 
 @pytest.mark.slow
 def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits_dir, buggy_plugins):
-    result = run("search", digits_dir, "--architecture", "buggy-at-default", "--trials", 2, "--epochs", 1,
-                 "--seed", 0)
+    result = run("search", digits_dir, "--architecture", "buggy-at-default", "--trials", 2, "--epochs", 1, "--seed", 0)
     assert "trial #0 failed: ValueError: plugin bug with units=1" in result.output
     assert "2 completed, 0 pruned, 1 failed" in result.output
     recorded = trials_of("digits")
@@ -61,8 +60,21 @@ def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits
 
 @pytest.mark.slow
 def test_diverging_trials_are_failed_with_the_reason_and_repeated_failure_stops(workdir, digits_dir, buggy_plugins):
-    result = run("search", digits_dir, "--architecture", "outputs-nan", "--trials", 5, "--epochs", 3,
-                 "--max-failures", 2, "-p", "image_size=8", expect=1)
+    result = run(
+        "search",
+        digits_dir,
+        "--architecture",
+        "outputs-nan",
+        "--trials",
+        5,
+        "--epochs",
+        3,
+        "--max-failures",
+        2,
+        "-p",
+        "image_size=8",
+        expect=1,
+    )
     assert "stopped after 2 failed trials in a row; the last one: training diverged" in result.output
     recorded = trials_of("digits")
     assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] * 2

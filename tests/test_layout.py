@@ -11,8 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "automl_img"
 
 
 def _imports() -> dict[str, set[str]]:
-    modules = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
-               for path in PACKAGE.rglob("*.py")}
+    modules = {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in PACKAGE.rglob("*.py")
+    }
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -33,16 +33,22 @@ def _texts(cell) -> list[str]:
 
 def _cell(notebook, starts_with: str):
     """The code cell whose source starts so (the whole source, for a one-word cell)."""
-    return next(cell for cell in notebook.cells if cell.cell_type == "code" and (
-        cell.source == starts_with or (cell.source.startswith(starts_with) and len(starts_with) > 10)))
+    return next(
+        cell
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        and (cell.source == starts_with or (cell.source.startswith(starts_with) and len(starts_with) > 10))
+    )
 
 
 def test_the_tutorial_runs_in_a_real_kernel_without_a_traceback(workdir):
     notebook = nbformat.read(TUTORIAL, as_version=4)
-    assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
+    assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (
         "commit the tutorial without outputs"
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
-                   ).execute()
+    )
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
@@ -95,8 +101,11 @@ def _outputs_until(client, msg_id: str, seen: list[str], until, timeout: float) 
         if message["parent_header"].get("msg_id") != msg_id:
             continue
         content = message["content"]
-        seen.append(content.get("text", "") + str(content.get("data", {}).get("text/plain", ""))
-                    + "".join(content.get("traceback", [])))
+        seen.append(
+            content.get("text", "")
+            + str(content.get("data", {}).get("text/plain", ""))
+            + "".join(content.get("traceback", []))
+        )
         if until("".join(seen)) or (message["msg_type"] == "status" and content["execution_state"] == "idle"):
             return
     raise AssertionError(f"no such output within {timeout} s: {''.join(seen)[-2000:]}")
@@ -125,8 +134,9 @@ def test_the_stop_button_ends_the_search_cleanly(workdir):
         seen: list[str] = []
         _outputs_until(client, msg_id, seen, lambda text: "epoch 2/30" in text, timeout=300)
         manager.interrupt_kernel()
-        _outputs_until(client, msg_id, seen, lambda text: "search ended" in text and "Run the same call again" in text,
-                       timeout=120)
+        _outputs_until(
+            client, msg_id, seen, lambda text: "search ended" in text and "Run the same call again" in text, timeout=120
+        )
         reply = client.get_shell_msg(timeout=60)
         assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok", "".join(seen)
         assert "Traceback" not in "".join(seen) and "KeyboardInterrupt" not in "".join(seen)

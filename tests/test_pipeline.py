@@ -11,9 +11,18 @@ import pytest
 from automl_img.models import training
 from automl_img.space import TrainingParams
 
-RECIPE_AUGMENTATION = TrainingParams(image_size=16, batch_size=8, learning_rate=1e-3, weight_decay=0.0,
-                                     label_smoothing=0.0, rotation=30.0, zoom=0.2,
-                                     width_shift=0.1, height_shift=0.1, horizontal_flip=True)
+RECIPE_AUGMENTATION = TrainingParams(
+    image_size=16,
+    batch_size=8,
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    label_smoothing=0.0,
+    rotation=30.0,
+    zoom=0.2,
+    width_shift=0.1,
+    height_shift=0.1,
+    horizontal_flip=True,
+)
 
 
 @pytest.fixture
@@ -64,10 +73,12 @@ def test_random_erasing_replaces_one_rectangle_of_noise_in_the_share_of_images_a
     from automl_img.models.augment import ERASED_AREA
 
     images, labels = tagged
-    always = TrainingParams(image_size=16, batch_size=10, learning_rate=1e-3, weight_decay=0.0, label_smoothing=0.0,
-                            erasing=1.0)
-    erased = np.concatenate([x for x, _ in epochs(training.batches(images, labels, np.arange(50), 10, always,
-                                                                   shuffle_seed=1), 1)[0]])
+    always = TrainingParams(
+        image_size=16, batch_size=10, learning_rate=1e-3, weight_decay=0.0, label_smoothing=0.0, erasing=1.0
+    )
+    erased = np.concatenate(
+        [x for x, _ in epochs(training.batches(images, labels, np.arange(50), 10, always, shuffle_seed=1), 1)[0]]
+    )
     for image in erased[..., 0]:
         changed = image != np.asarray(images)[0, ..., 0]
         rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
@@ -75,7 +86,11 @@ def test_random_erasing_replaces_one_rectangle_of_noise_in_the_share_of_images_a
         assert changed.sum() >= 0.9 * box  # one rectangle (noise may repeat a pixel's own value)
         assert box <= ERASED_AREA[1] * 16 * 16 * 1.25  # within the largest area, up to rounding of the sides
     half = dataclasses.replace(always, erasing=0.5)
-    share = np.mean([(x != np.asarray(images)[0]).any(axis=(1, 2, 3)).mean() for x, _ in
-                     epochs(training.batches(images, labels, np.arange(50), 10, half, shuffle_seed=2), 8)[0]
-                     + epochs(training.batches(images, labels, np.arange(50), 10, half, shuffle_seed=3), 8)[0]])
+    share = np.mean(
+        [
+            (x != np.asarray(images)[0]).any(axis=(1, 2, 3)).mean()
+            for x, _ in epochs(training.batches(images, labels, np.arange(50), 10, half, shuffle_seed=2), 8)[0]
+            + epochs(training.batches(images, labels, np.arange(50), 10, half, shuffle_seed=3), 8)[0]
+        ]
+    )
     assert 0.35 < share < 0.65

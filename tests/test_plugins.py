@@ -21,14 +21,16 @@ def test_duplicate_name_names_both_plugins(tmp_path):
         "from automl_img import hookimpl\n"
         "@hookimpl\n"
         "def register_architectures(register):\n"
-        "    register('blog-cnn', lambda hp, shape, n: None)\n")
+        "    register('blog-cnn', lambda hp, shape, n: None)\n"
+    )
     with pytest.raises(PluginError, match=r"registered twice: by built-in and by local file .*mine.py"):
         load_plugins([tmp_path])
 
 
 def test_unknown_hook_is_refused(tmp_path):
     (tmp_path / "typo.py").write_text(
-        "from automl_img import hookimpl\n@hookimpl\ndef register_architecture(register):\n    pass\n")
+        "from automl_img import hookimpl\n@hookimpl\ndef register_architecture(register):\n    pass\n"
+    )
     with pytest.raises(PluginError, match="implements a hook automl-img does not have"):
         load_plugins([tmp_path])
 
@@ -47,7 +49,8 @@ def test_unknown_name_lists_the_known_ones(tmp_path):
 def test_third_party_can_be_switched_off(tmp_path, monkeypatch):
     (tmp_path / "extra.py").write_text(
         "from automl_img import hookimpl\n@hookimpl\ndef register_architectures(register):\n"
-        "    register('extra', lambda hp, shape, n: None)\n")
+        "    register('extra', lambda hp, shape, n: None)\n"
+    )
     assert "extra" in load_plugins([tmp_path]).names("architecture")
     monkeypatch.setenv("AUTOML_IMG_NO_PLUGINS", "1")
     assert "extra" not in load_plugins([tmp_path]).names("architecture")

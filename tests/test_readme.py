@@ -26,9 +26,11 @@ def test_readme_has_the_demo_and_test_lines():
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys; from typer.testing import CliRunner; from automl_img.cli import app; "
-            "[CliRunner().invoke(app, a) for a in (['--help'], ['search', '--help'], ['predict', '--help'])]; "
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    code = (
+        "import sys; from typer.testing import CliRunner; from automl_img.cli import app; "
+        "[CliRunner().invoke(app, a) for a in (['--help'], ['search', '--help'], ['predict', '--help'])]; "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -24,8 +24,18 @@ from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPrun
 from automl_img.study.records import TrialRecord
 
 
-@pytest.mark.parametrize("epochs, trials, levels", [(40, 50, [4, 13, 40]), (15, 3, [5, 15]), (6, 50, [2, 6]),
-                                                    (5, 50, [5]), (1, 50, [1]), (40, 2, [40]), (40, 1, [40])])
+@pytest.mark.parametrize(
+    "epochs, trials, levels",
+    [
+        (40, 50, [4, 13, 40]),
+        (15, 3, [5, 15]),
+        (6, 50, [2, 6]),
+        (5, 50, [5]),
+        (1, 50, [1]),
+        (40, 2, [40]),
+        (40, 1, [40]),
+    ],
+)
 def test_epoch_levels_divide_by_three_down_to_two_epochs(epochs, trials, levels):
     """Fewer than 3 trials could never promote one: they train for all the epochs asked."""
     assert epoch_levels(epochs, trials) == levels
@@ -55,7 +65,7 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
     assert max(rates) == pytest.approx(params.learning_rate, rel=1e-6)
     assert rates.index(max(rates)) == min(steps, epochs * steps // training.WARMUP_SHARE)  # warm-up, then decay
     peak = rates.index(max(rates))
-    assert all(later <= earlier for earlier, later in zip(rates[peak:], rates[peak + 1:]))
+    assert all(later <= earlier for earlier, later in zip(rates[peak:], rates[peak + 1 :]))
 
 
 @pytest.mark.slow  # trains
@@ -70,8 +80,9 @@ def test_patience_counts_only_epochs_of_the_schedule_second_half():
     model, params = training.build_for_trial(Families.single(build_blog_cnn, [8]), hp, 1, 3)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (44, 8, 8, 1), dtype=np.uint8), np.arange(44) % 3
-    result = training.train(model, images, labels, np.arange(40), np.arange(40, 44), params,
-                            training.Limits(12, patience=2))
+    result = training.train(
+        model, images, labels, np.arange(40), np.arange(40, 44), params, training.Limits(12, patience=2)
+    )
     assert result.best_epoch == 1 and result.epochs_run == 8, result.history
     assert result.stopped_by == "no improvement for 2 epochs of the schedule's second half"
 
@@ -96,11 +107,27 @@ def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged
     assert training.as_trained(model, unflipped) is model
 
 
-def record(number: int, value: float | None, epochs: int, state=TrialState.COMPLETE, promoted_from=None,
-           seconds=10.0, train_images=None) -> TrialRecord:
-    return TrialRecord(number=number, state=state, value=value, params={"p": number}, intermediate_values={},
-                       epochs=epochs, promoted_from=promoted_from, seconds=seconds, train_images=train_images,
-                       history=[{"epoch": e + 1} for e in range(epochs)])
+def record(
+    number: int,
+    value: float | None,
+    epochs: int,
+    state=TrialState.COMPLETE,
+    promoted_from=None,
+    seconds=10.0,
+    train_images=None,
+) -> TrialRecord:
+    return TrialRecord(
+        number=number,
+        state=state,
+        value=value,
+        params={"p": number},
+        intermediate_values={},
+        epochs=epochs,
+        promoted_from=promoted_from,
+        seconds=seconds,
+        train_images=train_images,
+        history=[{"epoch": e + 1} for e in range(epochs)],
+    )
 
 
 def test_the_best_third_of_a_level_is_promoted_once_each():
@@ -117,9 +144,17 @@ def test_the_best_third_of_a_level_is_promoted_once_each():
 
 def test_higher_levels_are_promoted_first_and_only_with_epochs_that_fit_the_time_left():
     levels = [2, 6, 18]
-    trials = [record(0, 0.5, 2), record(1, 0.9, 2), record(2, 0.7, 2),
-              record(3, 0.95, 6, promoted_from=1, seconds=60.0), record(4, 0.6, 6), record(5, 0.5, 6),
-              record(6, 0.8, 2), record(7, 0.85, 2), record(8, 0.4, 2)]
+    trials = [
+        record(0, 0.5, 2),
+        record(1, 0.9, 2),
+        record(2, 0.7, 2),
+        record(3, 0.95, 6, promoted_from=1, seconds=60.0),
+        record(4, 0.6, 6),
+        record(5, 0.5, 6),
+        record(6, 0.8, 2),
+        record(7, 0.85, 2),
+        record(8, 0.4, 2),
+    ]
     assert next_promotion(trials, levels, True) == Promotion(3, {"p": 3}, 18)
     # #3 ran 6 epochs in 60 s: 10 s an epoch, planned as 11 (FIT_MARGIN); 100 s left, less the start-up, fit
     # 7 epochs, a schedule of its own
@@ -151,8 +186,9 @@ def test_the_lowest_level_trains_on_one_fixed_subset_when_images_are_many():
     # a promotion trains on all images: its epochs cost what the subset's did, times the ratio
     low = [record(0, 0.9, 2, seconds=20.0, train_images=FIRST_LEVEL_IMAGES), record(1, 0.5, 2), record(2, 0.6, 2)]
     assert next_promotion(low, [2, 6], True, seconds_left=215.0) == Promotion(0, {"p": 0}, 6)  # 10 s an epoch
-    assert next_promotion(low, [2, 6], True, seconds_left=215.0,
-                          train_images=4 * FIRST_LEVEL_IMAGES) == Promotion(0, {"p": 0}, 4)  # 40 s, planned 44
+    assert next_promotion(low, [2, 6], True, seconds_left=215.0, train_images=4 * FIRST_LEVEL_IMAGES) == Promotion(
+        0, {"p": 0}, 4
+    )  # 40 s, planned 44
 
 
 def test_pruning_compares_a_trial_with_trials_of_its_own_level_only():
@@ -161,9 +197,15 @@ def test_pruning_compares_a_trial_with_trials_of_its_own_level_only():
     study = optuna.create_study(direction="maximize", pruner=LevelMedianPruner())
 
     def peer(epochs: int, value: float) -> None:
-        study.add_trial(create_trial(value=value, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
-                                     intermediate_values={step: value for step in range(1, 19)},
-                                     user_attrs={"epochs": epochs}))
+        study.add_trial(
+            create_trial(
+                value=value,
+                params={"x": 0.5},
+                distributions={"x": FloatDistribution(0, 1)},
+                intermediate_values={step: value for step in range(1, 19)},
+                user_attrs={"epochs": epochs},
+            )
+        )
 
     def judged(epochs: int, value: float, step: int = 15) -> bool:
         trial = study.ask()
@@ -214,8 +256,14 @@ def test_startup_trials_vary_a_share_of_the_defaults_and_sample_the_rest():
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"rate": 1.0, "kind": "a", "family": "x"})
     study.enqueue_trial({"rate": 1.0, "kind": "a", "family": "y"})  # a second architecture's defaults
-    study.optimize(lambda t: t.suggest_float("rate", 0.0, 10.0) + len(t.suggest_categorical("kind", ["a", "b", "c"]))
-                   + len(t.suggest_categorical("family", ["x", "y"])), n_trials=2)
+    study.optimize(
+        lambda t: (
+            t.suggest_float("rate", 0.0, 10.0)
+            + len(t.suggest_categorical("kind", ["a", "b", "c"]))
+            + len(t.suggest_categorical("family", ["x", "y"]))
+        ),
+        n_trials=2,
+    )
     study.sampler = NearDefaults(optuna.samplers.RandomSampler(seed=1), 0.25, seed=0)
     rates, kinds, families, new = [], [], [], []
     for _ in range(200):

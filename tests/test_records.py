@@ -22,8 +22,15 @@ from automl_img.study.storage import default_storage_url
 def test_trial_record_reads_back_what_a_trial_wrote_and_refuses_unknown_fields():
     study = optuna.create_study(direction="maximize")
     trial = study.ask({"image_size": optuna.distributions.CategoricalDistribution([8, 16])})
-    records.write(trial, worker=Worker.this_process(), seed=3, history=[{"epoch": 1, "val_accuracy": 0.5}],
-                  best_epoch=1, val_scores={"accuracy": 0.5}, weights="trials/0/best.weights.h5")
+    records.write(
+        trial,
+        worker=Worker.this_process(),
+        seed=3,
+        history=[{"epoch": 1, "val_accuracy": 0.5}],
+        best_epoch=1,
+        val_scores={"accuracy": 0.5},
+        weights="trials/0/best.weights.h5",
+    )
     with pytest.raises(TypeError, match="no stored field 'weigths'"):
         records.write(trial, weigths="typo")
     study.tell(trial, 0.5)
@@ -46,12 +53,28 @@ def test_a_worker_whose_process_is_gone_is_recognised():
 
 
 def test_every_search_option_is_in_the_recorded_command_with_a_real_flag():
-    changed = SearchOptions(source="data", dataset="csv", architecture="small-resnet", study="s", trials=7,
-                            timeout=60.0, epochs=3, patience=2, trial_timeout=30.0, max_failures=2,
-                            seed=4, objective="loss", sampler="random", pruner="none", class_weights="on", workers=2,
-                            precision="bfloat16",
-                            overrides={"dropout": Range(0.1, 0.2), "image_size": [8, 16], "batch_norm": False},
-                            artifacts="s3://trials", storage="postgresql://user:secret@db/automl")
+    changed = SearchOptions(
+        source="data",
+        dataset="csv",
+        architecture="small-resnet",
+        study="s",
+        trials=7,
+        timeout=60.0,
+        epochs=3,
+        patience=2,
+        trial_timeout=30.0,
+        max_failures=2,
+        seed=4,
+        objective="loss",
+        sampler="random",
+        pruner="none",
+        class_weights="on",
+        workers=2,
+        precision="bfloat16",
+        overrides={"dropout": Range(0.1, 0.2), "image_size": [8, 16], "batch_norm": False},
+        artifacts="s3://trials",
+        storage="postgresql://user:secret@db/automl",
+    )
     unchanged = [f.name for f in dataclasses.fields(SearchOptions) if getattr(changed, f.name) == f.default]
     assert unchanged == [], "give every option a non-default value here"
     command = changed.as_command()
@@ -69,14 +92,20 @@ def test_bundle_manifest_survives_json_and_predict_needs_only_three_fields(tmp_p
     import numpy as np
 
     test = report(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["cat", "dog"])
-    manifest = BundleManifest(model="model.keras", class_names=["cat", "dog"], preprocessing=Preprocessing(8, 1),
-                              members=[Member(3, 0.9, 8, 2, {"image_size": 8})], test=test,
-                              formats={"keras": FormatCheck("model.keras", 10, 3, 0.0, 1.0, True)})
+    manifest = BundleManifest(
+        model="model.keras",
+        class_names=["cat", "dog"],
+        preprocessing=Preprocessing(8, 1),
+        members=[Member(3, 0.9, 8, 2, {"image_size": 8})],
+        test=test,
+        formats={"keras": FormatCheck("model.keras", 10, 3, 0.0, 1.0, True)},
+    )
     manifest.write(tmp_path)
     again = BundleManifest.read(tmp_path)
     assert again == manifest and again.test.per_class["dog"].recall == 0.5 and again.test.accuracy == 2 / 3
-    (tmp_path / "bundle.json").write_text('{"model": "m.keras", "class_names": ["a", "b"], '
-                                          '"preprocessing": {"image_size": 8, "channels": 1}}')
+    (tmp_path / "bundle.json").write_text(
+        '{"model": "m.keras", "class_names": ["a", "b"], "preprocessing": {"image_size": 8, "channels": 1}}'
+    )
     minimal = BundleManifest.read(tmp_path)
     assert (minimal.image_size, minimal.channels, minimal.members, minimal.test) == (8, 1, [], None)
     (tmp_path / "bundle.json").write_text('{"class_names": ["a"]}')
@@ -89,7 +118,11 @@ def test_bundle_manifest_survives_json_and_predict_needs_only_three_fields(tmp_p
 def test_a_study_another_program_made_is_refused_in_one_line(workdir, digits_dir):
     (workdir / "studies").mkdir()
     optuna.create_study(study_name="digits", storage=default_storage_url())
-    for command in (("search", digits_dir, "--trials", 1), ("export-best", "--study", "digits"),
-                    ("show", "digits"), ("report", "digits")):
+    for command in (
+        ("search", digits_dir, "--trials", 1),
+        ("export-best", "--study", "digits"),
+        ("show", "digits"),
+        ("report", "digits"),
+    ):
         result = run(*command, expect=1)
         assert "was not made by automl-img search" in result.output and "Traceback" not in result.output, command

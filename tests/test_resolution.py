@@ -17,16 +17,19 @@ from automl_img.space import DefaultHyperParameters, Range, default_image_sizes,
 from automl_img.study.records import TrialRecord
 
 
-@pytest.mark.parametrize(("native", "override", "sizes"), [
-    (224, None, [64, 128, 224]),      # X-ray-like: cheap first, then the sizes a fine detail needs
-    (3000, None, [64, 128, 256]),
-    (28, None, [28]),                 # small images: nothing larger to try
-    (8, None, [8]),
-    (96, None, [64, 96]),
-    (224, 128, [128]),                # -p image_size=128 fixes it
-    (224, [96, 192], [96, 192]),      # -p image_size=96,192 chooses among those
-    (224, Range(100, 200), [128, 192]),
-])
+@pytest.mark.parametrize(
+    ("native", "override", "sizes"),
+    [
+        (224, None, [64, 128, 224]),  # X-ray-like: cheap first, then the sizes a fine detail needs
+        (3000, None, [64, 128, 256]),
+        (28, None, [28]),  # small images: nothing larger to try
+        (8, None, [8]),
+        (96, None, [64, 96]),
+        (224, 128, [128]),  # -p image_size=128 fixes it
+        (224, [96, 192], [96, 192]),  # -p image_size=96,192 chooses among those
+        (224, Range(100, 200), [128, 192]),
+    ],
+)
 def test_defaults_start_at_each_resolution_the_data_allows(native, override, sizes):
     assert starting_image_sizes(default_image_sizes(native), override) == sizes
 
@@ -47,8 +50,18 @@ def test_blog_cnn_trades_width_for_resolution_at_its_defaults():
 
 
 def _record(number, state=TrialState.COMPLETE, seconds=10.0, epochs=4, images=1000, gflop=0.5):
-    return TrialRecord(number, state, 0.5, {}, {}, seconds=seconds, history=[{}] * epochs, epochs=epochs,
-                       train_images=images, forward_gflop=gflop)
+    return TrialRecord(
+        number,
+        state,
+        0.5,
+        {},
+        {},
+        seconds=seconds,
+        history=[{}] * epochs,
+        epochs=epochs,
+        train_images=images,
+        forward_gflop=gflop,
+    )
 
 
 def test_a_trial_is_priced_from_the_pace_of_finished_ones_scaled_by_its_cost():
@@ -69,8 +82,9 @@ def _train_with_limits(**limits):
     model, params = training.build_for_trial(Families.single(build_blog_cnn, [16]), hp, 1, 3)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (408, 16, 16, 1), dtype=np.uint8), np.arange(408) % 3
-    result = training.train(model, images, labels, np.arange(400), np.arange(400, 408), params,
-                            training.Limits(5, **limits))
+    result = training.train(
+        model, images, labels, np.arange(400), np.arange(400, 408), params, training.Limits(5, **limits)
+    )
     return result, int(model.optimizer.iterations)
 
 
@@ -99,7 +113,7 @@ def test_auto_precision_follows_the_hardware():
     assert resolve("auto", flags={"avx2", "amx_bf16"}) == "bfloat16"
     assert resolve("auto", flags={"avx2", "avx512f"}) == "float32"
     assert resolve("auto", gpu_capabilities=[(9, 0)], flags=set()) == "bfloat16"  # H100
-    assert resolve("auto", gpu_capabilities=[(7, 5)], flags=set()) == "float16"   # T4: loss scaling
+    assert resolve("auto", gpu_capabilities=[(7, 5)], flags=set()) == "float16"  # T4: loss scaling
     assert resolve("auto", gpu_capabilities=[(6, 1)], flags={"avx512_bf16"}) == "float32"  # the GPU trains
     assert resolve("float16", flags=set()) == "float16"
     with pytest.raises(StudyError, match="unknown precision 'half'"):
@@ -140,11 +154,17 @@ def test_fused_batch_norm_trains_with_keras_arithmetic(dtype):
     keras_out = fused_batch_norm._keras_call(layers[1], keras.ops.cast(x, layers[1].compute_dtype), training=True)
     tolerance = 1e-4 if dtype == "float32" else 3e-2
     assert str(fused_out.dtype) == f"<dtype: '{dtype}'>"
-    np.testing.assert_allclose(np.asarray(keras.ops.cast(fused_out, "float32")),
-                               np.asarray(keras.ops.cast(keras_out, "float32")), atol=tolerance)
+    np.testing.assert_allclose(
+        np.asarray(keras.ops.cast(fused_out, "float32")),
+        np.asarray(keras.ops.cast(keras_out, "float32")),
+        atol=tolerance,
+    )
     for name in ("moving_mean", "moving_variance"):
-        np.testing.assert_allclose(getattr(layers[0], name).numpy(), getattr(layers[1], name).numpy(),
-                                   rtol=1e-3 if dtype == "float32" else 2e-2)
+        np.testing.assert_allclose(
+            getattr(layers[0], name).numpy(),
+            getattr(layers[1], name).numpy(),
+            rtol=1e-3 if dtype == "float32" else 2e-2,
+        )
     inference = layers[0](x, training=False)  # Keras' own code: what exported models run
     assert inference.shape == x.shape
 

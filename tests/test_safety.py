@@ -19,9 +19,11 @@ def test_bundle_with_a_lambda_layer_is_refused_unless_unsafe(workdir, tmp_path):
     scaled = keras.layers.Rescaling(1 / 255)(same)
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(scaled))
     keras.Model(inputs, outputs).save(bundle / "model.keras")
-    (bundle / "bundle.json").write_text(json.dumps({
-        "model": "model.keras", "class_names": ["a", "b"],
-        "preprocessing": {"image_size": 8, "channels": 1}}))
+    (bundle / "bundle.json").write_text(
+        json.dumps(
+            {"model": "model.keras", "class_names": ["a", "b"], "preprocessing": {"image_size": 8, "channels": 1}}
+        )
+    )
     image = tmp_path / "x.png"
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
 

@@ -58,8 +58,12 @@ def test_studies_show_and_plugins_list_what_there_is(searched, few_digits):
     assert "parameter importances: needs at least 3 completed trials (1 so far)" in shown
 
     listing = run("plugins").output
-    for kind, name in (("dataset", "folder"), ("dataset", "digits"), ("architecture", "blog-cnn"),
-                       ("exporter", "keras")):
+    for kind, name in (
+        ("dataset", "folder"),
+        ("dataset", "digits"),
+        ("architecture", "blog-cnn"),
+        ("exporter", "keras"),
+    ):
         assert re.search(rf"^\s*{kind}\s*[│|]\s*{name}\s*[│|]\s*built-in", listing, re.M), listing
 
 
@@ -88,11 +92,18 @@ def test_export_predict_and_report_use_the_study(searched, few_digits, tmp_path)
     written = run("report", "--out", tmp_path / "report.html").output
     assert "report.html" in written
     page = (tmp_path / "report.html").read_text()
-    for heading in ("Study few-digits", "Optimisation history", "Learning curves of the best trial (#0)",
-                    "Confusion matrix on the test split", "Trials"):
+    for heading in (
+        "Study few-digits",
+        "Optimisation history",
+        "Learning curves of the best trial (#0)",
+        "Confusion matrix on the test split",
+        "Trials",
+    ):
         assert heading in page
     sections = dict(re.findall(r"<h2>(.*?)</h2>(.*?)(?=<h2>|$)", page, flags=re.S))
-    for title in ("Parallel coordinates of the most important parameters",
-                  "Slices: objective against each important parameter"):  # one trial: noise, so left out
+    for title in (
+        "Parallel coordinates of the most important parameters",
+        "Slices: objective against each important parameter",
+    ):  # one trial: noise, so left out
         assert "<img" not in sections[title] and "Left out: with 1 completed trial" in sections[title], title
     assert "<img" in sections["Optimisation history"] and "<img" in sections["Learning curves of the best trial (#0)"]

@@ -61,13 +61,16 @@ def test_missing_stored_value_says_the_architecture_changed():
         StoredHyperParameters({}).Int("units", 1, 2)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("dropout=0.4", ("dropout", 0.4)),
-    ("image_size=16,28", ("image_size", [16, 28])),
-    ("learning_rate=1e-4..1e-2", ("learning_rate", Range(1e-4, 1e-2))),
-    ("horizontal_flip=false", ("horizontal_flip", False)),
-    ("activations=relu", ("activations", "relu")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("dropout=0.4", ("dropout", 0.4)),
+        ("image_size=16,28", ("image_size", [16, 28])),
+        ("learning_rate=1e-4..1e-2", ("learning_rate", Range(1e-4, 1e-2))),
+        ("horizontal_flip=false", ("horizontal_flip", False)),
+        ("activations=relu", ("activations", "relu")),
+    ],
+)
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
 
@@ -80,7 +83,7 @@ def test_bad_override_names_the_text(text):
 
 def test_config_file(tmp_path):
     config = tmp_path / "study.toml"
-    config.write_text('[params]\nimage_size = [16, 24]\ndropout = 0.3\nlearning_rate = {min = 0.001, max = 0.01}\n')
+    config.write_text("[params]\nimage_size = [16, 24]\ndropout = 0.3\nlearning_rate = {min = 0.001, max = 0.01}\n")
     assert load_overrides(config) == {"image_size": [16, 24], "dropout": 0.3, "learning_rate": Range(0.001, 0.01)}
     config.write_text("[search]\nx = 1\n")
     with pytest.raises(StudyError, match="only \\[params\\]"):
@@ -94,20 +97,33 @@ def test_image_size_candidates_never_upscale_by_default():
     assert default_image_sizes(3000) == [64, 96, 128, 192, 256]
 
 
-@pytest.mark.parametrize(("native", "overrides", "first"), [
-    (28, {}, 28),                             # small images: trial 0 at their own size
-    (8, {}, 8),
-    (3000, {}, 64),                           # 1024+ px X-rays: trial 0 at 64 px, not 256 (16x the cost)
-    (3000, {"image_size": [128, 256]}, 128),  # every candidate large: the cheapest of them
-])
+@pytest.mark.parametrize(
+    ("native", "overrides", "first"),
+    [
+        (28, {}, 28),  # small images: trial 0 at their own size
+        (8, {}, 8),
+        (3000, {}, 64),  # 1024+ px X-rays: trial 0 at 64 px, not 256 (16x the cost)
+        (3000, {"image_size": [128, 256]}, 128),  # every candidate large: the cheapest of them
+    ],
+)
 def test_first_trial_trains_at_a_cheap_image_size(native, overrides, first):
     assert sample_image_size(DefaultHyperParameters(overrides), default_image_sizes(native)) == first
 
 
 def test_recipe_values_lie_inside_the_training_space():
-    recipe = {"image_size": 28, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "label_smoothing": 0.0,
-              "rotation": 30.0, "zoom": 0.2, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True,
-              "erasing": 0.0}
+    recipe = {
+        "image_size": 28,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "label_smoothing": 0.0,
+        "rotation": 30.0,
+        "zoom": 0.2,
+        "width_shift": 0.1,
+        "height_shift": 0.1,
+        "horizontal_flip": True,
+        "erasing": 0.0,
+    }
     params = sample_training_params(StoredHyperParameters(recipe), 28)
     assert params.augments and params.rotation == 30.0
     study = optuna.create_study()
@@ -124,10 +140,24 @@ def test_trials_stored_before_the_recipe_parameters_existed_rebuild_as_they_trai
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.tf_runtime import keras
 
-    old = {"image_size": 16, "batch_size": 64, "learning_rate": 1e-3, "rotation": 5.0, "zoom": 0.05,
-           "width_shift": 0.05, "height_shift": 0.05, "horizontal_flip": False, "activations": "relu",
-           "batch_norm": True, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128,
-           "dropout": 0.3, "dense_units": 256}
+    old = {
+        "image_size": 16,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "rotation": 5.0,
+        "zoom": 0.05,
+        "width_shift": 0.05,
+        "height_shift": 0.05,
+        "horizontal_flip": False,
+        "activations": "relu",
+        "batch_norm": True,
+        "filters_1": 32,
+        "filters_2": 64,
+        "filters_3": 128,
+        "filters_4": 128,
+        "dropout": 0.3,
+        "dense_units": 256,
+    }
     hp = StoredHyperParameters(old)
     params = sample_training_params(hp, 16)
     assert (params.weight_decay, params.label_smoothing, params.erasing) == (0.0, 0.0, 0.0)

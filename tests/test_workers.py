@@ -32,16 +32,35 @@ BUCKET = "automl-img-trials"
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
-def start_workers(count: int, digits_dir: Path, storage: str, trials: int, *extra: str,
-                  study: str) -> list[subprocess.Popen]:
+def start_workers(
+    count: int, digits_dir: Path, storage: str, trials: int, *extra: str, study: str
+) -> list[subprocess.Popen]:
     """``count`` search processes on one study, as on as many machines."""
     # float32: the export, rebuilt elsewhere in float32, must score on val exactly what the trial reported
     # (a trial trained in bfloat16 reports its val scores computed in bfloat16)
-    command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--study", study, "--storage",
-               storage, "--trials", str(trials), "--epochs", "2", "-p", "image_size=8", "--precision", "float32",
-               *extra]
-    return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(count)]
+    command = [
+        sys.executable,
+        "-m",
+        "automl_img",
+        "search",
+        str(digits_dir),
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--trials",
+        str(trials),
+        "--epochs",
+        "2",
+        "-p",
+        "image_size=8",
+        "--precision",
+        "float32",
+        *extra,
+    ]
+    return [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(count)
+    ]
 
 
 def check_shared_study(workers: list[subprocess.Popen], storage: str, trials: int, name: str) -> list[str]:
@@ -81,8 +100,12 @@ def s3_endpoint():
 @pytest.fixture
 def s3_env(s3_endpoint, monkeypatch):
     """boto3's standard environment, pointing at the loopback server; search processes inherit it."""
-    for name, value in (("AWS_ENDPOINT_URL", s3_endpoint), ("AWS_ACCESS_KEY_ID", "automl-img-tests"),
-                        ("AWS_SECRET_ACCESS_KEY", SECRET), ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ENDPOINT_URL", s3_endpoint),
+        ("AWS_ACCESS_KEY_ID", "automl-img-tests"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     client = boto3.client("s3")
     if BUCKET not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]:
@@ -115,10 +138,15 @@ def check_exports(study: optuna.Study, averaged: dict, alone: dict, folder: Path
 
 
 def test_three_workers_on_postgresql_keep_weights_in_s3_and_another_machine_exports(
-        workdir, digits_dir, postgres_url, s3_env, monkeypatch, tmp_path):
+    workdir, digits_dir, postgres_url, s3_env, monkeypatch, tmp_path
+):
     store = f"s3://{BUCKET}"
-    outputs = check_shared_study(start_workers(3, digits_dir, postgres_url, 6, "--artifacts", store, study="in-s3"),
-                                 postgres_url, 6, name="in-s3")
+    outputs = check_shared_study(
+        start_workers(3, digits_dir, postgres_url, 6, "--artifacts", store, study="in-s3"),
+        postgres_url,
+        6,
+        name="in-s3",
+    )
     assert not any(SECRET in output or POSTGRES_PASSWORD in output for output in outputs)
     assert all("postgresql://automl:***@127.0.0.1" in output for output in outputs)
     study = optuna.load_study(study_name="in-s3", storage=open_storage(postgres_url))
@@ -133,20 +161,39 @@ def test_workers_on_a_journal_file_keep_weights_in_a_shared_folder(workdir, digi
     shared.mkdir()
     storage = str(tmp_path / "journal" / "study.log")
     (tmp_path / "journal").mkdir()
-    check_shared_study(start_workers(2, digits_dir, storage, 4, "--artifacts", str(shared), study="in-folder"),
-                       storage, 4, name="in-folder")
+    check_shared_study(
+        start_workers(2, digits_dir, storage, 4, "--artifacts", str(shared), study="in-folder"),
+        storage,
+        4,
+        name="in-folder",
+    )
     study = optuna.load_study(study_name="in-folder", storage=open_storage(storage))
     assert len(list(shared.iterdir())) >= sum(t.state.name == "COMPLETE" for t in study.trials)
     # The resumed study remembers its store: a second run without --artifacts uploads there too.
-    run("search", digits_dir, "--study", "in-folder", "--storage", storage, "--trials", "5", "--epochs", "2",
-        "-p", "image_size=8", "--precision", "float32")
+    run(
+        "search",
+        digits_dir,
+        "--study",
+        "in-folder",
+        "--storage",
+        storage,
+        "--trials",
+        "5",
+        "--epochs",
+        "2",
+        "-p",
+        "image_size=8",
+        "--precision",
+        "float32",
+    )
     study = optuna.load_study(study_name="in-folder", storage=open_storage(storage))
     assert study.trials[-1].user_attrs["weights_artifact"] and len(list(shared.iterdir())) >= 5
     # Moving a study to another store is refused rather than splitting its weights.
     other = tmp_path / "other-folder"
     other.mkdir()
-    refused = run("search", digits_dir, "--study", "in-folder", "--storage", storage, "--artifacts", str(other),
-                  expect=1)
+    refused = run(
+        "search", digits_dir, "--study", "in-folder", "--storage", storage, "--artifacts", str(other), expect=1
+    )
     assert f"was created with artifacts '{shared}'" in refused.output
     averaged, alone = export_elsewhere(tmp_path / "another-machine", monkeypatch, "in-folder", storage)
     check_exports(study, averaged, alone, tmp_path / "another-machine")
@@ -175,9 +222,28 @@ def test_a_failed_upload_fails_its_trial_with_the_reason_not_the_search(workdir,
     shared = workdir / "shared-folder"
     shared.mkdir()
     search = subprocess.Popen(
-        [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--artifacts", str(shared), "--trials", "3",
-         "--epochs", "1", "--max-failures", "2", "-p", "image_size=8", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "automl_img",
+            "search",
+            str(digits_dir),
+            "--artifacts",
+            str(shared),
+            "--trials",
+            "3",
+            "--epochs",
+            "1",
+            "--max-failures",
+            "2",
+            "-p",
+            "image_size=8",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     for line in search.stdout:
         lines.append(line)
@@ -217,8 +283,13 @@ def test_workers_on_one_machine_share_the_trials_and_ctrl_c_stops_them_all(workd
     assert "trials: 4 completed, 0 pruned, 0 failed" in done.stdout
 
     # Ctrl-C reaches the whole process group, as in a terminal: both trials in flight end, marked failed.
-    running = subprocess.Popen([*search, "--study", "stopped", "--trials", "2", "--epochs", "40", "--patience", "40"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    running = subprocess.Popen(
+        [*search, "--study", "stopped", "--trials", "2", "--epochs", "40", "--patience", "40"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline:
         with contextlib.suppress(KeyError, optuna.exceptions.StorageInternalError):

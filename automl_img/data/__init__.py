@@ -6,6 +6,14 @@ from automl_img.data.imageset import IMAGE_EXTENSIONS, ImageSet, list_image_fold
 from automl_img.data.split import Split, make_split
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "DecodedImages", "ImageCache", "ImageSet", "Split", "UnreadableImage",
-    "list_image_folder", "load_image", "make_split", "read_image",
+    "IMAGE_EXTENSIONS",
+    "DecodedImages",
+    "ImageCache",
+    "ImageSet",
+    "Split",
+    "UnreadableImage",
+    "list_image_folder",
+    "load_image",
+    "make_split",
+    "read_image",
 ]

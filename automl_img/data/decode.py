@@ -31,8 +31,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImage(f"cannot open: {exc.strerror or exc}") from None
     if data.size == 0:
         raise UnreadableImage("empty file")
-    flags = cv2.IMREAD_UNCHANGED if path.suffix.lower() in _UNCHANGED_EXTENSIONS else (
-        cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    flags = (
+        cv2.IMREAD_UNCHANGED
+        if path.suffix.lower() in _UNCHANGED_EXTENSIONS
+        else (cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     )
     try:
         image = cv2.imdecode(data, flags)

@@ -47,8 +47,9 @@ def load_features(extractor, images: np.ndarray, pixels_file: Path, progress: Pr
 
 def _compute_into(partial: Path, extractor, images: np.ndarray, progress: Progress | None) -> None:
     total = len(images)
-    features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
-                                         shape=(total, *extractor.output_shape[1:]))
+    features = np.lib.format.open_memmap(
+        partial, mode="w+", dtype=np.float32, shape=(total, *extractor.output_shape[1:])
+    )
     for start in range(0, total, _BATCH):
         stop = min(start + _BATCH, total)
         features[start:stop] = np.asarray(extractor(np.asarray(images[start:stop]), training=False))

@@ -15,8 +15,15 @@ IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm", ".pnm"}
 )
 PARTS = ("train", "val", "test")
-_PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
+_PART_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 # Files that operating systems and tools leave behind; not worth a report line.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' folder metadata
 _HIDDEN = "hidden or system file (.DS_Store, ._name, Thumbs.db...)"

@@ -41,10 +41,16 @@ class Split:
         return {part: int((self.parts == i).sum()) for i, part in enumerate(PARTS)}
 
     def save(self, path: Path) -> None:
-        rows = [[p, int(label), PARTS[part]] for p, label, part in
-                zip(self.image_set.paths, self.image_set.labels, self.parts)]
-        manifest = {"seed": self.seed, "hash": self.hash, "class_names": list(self.image_set.class_names),
-                    "files": rows}
+        rows = [
+            [p, int(label), PARTS[part]]
+            for p, label, part in zip(self.image_set.paths, self.image_set.labels, self.parts)
+        ]
+        manifest = {
+            "seed": self.seed,
+            "hash": self.hash,
+            "class_names": list(self.image_set.class_names),
+            "files": rows,
+        }
         atomic_write_text(path, json.dumps(manifest, indent=0))
 
     @classmethod
@@ -89,7 +95,7 @@ def _carve(labels: np.ndarray, pool: np.ndarray, parts: np.ndarray, seed: int, f
         start = 0
         for part, fraction in fractions.items():
             count = max(1, int(round(len(members) * fraction)))  # noqa: RUF046 - a numpy fraction: int before NumPy 2
-            parts[members[start:start + count]] = PARTS.index(part)
+            parts[members[start : start + count]] = PARTS.index(part)
             start += count
 
 

@@ -39,8 +39,15 @@ def build_mobilenet_v3_small(hp, input_shape, num_classes):
     """MobileNetV3-Small (keras.applications, 0.9 M weights); ImageNet weights downloaded once by Keras."""
     from automl_img.tf_runtime import keras
 
-    return _keras_application(keras.applications.MobileNetV3Small, hp, input_shape, num_classes,
-                              "mobilenet_v3_small", include_preprocessing=True, minimalistic=False)
+    return _keras_application(
+        keras.applications.MobileNetV3Small,
+        hp,
+        input_shape,
+        num_classes,
+        "mobilenet_v3_small",
+        include_preprocessing=True,
+        minimalistic=False,
+    )
 
 
 def build_efficientnet_b0(hp, input_shape, num_classes):
@@ -60,8 +67,9 @@ def _keras_application(constructor, hp, input_shape, num_classes, name: str, **o
 
     weights = hp.Fixed("weights", "imagenet")
     if weights != "imagenet" and not Path(weights).is_file():
-        raise StudyError(f"{name}: weights file {weights} does not exist; give a Keras .h5/.weights.h5 file or "
-                         "weights=imagenet")
+        raise StudyError(
+            f"{name}: weights file {weights} does not exist; give a Keras .h5/.weights.h5 file or weights=imagenet"
+        )
     size = input_shape[:2]
     try:
         network = constructor(include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg", **options)
@@ -71,7 +79,8 @@ def _keras_application(constructor, hp, input_shape, num_classes, name: str, **o
             raise
         raise StudyError(
             f"{name} needs ImageNet weights and this machine cannot download them; fetch {url.group(0)} and put "
-            f"it in {weights_cache_dir()}/, or give a local file with -p weights=PATH") from None
+            f"it in {weights_cache_dir()}/, or give a local file with -p weights=PATH"
+        ) from None
     inputs = keras.Input(input_shape)
     x = inputs if input_shape[-1] == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
     x = layers.Rescaling(255.0, name="to_0_255")(x)
@@ -94,9 +103,13 @@ def _with_head(features, hp, input_shape, num_classes, name: str):
         layer.trainable = index >= first_trained and not isinstance(layer, layers.BatchNormalization)
     if share == 0.0:
         features.trainable = False
-    head = keras.Sequential([keras.Input(features.output_shape[1:]),
-                             layers.Dropout(hp.Float("head_dropout", 0.0, 0.5, default=0.2)),
-                             layers.Dense(num_classes, activation="softmax", dtype="float32")], name="head")
+    head = keras.Sequential(
+        [
+            keras.Input(features.output_shape[1:]),
+            layers.Dropout(hp.Float("head_dropout", 0.0, 0.5, default=0.2)),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
+        ],
+        name="head",
+    )
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, head(features(inputs)), name=name)
-

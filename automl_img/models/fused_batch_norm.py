@@ -41,8 +41,13 @@ def install() -> None:
 
 def _fusable(layer, inputs) -> bool:
     rank = len(inputs.shape)
-    return (rank == 4 and layer.axis in (-1, 3) and not layer.renorm and not layer.synchronized
-            and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES)
+    return (
+        rank == 4
+        and layer.axis in (-1, 3)
+        and not layer.renorm
+        and not layer.synchronized
+        and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
+    )
 
 
 def _fused_training_call(layer, inputs):
@@ -51,8 +56,16 @@ def _fused_training_call(layer, inputs):
     offset = tf.cast(layer.beta, "float32") if layer.center else tf.zeros((channels,), "float32")
     empty = tf.constant([], "float32")
     outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-        x=inputs, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=layer.epsilon,
-        exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        x=inputs,
+        scale=scale,
+        offset=offset,
+        mean=empty,
+        variance=empty,
+        epsilon=layer.epsilon,
+        exponential_avg_factor=1.0,
+        data_format="NHWC",
+        is_training=True,
+    )
     # The kernel returns the batch variance Bessel-corrected; Keras' moving average takes the plain one.
     count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), "float32")
     variance = variance * (count - 1.0) / tf.maximum(count, 2.0)

@@ -59,13 +59,13 @@ def report(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[
 
     classes = np.arange(len(class_names))
     predicted = probabilities.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=classes, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
     return TestReport(
         **scores(labels, probabilities),
         images=len(labels),
-        per_class={name: ClassScores(float(p), float(r), float(f), int(s))
-                   for name, p, r, f, s in zip(class_names, precision, recall, f1, support)},
+        per_class={
+            name: ClassScores(float(p), float(r), float(f), int(s))
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        },
         confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist(),
     )

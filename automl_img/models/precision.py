@@ -31,8 +31,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
-def resolve(requested: str, gpu_capabilities: list[tuple[int, int]] | None = None,
-            flags: set[str] | None = None) -> str:
+def resolve(
+    requested: str, gpu_capabilities: list[tuple[int, int]] | None = None, flags: set[str] | None = None
+) -> str:
     """The precision ``requested`` means on this machine: "auto" becomes float32, bfloat16 or float16.
 
     ``gpu_capabilities``: the compute capabilities of the GPUs training will use (none: the CPU trains).

@@ -40,8 +40,14 @@ class Reporter(Protocol):
     def should_prune(self) -> bool: ...
 
 
-def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int, channels: int,
-                num_classes: int, name: str | None = None):
+def build_model(
+    build: Callable[..., Any],
+    hp: HyperParameters,
+    image_size: int,
+    channels: int,
+    num_classes: int,
+    name: str | None = None,
+):
     """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out.
 
     ``train`` and ``refit`` compile it, with a schedule fitted to the epochs they are given.
@@ -62,8 +68,9 @@ def build_model(build: Callable[..., Any], hp: HyperParameters, image_size: int,
     return model
 
 
-def build_for_trial(architectures: Families, hp: HyperParameters, channels: int, num_classes: int,
-                    name: str | None = None) -> tuple[Any, TrainingParams]:
+def build_for_trial(
+    architectures: Families, hp: HyperParameters, channels: int, num_classes: int, name: str | None = None
+) -> tuple[Any, TrainingParams]:
     """The trial's model and its training parameters: which of them exist depends on the family and on how
     the model trains (``stage_of``), so the family is declared first, then the image size, the architecture's
     own parameters, and the rest."""
@@ -114,8 +121,9 @@ def stage_of(model) -> str:
     return Stage.FINE_TUNE if parts.backbone.trainable_weights else Stage.HEAD
 
 
-def compile_for(model, params: TrainingParams, epochs: int, steps_per_epoch: int,
-                learning_rate: float | None = None) -> None:
+def compile_for(
+    model, params: TrainingParams, epochs: int, steps_per_epoch: int, learning_rate: float | None = None
+) -> None:
     """The recipe: AdamW under a learning rate that warms up, then follows a cosine to zero at the end of
     the last epoch ("Budgeted Training", ICLR 2020: a schedule fitted to the budget makes a short training
     a complete one), and cross-entropy with label smoothing on the softmax outputs.
@@ -126,12 +134,16 @@ def compile_for(model, params: TrainingParams, epochs: int, steps_per_epoch: int
     total = max(1, epochs * steps_per_epoch)
     warmup = min(steps_per_epoch, total // WARMUP_SHARE)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else peak, decay_steps=max(1, total - warmup),
-        warmup_target=peak if warmup else None, warmup_steps=warmup)
+        0.0 if warmup else peak,
+        decay_steps=max(1, total - warmup),
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing))
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+    )
 
 
 def _one_hot(dataset, num_classes: int):
@@ -166,10 +178,12 @@ def as_trained(model, params: TrainingParams):
     if not params.horizontal_flip:
         return model
     inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="image")
-    mirrored = _fixed_matrix_on_axis(inputs, np.eye(model.input_shape[2], dtype=np.float32)[::-1], 2,
-                                     f"{model.name}_mirror")
-    outputs = keras.layers.Average(name=f"{model.name}_and_mirror")([model(inputs, training=False),
-                                                                      model(mirrored, training=False)])
+    mirrored = _fixed_matrix_on_axis(
+        inputs, np.eye(model.input_shape[2], dtype=np.float32)[::-1], 2, f"{model.name}_mirror"
+    )
+    outputs = keras.layers.Average(name=f"{model.name}_and_mirror")(
+        [model(inputs, training=False), model(mirrored, training=False)]
+    )
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
@@ -220,21 +234,29 @@ def forward_gflop(model) -> float:
     return total / 1e9
 
 
-def _check_outputs_are_probabilities(model, shape: tuple[int, int, int], num_classes: int,
-                                     tolerance: float = 1e-3) -> None:
+def _check_outputs_are_probabilities(
+    model, shape: tuple[int, int, int], num_classes: int, tolerance: float = 1e-3
+) -> None:
     probe = np.random.default_rng(0).integers(0, 256, size=(2, *shape), dtype=np.uint8)
     outputs = np.asarray(model(probe, training=False))
     if outputs.shape != (2, num_classes):
         raise PluginError(f"the architecture outputs shape {outputs.shape[1:]}, expected ({num_classes},) class scores")
     if not np.all(np.isfinite(outputs)):
-        raise PluginError("the untrained model already outputs NaN or infinity; check the architecture's "
-                          "initialisers and layers")
+        raise PluginError(
+            "the untrained model already outputs NaN or infinity; check the architecture's initialisers and layers"
+        )
     if not (np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=tolerance)):
         raise PluginError("the architecture must end in a softmax (its outputs are not probabilities)")
 
 
-def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int,
-            augment: TrainingParams | None = None, shuffle_seed: int | None = None):
+def batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    batch_size: int,
+    augment: TrainingParams | None = None,
+    shuffle_seed: int | None = None,
+):
     """A tf.data pipeline over uint8 rows of a (memory-mapped) array, shuffled and augmented on request.
 
     Rows that fit in IN_MEMORY_BYTES are copied into a tensor once and batched inside the graph,
@@ -250,7 +272,8 @@ def batches(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size
         # same values whatever order they run in, and every epoch draws new ones.
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda batch, seed: (augmented(batch[0], augment, seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda batch, seed: (augmented(batch[0], augment, seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -259,8 +282,9 @@ def _in_memory(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_s
     order = tf.data.Dataset.range(len(rows))
     if shuffle_seed is not None:
         order = order.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return order.batch(batch_size).map(lambda picked: (tf.gather(pixels, picked), tf.gather(targets, picked)),
-                                       num_parallel_calls=tf.data.AUTOTUNE)
+    return order.batch(batch_size).map(
+        lambda picked: (tf.gather(pixels, picked), tf.gather(targets, picked)), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def _streamed(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int, shuffle_seed: int | None):
@@ -269,7 +293,7 @@ def _streamed(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_si
     def generate():
         order = rng.permutation(rows) if shuffle_seed is not None else rows
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             if shuffle_seed is not None:
                 chunk = np.sort(chunk)  # ascending reads from the memory map; batch order is irrelevant
             yield images[chunk], labels[chunk]
@@ -318,10 +342,20 @@ class Limits:
     trial_seconds: float | None = None  # after which no new epoch starts, counted from the start (the trial's budget)
 
 
-def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
-          params: TrainingParams, limits: Limits, objective: str = "accuracy", reporter: Reporter | None = None,
-          seed: int = 0, class_weight: dict[int, float] | None = None,
-          learning_rate: float | None = None) -> TrainingResult:
+def train(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    params: TrainingParams,
+    limits: Limits,
+    objective: str = "accuracy",
+    reporter: Reporter | None = None,
+    seed: int = 0,
+    class_weight: dict[int, float] | None = None,
+    learning_rate: float | None = None,
+) -> TrainingResult:
     """Fit for ``limits.epochs`` with augmentation (the schedule ends with the last of them), score val every
     epoch (``as_trained``), keep the best epoch; report to the pruner.
 
@@ -332,14 +366,15 @@ def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
     started = time.time()
     try:
         model.fit(
-            _one_hot(batches(images, labels, train_rows, params.batch_size, params, shuffle_seed=seed),
-                     model.output_shape[-1]),
+            _one_hot(
+                batches(images, labels, train_rows, params.batch_size, params, shuffle_seed=seed),
+                model.output_shape[-1],
+            ),
             epochs=limits.epochs,
             verbose=0,
             callbacks=[watch],
             class_weight=class_weight,
             shuffle=False,  # the pipeline shuffles
-
         )
     finally:
         result.seconds = time.time() - started
@@ -350,8 +385,16 @@ def train(model, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
     return result
 
 
-def refit(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, params: TrainingParams, epochs: int,
-          class_weight: dict[int, float] | None = None, seed: int = 0) -> None:
+def refit(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    params: TrainingParams,
+    epochs: int,
+    class_weight: dict[int, float] | None = None,
+    seed: int = 0,
+) -> None:
     """Train a fresh model on ``rows`` for a fixed number of epochs (no validation left to stop on), in the
     stages its trial trained in: a fine-tuned backbone's head first trains alone, on unaugmented images."""
     parts = backbone_parts(model)
@@ -363,16 +406,28 @@ def refit(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, param
         for layer, flag in trainable:
             layer.trainable = flag
     compile_for(model, params, epochs, -(-len(rows) // params.batch_size), params.fine_tune_learning_rate)
-    model.fit(_one_hot(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed),
-                       model.output_shape[-1]),
-              epochs=epochs, verbose=0, class_weight=class_weight, shuffle=False)
+    model.fit(
+        _one_hot(batches(images, labels, rows, params.batch_size, params, shuffle_seed=seed), model.output_shape[-1]),
+        epochs=epochs,
+        verbose=0,
+        class_weight=class_weight,
+        shuffle=False,
+    )
 
 
 class _EpochWatch(keras.callbacks.Callback):
     """After each epoch: score val, keep the best weights, report to the pruner, apply the limits."""
 
-    def __init__(self, result: TrainingResult, scored, images: np.ndarray, labels: np.ndarray, val_rows: np.ndarray,
-                 limits: Limits, reporter: Reporter | None):
+    def __init__(
+        self,
+        result: TrainingResult,
+        scored,
+        images: np.ndarray,
+        labels: np.ndarray,
+        val_rows: np.ndarray,
+        limits: Limits,
+        reporter: Reporter | None,
+    ):
         super().__init__()
         self.result, self.scored, self.images, self.labels, self.val_rows = result, scored, images, labels, val_rows
         self.limits, self.reporter = limits, reporter
@@ -402,8 +457,9 @@ class _EpochWatch(keras.callbacks.Callback):
             return
         epoch_scores = scores(self.labels[self.val_rows], predict(self.scored, self.images, self.val_rows))
         value = epoch_scores[self.result.objective]
-        self.result.history.append({"epoch": epoch + 1, "train_loss": loss,
-                                    **{f"val_{k}": v for k, v in epoch_scores.items()}})
+        self.result.history.append(
+            {"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in epoch_scores.items()}}
+        )
         best = self.result.best_value
         if math.isfinite(value) and (best is None or (value > best if self.larger_is_better else value < best)):
             self.result.best_value, self.result.best_epoch = value, epoch + 1

@@ -107,8 +107,11 @@ class BundleManifest:
     @classmethod
     def from_json(cls, stored: dict[str, Any]) -> BundleManifest:
         nested = {"preprocessing": Preprocessing, "dataset": DatasetRecord, "refit": Refit}
-        values = {name: kind(**stored[name]) if stored.get(name) is not None else None
-                  for name, kind in nested.items() if name in stored}
+        values = {
+            name: kind(**stored[name]) if stored.get(name) is not None else None
+            for name, kind in nested.items()
+            if name in stored
+        }
         if stored.get("test") is not None:
             values["test"] = TestReport.from_json(stored["test"])
         values["members"] = [Member(**member) for member in stored.get("members", [])]
@@ -120,13 +123,16 @@ class BundleManifest:
         """The manifest of a bundle folder; a clear message for anything else."""
         path = Path(folder) / BUNDLE_FILE
         if not path.exists():
-            raise AutomlImgError(f"{folder} is not an automl-img bundle (no {BUNDLE_FILE}); "
-                                 "give the folder export-best wrote")
+            raise AutomlImgError(
+                f"{folder} is not an automl-img bundle (no {BUNDLE_FILE}); give the folder export-best wrote"
+            )
         try:
             return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, TypeError, KeyError) as exc:
-            raise AutomlImgError(f"{path} is not a bundle manifest this version can read ({exc}); "
-                                 "export it again with `automl-img export-best`") from None
+            raise AutomlImgError(
+                f"{path} is not a bundle manifest this version can read ({exc}); "
+                "export it again with `automl-img export-best`"
+            ) from None
 
     def write(self, folder: Path) -> None:
         (Path(folder) / BUNDLE_FILE).write_text(self.to_json(), encoding="utf-8")

@@ -44,9 +44,15 @@ class ExportResult:
     bundle: BundleManifest
 
 
-def export_best(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
-                out: Path | None = None, formats: Sequence[str] = (), refit: bool = False,
-                ensemble: int | None = None) -> ExportResult:
+def export_best(
+    registry: Registry,
+    study_name: str | None = None,
+    storage_url: str | None = None,
+    out: Path | None = None,
+    formats: Sequence[str] = (),
+    refit: bool = False,
+    ensemble: int | None = None,
+) -> ExportResult:
     """Rebuild the best trials' models, evaluate them once on the test split, write the bundle folder.
 
     Args:
@@ -76,8 +82,9 @@ def export_best(registry: Registry, study_name: str | None = None, storage_url: 
         kept = folder.with_name(f"{folder.name}.failed-{EXPORT_LOG}")
         shutil.move(staging / EXPORT_LOG, kept)
         shutil.rmtree(staging, ignore_errors=True)
-        raise AutomlImgError(f"cannot write the {failed.format} format: {failed.reason} (the converter's log: {kept})"
-                             ) from None
+        raise AutomlImgError(
+            f"cannot write the {failed.format} format: {failed.reason} (the converter's log: {kept})"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -91,8 +98,15 @@ class _FormatFailed(Exception):
         self.format, self.reason = format, reason
 
 
-def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, members: list[TrialRecord],
-                  exporters: list[Entry[Exporter]], refit: bool, select: bool) -> BundleManifest:
+def _write_bundle(
+    staging: Path,
+    stored: StoredStudy,
+    registry: Registry,
+    members: list[TrialRecord],
+    exporters: list[Entry[Exporter]],
+    refit: bool,
+    select: bool,
+) -> BundleManifest:
     """Rebuild and average the members (those that help, with ``select``), test them once, write every format and
     the manifest into ``staging``."""
     from automl_img.models import metrics, training
@@ -132,13 +146,22 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
         ),
         study=stored.name,
         trial=best.number,
-        members=[Member(trial.number, completed_value(trial), member.input_shape[1], trial.best_epoch, trial.params,
-                        trial.precision or "float32")
-                 for trial, member in zip(members, models)],
+        members=[
+            Member(
+                trial.number,
+                completed_value(trial),
+                member.input_shape[1],
+                trial.best_epoch,
+                trial.params,
+                trial.precision or "float32",
+            )
+            for trial, member in zip(members, models)
+        ],
         left_out=left_out,
         architecture=config.architecture,
-        dataset=DatasetRecord(config.dataset, config.source, config.split_hash,
-                              {part: len(part_rows) for part, part_rows in rows.items()}),
+        dataset=DatasetRecord(
+            config.dataset, config.source, config.split_hash, {part: len(part_rows) for part, part_rows in rows.items()}
+        ),
         objective=config.objective,
         params=best.params,
         best_epoch=best.best_epoch,
@@ -150,8 +173,13 @@ def _write_bundle(staging: Path, stored: StoredStudy, registry: Registry, member
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         created_on={"host": socket.gethostname(), "python": platform.python_version(), **_library_versions()},
     )
-    test = _TestSplit(images, rows["test"], labels[rows["test"]], test_probabilities,
-                      [str(data.split.image_set.absolute(data.split.image_set.paths[row])) for row in rows["test"]])
+    test = _TestSplit(
+        images,
+        rows["test"],
+        labels[rows["test"]],
+        test_probabilities,
+        [str(data.split.image_set.absolute(data.split.image_set.paths[row])) for row in rows["test"]],
+    )
     calibration = np.random.default_rng(0).permutation(rows["train"])[:CALIBRATION_IMAGES]
     _write_formats(staging, model, exporters, bundle, test, images[np.sort(calibration)])
     bundle.write(staging)
@@ -175,8 +203,10 @@ class _TestSplit:
 
     def predict(self, predictor) -> np.ndarray:
         """A format's probabilities for the test images, a chunk at a time (the split may not fit in memory)."""
-        chunks = [predictor(np.ascontiguousarray(self.images[self.rows[start:start + PREDICT_CHUNK]]))
-                  for start in range(0, len(self.rows), PREDICT_CHUNK)]
+        chunks = [
+            predictor(np.ascontiguousarray(self.images[self.rows[start : start + PREDICT_CHUNK]]))
+            for start in range(0, len(self.rows), PREDICT_CHUNK)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.probabilities.shape[1]), np.float32)
 
 
@@ -207,23 +237,36 @@ def _val_probabilities(model, data: StudyData, channels: int) -> tuple[np.ndarra
     return rows, training.predict(model, decoded.images, rows)
 
 
-def _member_model(stored: StoredStudy, trial: TrialRecord, data: StudyData, architectures: Families,
-                  refit: bool = False):
+def _member_model(
+    stored: StoredStudy, trial: TrialRecord, data: StudyData, architectures: Families, refit: bool = False
+):
     """The trial's model with its best epoch's weights, or retrained on train+val for as many epochs (its
     schedule fitted to them); flip-averaged where the trial trained on mirrored images, as it was scored."""
     from automl_img.models import training
 
     config = stored.config
     training.keras.utils.set_random_seed(trial.seed or 0)  # a refit starts as the trial did
-    model, params = training.build_for_trial(architectures, StoredHyperParameters(trial.params), config.channels,
-                                             len(config.class_names), name=f"trial_{trial.number}")
+    model, params = training.build_for_trial(
+        architectures,
+        StoredHyperParameters(trial.params),
+        config.channels,
+        len(config.class_names),
+        name=f"trial_{trial.number}",
+    )
     if not refit:
         model.load_weights(stored.weights_file(trial))
         return training.as_trained(model, params)
     decoded = data.cache.load(params.image_size, config.channels)
     train, val = data.rows("train", decoded), data.rows("val", decoded)
-    training.refit(model, decoded.images, data.labels, np.concatenate([train, val]), params, _refit_epochs(trial),
-                   config.class_weights(data.labels, train))
+    training.refit(
+        model,
+        decoded.images,
+        data.labels,
+        np.concatenate([train, val]),
+        params,
+        _refit_epochs(trial),
+        config.class_weights(data.labels, train),
+    )
     return training.as_trained(model, params)
 
 
@@ -246,8 +289,14 @@ class _QuantizedExporter(Exporter, Protocol):
     def export(self, model: Any, path: Path, calibration_images: np.ndarray | None = None) -> None: ...
 
 
-def _write_formats(staging: Path, model, exporters: list[Entry[Exporter]], bundle: BundleManifest, test: _TestSplit,
-                   calibration_images: np.ndarray) -> None:
+def _write_formats(
+    staging: Path,
+    model,
+    exporters: list[Entry[Exporter]],
+    bundle: BundleManifest,
+    test: _TestSplit,
+    calibration_images: np.ndarray,
+) -> None:
     """Write each format, load it back and check it against the Keras model on the test split."""
     keras_accuracy = float((test.probabilities.argmax(axis=1) == test.labels).mean()) if len(test.labels) else 0.0
     for entry in exporters:
@@ -265,13 +314,18 @@ def _write_formats(staging: Path, model, exporters: list[Entry[Exporter]], bundl
         except Exception as exc:  # noqa: BLE001 - a converter that cannot express the model
             raise _FormatFailed(entry.name, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]) from None
         difference = float(np.abs(predicted - test.probabilities).max()) if len(predicted) else 0.0
-        agreement = (float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted)
-                     else 1.0)
+        agreement = (
+            float((predicted.argmax(axis=1) == test.probabilities.argmax(axis=1)).mean()) if len(predicted) else 1.0
+        )
         accuracy = float((predicted.argmax(axis=1) == test.labels).mean()) if len(predicted) else 0.0
-        ok = (accuracy - keras_accuracy >= -QUANTIZED_MAX_ACCURACY_LOSS if quantized
-              else agreement == 1.0 and difference < 1e-3)
-        bundle.formats[entry.name] = FormatCheck(exporter.file, _size(path), len(predicted), difference,
-                                                 agreement, ok, accuracy, quantized)
+        ok = (
+            accuracy - keras_accuracy >= -QUANTIZED_MAX_ACCURACY_LOSS
+            if quantized
+            else agreement == 1.0 and difference < 1e-3
+        )
+        bundle.formats[entry.name] = FormatCheck(
+            exporter.file, _size(path), len(predicted), difference, agreement, ok, accuracy, quantized
+        )
 
 
 def _swap_in(staging: Path, folder: Path) -> None:
@@ -310,15 +364,20 @@ def _report_text(bundle: BundleManifest) -> str:
     lines += [f"{name:<{width}}" + " ".join(f"{n:>5}" for n in row) for name, row in zip(names, test.confusion_matrix)]
     lines += ["", "formats (checked against the Keras model on test images)"]
     for name, check in bundle.formats.items():
-        lines.append(f"{name:<12}{check.file:<16}{check.bytes:>10} bytes   same class "
-                     f"{check.same_class_fraction:.3f}   max |dp| {check.max_abs_probability_difference:.2e}")
+        lines.append(
+            f"{name:<12}{check.file:<16}{check.bytes:>10} bytes   same class "
+            f"{check.same_class_fraction:.3f}   max |dp| {check.max_abs_probability_difference:.2e}"
+        )
     return "\n".join(lines) + "\n"
 
 
 def members_text(bundle: BundleManifest) -> str:
     """Which trials the bundle holds, in words (with each one's image size when averaged)."""
-    left_out = (f" ({', '.join(f'#{trial}' for trial in bundle.left_out)} left out: each lowered the average's val "
-                "score)") if bundle.left_out else ""
+    left_out = (
+        (f" ({', '.join(f'#{trial}' for trial in bundle.left_out)} left out: each lowered the average's val score)")
+        if bundle.left_out
+        else ""
+    )
     if len(bundle.members) == 1:
         return f"trial #{bundle.members[0].trial}{left_out}"
     return "average of trials " + ", ".join(f"#{m.trial} ({m.image_size} px)" for m in bundle.members) + left_out
@@ -328,8 +387,18 @@ def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("automl-img", "tensorflow", "keras", "optuna", "opencv-python", "numpy", "scikit-learn",
-                 "tf2onnx", "onnxruntime", "ai-edge-litert"):
+    for name in (
+        "automl-img",
+        "tensorflow",
+        "keras",
+        "optuna",
+        "opencv-python",
+        "numpy",
+        "scikit-learn",
+        "tf2onnx",
+        "onnxruntime",
+        "ai-edge-litert",
+    ):
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
     return found

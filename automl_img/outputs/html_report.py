@@ -27,8 +27,9 @@ MISCLASSIFIED_SHOWN = 24
 PARAMETER_PLOTS_MIN_TRIALS = 5  # parallel coordinates and slices of fewer completed trials are noise
 
 
-def write_report(registry: Registry, study_name: str | None = None, storage_url: str | None = None,
-                 out: Path | None = None) -> Path:
+def write_report(
+    registry: Registry, study_name: str | None = None, storage_url: str | None = None, out: Path | None = None
+) -> Path:
     """Write the report; exports the best trials first when the bundle is missing or stale."""
     from automl_img.outputs.export import export_best
 
@@ -38,8 +39,9 @@ def write_report(registry: Registry, study_name: str | None = None, storage_url:
     bundle = best = None
     if counts.completed:
         best = stored.best_trial()
-        averaged = ([m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists()
-                    else [])
+        averaged = (
+            [m.trial for m in BundleManifest.read(bundle_dir).members] if (bundle_dir / BUNDLE_FILE).exists() else []
+        )
         if not averaged or averaged != [t.number for t in stored.best_trials(len(averaged))]:
             export_best(registry, stored.name, storage_url, bundle_dir)
         bundle = BundleManifest.read(bundle_dir)
@@ -55,8 +57,11 @@ def write_report(registry: Registry, study_name: str | None = None, storage_url:
         sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
         sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir)))
     sections.append(_trials_table(stored))
-    page = _PAGE.format(title=html.escape(f"automl-img: {stored.name}"), body="\n".join(sections),
-                        created=time.strftime("%Y-%m-%d %H:%M"))
+    page = _PAGE.format(
+        title=html.escape(f"automl-img: {stored.name}"),
+        body="\n".join(sections),
+        created=time.strftime("%Y-%m-%d %H:%M"),
+    )
     target = Path(out) if out else stored.folder / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
@@ -85,9 +90,15 @@ def _families(stored: StoredStudy) -> list[tuple[str, str]]:
     if len(names) == 1:
         return []
     completed = stored.trials((TrialState.COMPLETE,))
-    best = {name: next(iter(ranked([t for t in completed if t.params.get(families.FAMILY_PARAM) == name],
-                                   stored.larger_is_better)), None)
-            for name in names}
+    best = {
+        name: next(
+            iter(
+                ranked([t for t in completed if t.params.get(families.FAMILY_PARAM) == name], stored.larger_is_better)
+            ),
+            None,
+        )
+        for name in names
+    }
     leader = next(iter(ranked([t for t in best.values() if t is not None], stored.larger_is_better)), None)
     winner = completed_value(leader) if leader is not None else None
     rows = []
@@ -98,10 +109,18 @@ def _families(stored: StoredStudy) -> list[tuple[str, str]]:
             rows.append((name, "no completed trial"))
             continue
         assert winner is not None  # this family's best is ranked
-        behind = ("the best family" if trial.value == winner
-                  else f"{abs(winner - completed_value(trial)):.4f} behind the best")
-        rows.append((name, f"best trial #{trial.number}, val {stored.config.objective} {trial.value:.4f} "
-                           f"({behind}; {count} completed trial{'s' * (count != 1)})"))
+        behind = (
+            "the best family"
+            if trial.value == winner
+            else f"{abs(winner - completed_value(trial)):.4f} behind the best"
+        )
+        rows.append(
+            (
+                name,
+                f"best trial #{trial.number}, val {stored.config.objective} {trial.value:.4f} "
+                f"({behind}; {count} completed trial{'s' * (count != 1)})",
+            )
+        )
     return rows
 
 
@@ -115,16 +134,22 @@ def _search_figures(study: optuna.Study) -> list[tuple[str, Callable]]:
     def when_enough(draw: Callable) -> Callable:
         if completed >= PARAMETER_PLOTS_MIN_TRIALS:
             return draw
-        return lambda: (f"Left out: with {completed} completed trial{'s' * (completed != 1)} it would show noise, "
-                        f"not a trend; it needs at least {PARAMETER_PLOTS_MIN_TRIALS}.")
+        return lambda: (
+            f"Left out: with {completed} completed trial{'s' * (completed != 1)} it would show noise, "
+            f"not a trend; it needs at least {PARAMETER_PLOTS_MIN_TRIALS}."
+        )
 
     return [
         ("Optimisation history", lambda: optuna_plots.plot_optimization_history(study)),
         ("Parameter importances (fANOVA)", lambda: _importances(found)),
-        ("Parallel coordinates of the most important parameters",
-         when_enough(lambda: optuna_plots.plot_parallel_coordinate(study, params=top))),
-        ("Slices: objective against each important parameter",
-         when_enough(lambda: optuna_plots.plot_slice(study, params=top))),
+        (
+            "Parallel coordinates of the most important parameters",
+            when_enough(lambda: optuna_plots.plot_parallel_coordinate(study, params=top)),
+        ),
+        (
+            "Slices: objective against each important parameter",
+            when_enough(lambda: optuna_plots.plot_slice(study, params=top)),
+        ),
     ]
 
 
@@ -181,11 +206,15 @@ def _curves(trial: TrialRecord) -> None:
 def _test_section(test: TestReport) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{row.precision:.3f}</td><td>{row.recall:.3f}</td>"
-        f"<td>{row.f1:.3f}</td><td>{row.support}</td></tr>" for name, row in test.per_class.items())
-    return (f"<h2>Test split (evaluated once, at export)</h2><p>{test.images} images: accuracy "
-            f"<b>{test.accuracy:.4f}</b>, balanced accuracy {test.balanced_accuracy:.4f}, macro F1 "
-            f"{test.macro_f1:.4f}.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
-            f"<th>images</th></tr>{rows}</table>")
+        f"<td>{row.f1:.3f}</td><td>{row.support}</td></tr>"
+        for name, row in test.per_class.items()
+    )
+    return (
+        f"<h2>Test split (evaluated once, at export)</h2><p>{test.images} images: accuracy "
+        f"<b>{test.accuracy:.4f}</b>, balanced accuracy {test.balanced_accuracy:.4f}, macro F1 "
+        f"{test.macro_f1:.4f}.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<th>images</th></tr>{rows}</table>"
+    )
 
 
 def _confusion(bundle: BundleManifest) -> None:
@@ -203,8 +232,15 @@ def _confusion(bundle: BundleManifest) -> None:
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     for (row, column), count in np.ndenumerate(matrix):
-        axes.text(column, row, str(count), ha="center", va="center",
-                  color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+        axes.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > matrix.max() / 2 else "black",
+            fontsize=8,
+        )
 
 
 def _misclassified(bundle_dir: Path) -> str | None:
@@ -229,8 +265,9 @@ def _misclassified(bundle_dir: Path) -> str | None:
             axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
         except UnreadableImage:
             axis.text(0.5, 0.5, "file gone", ha="center")
-        axis.set_title(f"true {row['true_class']}\npred {row['predicted_class']} {float(row['probability']):.2f}",
-                       fontsize=8)
+        axis.set_title(
+            f"true {row['true_class']}\npred {row['predicted_class']} {float(row['probability']):.2f}", fontsize=8
+        )
     plt.suptitle(f"{len(shown)} of {len(wrong)} misclassified test images, most confident first", fontsize=10)
     return None
 
@@ -248,8 +285,9 @@ def trials_table(stored: StoredStudy, css_class: str = "") -> str:
 
 def html_table(columns: list[str], rows: list[list], css_class: str = "") -> str:
     header = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table{f' class={css_class!r}' if css_class else ''}><tr>{header}</tr>{body}</table>"
 
 

@@ -39,8 +39,10 @@ class Bundle:
         exporter = registry.exporter(format)
         if not (self.folder / exporter.file).exists():
             written = ", ".join(self.manifest.formats) or "keras"
-            raise AutomlImgError(f"{self.folder} has no {format} model (it has: {written}); "
-                                 f"export it with `automl-img export-best --format {format}`")
+            raise AutomlImgError(
+                f"{self.folder} has no {format} model (it has: {written}); "
+                f"export it with `automl-img export-best --format {format}`"
+            )
         self.predict_arrays = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
 
     def predict_files(self, files: list[Path]) -> tuple[list[Prediction], list[tuple[str, str]]]:
@@ -68,9 +70,16 @@ class Bundle:
             return predictions
         frame = pandas.DataFrame(
             [[p.path, p.class_name, p.probability, *p.probabilities.values()] for p in predictions],
-            columns=["image", "class", "probability",
-                     *(name if name not in ("image", "class", "probability") else f"probability of {name}"
-                       for name in self.class_names)])
+            columns=[
+                "image",
+                "class",
+                "probability",
+                *(
+                    name if name not in ("image", "class", "probability") else f"probability of {name}"
+                    for name in self.class_names
+                ),
+            ],
+        )
         frame.attrs["unreadable"] = unreadable
         return frame
 
@@ -79,7 +88,7 @@ class Bundle:
         unreadable: list[tuple[str, str]] = []
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             for start in range(0, len(named), BATCH):
-                chunk = named[start:start + BATCH]
+                chunk = named[start : start + BATCH]
                 decoded = list(pool.map(self._decode, [image for _, image in chunk]))
                 good = [(name, image) for (name, _), image in zip(chunk, decoded) if isinstance(image, np.ndarray)]
                 unreadable += [(name, reason) for (name, _), reason in zip(chunk, decoded) if isinstance(reason, str)]
@@ -88,8 +97,11 @@ class Bundle:
                 probabilities = self.predict_arrays(np.stack([image for _, image in good]))
                 for (name, _), row in zip(good, probabilities):
                     best = int(row.argmax())
-                    predictions.append(Prediction(name, self.class_names[best], float(row[best]),
-                                                  dict(zip(self.class_names, map(float, row)))))
+                    predictions.append(
+                        Prediction(
+                            name, self.class_names[best], float(row[best]), dict(zip(self.class_names, map(float, row)))
+                        )
+                    )
         return predictions, unreadable
 
     def _decode(self, image: Path | np.ndarray) -> np.ndarray | str:
@@ -101,8 +113,10 @@ class Bundle:
             return str(exc)
 
     def __repr__(self) -> str:
-        return (f"<automl-img bundle {self.folder}: {len(self.class_names)} classes, {self.image_size} px, "
-                f"{'grayscale' if self.channels == 1 else 'RGB'}>")
+        return (
+            f"<automl-img bundle {self.folder}: {len(self.class_names)} classes, {self.image_size} px, "
+            f"{'grayscale' if self.channels == 1 else 'RGB'}>"
+        )
 
 
 def _named_images(images: Any) -> list[tuple[str, Path | np.ndarray]]:
@@ -124,17 +138,23 @@ def _arrays(item: Any) -> list[np.ndarray]:
     if hasattr(item, "getbands") and hasattr(item, "convert"):  # a PIL image, without importing PIL
         return [_from_pil(item)]
     if not isinstance(item, np.ndarray):
-        raise DataError(f"cannot classify a {type(item).__name__}: pass image files, folders, numpy arrays or "
-                        "PIL images, or a list of them")
+        raise DataError(
+            f"cannot classify a {type(item).__name__}: pass image files, folders, numpy arrays or "
+            "PIL images, or a list of them"
+        )
     if item.dtype.kind not in "uif" or item.size == 0:
-        raise DataError(f"an image array must hold numbers (uint8, uint16 or floats in [0, 1]); got an empty or "
-                        f"{item.dtype} array of shape {item.shape}")
+        raise DataError(
+            f"an image array must hold numbers (uint8, uint16 or floats in [0, 1]); got an empty or "
+            f"{item.dtype} array of shape {item.shape}"
+        )
     if item.ndim == 2 or (item.ndim == 3 and item.shape[2] <= 4):
         return [item]
     if item.ndim in (3, 4) and (item.ndim == 3 or item.shape[3] <= 4):
         return list(item)  # a batch: (n, height, width) grayscale or (n, height, width, channels)
-    raise DataError(f"an image array must be (height, width), (height, width, channels) with 1 to 4 channels, or "
-                    f"a batch of them (n, height, width[, channels]); got shape {item.shape}")
+    raise DataError(
+        f"an image array must be (height, width), (height, width, channels) with 1 to 4 channels, or "
+        f"a batch of them (n, height, width[, channels]); got shape {item.shape}"
+    )
 
 
 def _from_pil(image: Any) -> np.ndarray:

@@ -68,9 +68,14 @@ def final_phase(seconds_left: float | None, timeout: float | None) -> bool:
     return seconds_left <= FINAL_SHARE * timeout
 
 
-def next_promotion(trials: list[TrialRecord], levels: list[int], larger_is_better: bool,
-                   seconds_left: float | None = None, final: bool = False,
-                   train_images: int | None = None) -> Promotion | None:
+def next_promotion(
+    trials: list[TrialRecord],
+    levels: list[int],
+    larger_is_better: bool,
+    seconds_left: float | None = None,
+    final: bool = False,
+    train_images: int | None = None,
+) -> Promotion | None:
     """The next configuration due for a longer training, highest level first; None when none is due.
 
     With a time limit, the promotion gets the epochs that still fit (its schedule is fitted to them),
@@ -82,7 +87,7 @@ def next_promotion(trials: list[TrialRecord], levels: list[int], larger_is_bette
     for level, higher in reversed(list(itertools.pairwise(levels))):
         rung = [trial for trial in trials if trial.epochs == level and trial.finished]
         due = len(rung) // REDUCTION
-        for trial in ranked(rung, larger_is_better)[:max(due, 1) if final else due]:
+        for trial in ranked(rung, larger_is_better)[: max(due, 1) if final else due]:
             if trial.number in promoted:
                 continue
             epochs = _fitting(higher, trial, seconds_left, train_images)
@@ -106,8 +111,11 @@ def estimated_seconds(trials: list[TrialRecord], forward_gflop: float, epochs: i
     """How long a training of ``epochs`` over ``train_images`` of a model of ``forward_gflop`` will take, at the
     median pace (seconds per image-epoch-GFLOP) of the study's finished trainings; None before there is one.
     Image size and width are both in the GFLOP, so a 224 px trial is priced from 64 px ones."""
-    paces = [trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop) for trial in trials
-             if trial.finished and trial.seconds and trial.epochs_run and trial.train_images and trial.forward_gflop]
+    paces = [
+        trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop)
+        for trial in trials
+        if trial.finished and trial.seconds and trial.epochs_run and trial.train_images and trial.forward_gflop
+    ]
     if not paces:
         return None
     return float(np.median(paces)) * epochs * train_images * forward_gflop * FIT_MARGIN

@@ -55,36 +55,66 @@ class SearchOptions:
     timeout: float | None = _option(None, "Stop starting epochs after this many seconds.", minimum=1)
     study: str | None = _option(None, "Study name (default: the data folder's name).")
     dataset: str = _option("folder", "Dataset loader plugin (see `automl-img plugins`).")
-    architecture: str = _option("blog-cnn", "Architecture plugin (see `automl-img plugins`); several, comma-separated, "
-                                "make the family a searched parameter.")
+    architecture: str = _option(
+        "blog-cnn",
+        "Architecture plugin (see `automl-img plugins`); several, comma-separated, "
+        "make the family a searched parameter.",
+    )
     seed: int | None = _option(None, "Fixes the split, the sampler and the Keras seeds.")
-    epochs: int = _option(40, "Epochs of the longest trials. New configurations train for a ninth of them, the best "
-                          "again for a third, then all (40: 4, 13, 40 epochs).", minimum=1)
-    patience: int = _option(10, "Stop a trial after this many epochs without improvement in the second half of its "
-                            "schedule.", minimum=1)
+    epochs: int = _option(
+        40,
+        "Epochs of the longest trials. New configurations train for a ninth of them, the best "
+        "again for a third, then all (40: 4, 13, 40 epochs).",
+        minimum=1,
+    )
+    patience: int = _option(
+        10, "Stop a trial after this many epochs without improvement in the second half of its schedule.", minimum=1
+    )
     trial_timeout: float | None = _option(None, "Maximum seconds per trial.", minimum=1)
     max_failures: int = _option(5, "Stop after this many failed trials in a row.", minimum=1)
-    objective: str = _option("accuracy", "The val score trials are ranked by", choices=tuple(OBJECTIVES),
-                             kind="objective")
+    objective: str = _option(
+        "accuracy", "The val score trials are ranked by", choices=tuple(OBJECTIVES), kind="objective"
+    )
     sampler: str = _option("tpe", "Optuna sampler", choices=SAMPLERS, kind="sampler")
-    pruner: str = _option("median", "Stops weak trials early (median: below the median of the trials of the same "
-                          "epochs)", choices=PRUNERS, kind="pruner")
-    class_weights: str = _option("auto", "Weigh the classes in the loss (auto: when the largest class has 1.5x the "
-                                 "images of the smallest)", choices=CLASS_WEIGHTS, kind="class weights setting")
-    workers: int = _option(1, "Trials run at once on this machine, each in its own process (one per GPU where there "
-                           "are several).", minimum=1)
-    precision: str = _option("auto", "Training precision; exported models are float32 (auto: bfloat16 where the CPU "
-                             "or GPU computes it natively, float16 on older GPUs, else float32)", choices=PRECISIONS,
-                             kind="precision")
+    pruner: str = _option(
+        "median",
+        "Stops weak trials early (median: below the median of the trials of the same epochs)",
+        choices=PRUNERS,
+        kind="pruner",
+    )
+    class_weights: str = _option(
+        "auto",
+        "Weigh the classes in the loss (auto: when the largest class has 1.5x the images of the smallest)",
+        choices=CLASS_WEIGHTS,
+        kind="class weights setting",
+    )
+    workers: int = _option(
+        1,
+        "Trials run at once on this machine, each in its own process (one per GPU where there are several).",
+        minimum=1,
+    )
+    precision: str = _option(
+        "auto",
+        "Training precision; exported models are float32 (auto: bfloat16 where the CPU "
+        "or GPU computes it natively, float16 on older GPUs, else float32)",
+        choices=PRECISIONS,
+        kind="precision",
+    )
     #: the space narrowed: ``-p``/``--config`` on the command line, ``params``/``config`` in Python
     overrides: dict[str, Override] = field(default_factory=dict)
     artifacts: str | None = _option(
-        None, "Where trials upload their weights, for export and report on any machine: a shared folder, or "
+        None,
+        "Where trials upload their weights, for export and report on any machine: a shared folder, or "
         "s3://BUCKET (credentials and AWS_ENDPOINT_URL from the environment). Kept in the study [default: weights "
-        "stay under studies/ of the machine that trained them].", envvar=ARTIFACTS_ENV)
+        "stay under studies/ of the machine that trained them].",
+        envvar=ARTIFACTS_ENV,
+    )
     storage: str | None = _option(
-        None, "Optuna storage URL: sqlite:///FILE.db, postgresql://USER:PASS@HOST/DB or a journal FILE.log "
-        "[default: sqlite:///studies/automl-img.db].", envvar=STORAGE_ENV)
+        None,
+        "Optuna storage URL: sqlite:///FILE.db, postgresql://USER:PASS@HOST/DB or a journal FILE.log "
+        "[default: sqlite:///studies/automl-img.db].",
+        envvar=STORAGE_ENV,
+    )
 
     def __post_init__(self) -> None:
         for name, value in self.given().items():

@@ -59,8 +59,12 @@ class SearchSummary:
         return not (self.interrupted or self.stopped_because.startswith("stopped after"))
 
 
-def run_search(options: SearchOptions, registry: Registry, listener: SearchListener | None = None,
-               runner: TrialRunner | None = None) -> SearchSummary:
+def run_search(
+    options: SearchOptions,
+    registry: Registry,
+    listener: SearchListener | None = None,
+    runner: TrialRunner | None = None,
+) -> SearchSummary:
     """Run trials until ``options.trials`` have finished or the time is up; each in a child process unless
     ``runner`` (or AUTOML_IMG_TRIAL_RUNNER) says otherwise. Several workers always run trial processes."""
     listener = listener or SearchListener()
@@ -79,10 +83,13 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     started = time.time()
     deadline = started + options.timeout if options.timeout else None
     runner = run_trial_process if options.workers > 1 else runner or default_runner()
-    pool = _Pool(stored, options, data, registry, _OneAtATime(listener) if options.workers > 1 else listener,
-                 deadline, runner)
-    threads = [threading.Thread(target=pool.work, args=(worker,), name=f"automl-img-worker-{worker}", daemon=True)
-               for worker in range(1, options.workers)]
+    pool = _Pool(
+        stored, options, data, registry, _OneAtATime(listener) if options.workers > 1 else listener, deadline, runner
+    )
+    threads = [
+        threading.Thread(target=pool.work, args=(worker,), name=f"automl-img-worker-{worker}", daemon=True)
+        for worker in range(1, options.workers)
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -100,16 +107,33 @@ def run_search(options: SearchOptions, registry: Registry, listener: SearchListe
     if pool.fatal is not None:
         raise pool.fatal
     storage_shown = redact(options.storage) if options.storage else None
-    return SearchSummary(stored.name, storage_shown, options.objective, stored.counts(), stored.best_trial(),
-                         pool.stopped_because(deadline), time.time() - started, pool.unreadable,
-                         list(data.loader_skipped), stored.skipped_file)
+    return SearchSummary(
+        stored.name,
+        storage_shown,
+        options.objective,
+        stored.counts(),
+        stored.best_trial(),
+        pool.stopped_because(deadline),
+        time.time() - started,
+        pool.unreadable,
+        list(data.loader_skipped),
+        stored.skipped_file,
+    )
 
 
 class _Pool:
     """``--workers`` loops on one study in this process, each running one trial at a time."""
 
-    def __init__(self, stored: StoredStudy, options: SearchOptions, data: StudyData, registry: Registry,
-                 listener: SearchListener, deadline: float | None, runner: TrialRunner):
+    def __init__(
+        self,
+        stored: StoredStudy,
+        options: SearchOptions,
+        data: StudyData,
+        registry: Registry,
+        listener: SearchListener,
+        deadline: float | None,
+        runner: TrialRunner,
+    ):
         self.stored, self.options, self.data, self.registry = stored, options, data, registry
         self.listener, self.deadline, self.runner = listener, deadline, runner
         self.stop = threading.Event()  # set on Ctrl-C or a fatal error: every worker ends its trial and stops
@@ -128,15 +152,26 @@ class _Pool:
                 pass  # a new study's first trial process queues its defaults; the others start after that
             while True:
                 with self.starting:
-                    reason = "interrupted (Ctrl-C)" if self.stop.is_set() else _stop_reason(
-                        stored, options, self.deadline, failures)
+                    reason = (
+                        "interrupted (Ctrl-C)"
+                        if self.stop.is_set()
+                        else _stop_reason(stored, options, self.deadline, failures)
+                    )
                     if reason:
                         break
                     _queue_promotion(stored, options, self.deadline, len(self.data.split.indices("train")))
                     seed = None if options.seed is None else options.seed + len(study.trials) + 7919 * worker
                 device = self.devices[worker % len(self.devices)] if self.devices else None
-                spec = TrialSpec(options, stored.name, stored.config, self.data, self.registry.plugin_source,
-                                 sampler_seed=seed, deadline=self.deadline, device=device)
+                spec = TrialSpec(
+                    options,
+                    stored.name,
+                    stored.config,
+                    self.data,
+                    self.registry.plugin_source,
+                    sampler_seed=seed,
+                    deadline=self.deadline,
+                    device=device,
+                )
                 run = self.runner(spec, self.listener, self.stop)
                 self.trial_ran = self.trial_ran or run.number is not None
                 self.unreadable = run.unreadable or self.unreadable
@@ -226,8 +261,10 @@ def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | 
         return f"time limit of {options.timeout:g} s reached"
     shortest = shortest_training(stored.trials()) if deadline is not None else None
     if deadline is not None and shortest is not None and deadline - time.time() < shortest + START_SECONDS:
-        return (f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
-                f"would not fit a trial (the shortest took {shortest:.0f} s)")
+        return (
+            f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
+            f"would not fit a trial (the shortest took {shortest:.0f} s)"
+        )
     if len(failures) >= options.max_failures:
         return f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
     return ""
@@ -239,8 +276,14 @@ def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: floa
     if any(trial.state == TrialState.WAITING for trial in trials):
         return
     seconds_left = None if deadline is None else deadline - time.time()
-    promotion = next_promotion(trials, epoch_levels(options.epochs, options.trials), stored.larger_is_better,
-                               seconds_left, final_phase(seconds_left, options.timeout), train_images)
+    promotion = next_promotion(
+        trials,
+        epoch_levels(options.epochs, options.trials),
+        stored.larger_is_better,
+        seconds_left,
+        final_phase(seconds_left, options.timeout),
+        train_images,
+    )
     if promotion is not None:
         records.enqueue(stored.study, promotion.params, epochs=promotion.epochs, promoted_from=promotion.parent)
 
@@ -254,15 +297,23 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         config = stored_config(study)
-        config.check_same_search(name, dataset=options.dataset,
-                                 architecture=",".join(families.names(options.architecture)),
-                                 objective=options.objective, artifacts=options.artifacts)
+        config.check_same_search(
+            name,
+            dataset=options.dataset,
+            architecture=",".join(families.names(options.architecture)),
+            objective=options.objective,
+            artifacts=options.artifacts,
+        )
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:  # read the data first: a wrong path or layout leaves no empty study behind
         data = open_data(name, loader, options.source, options.seed or 0)
         config = _new_config(options, architectures, data)
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                    direction="maximize" if OBJECTIVES[options.objective] else "minimize")
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            load_if_exists=True,
+            direction="maximize" if OBJECTIVES[options.objective] else "minimize",
+        )
         config.save(study)
     return StoredStudy(study, config, options.storage), data
 
@@ -272,8 +323,10 @@ def _finished_trial(study: optuna.Study, run: TrialRun) -> TrialRecord | None:
     if run.number is None and run.interrupted:
         return None
     if run.number is None:
-        raise StudyError(f"the trial process exited (code {run.exit_code}) before it could start a trial; "
-                         "run with the same options again, or report this as a bug")
+        raise StudyError(
+            f"the trial process exited (code {run.exit_code}) before it could start a trial; "
+            "run with the same options again, or report this as a bug"
+        )
     trial = TrialRecord.of(study.trials[run.number])
     if trial.state == TrialState.RUNNING:
         fail_trials_of_dead_local_workers(study, reason=_exit_reason(run.exit_code))
@@ -321,6 +374,9 @@ def fail_trials_of_dead_local_workers(study: optuna.Study, reason: str | None = 
         if worker is None or not worker.ended_on_this_machine():
             continue
         # Storage-level calls: the trial belongs to a process that no longer exists.
-        records.write_to_storage(study, trial.number, fail_reason=reason
-                                 or f"its process {worker.pid} on {worker.host} ended during the trial")
+        records.write_to_storage(
+            study,
+            trial.number,
+            fail_reason=reason or f"its process {worker.pid} on {worker.host} ended during the trial",
+        )
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)

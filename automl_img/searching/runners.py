@@ -56,10 +56,16 @@ def run_one_trial(spec: TrialSpec, emit: Callable[[ProgressEvent], None]) -> Tri
     fatal, interrupted = None, False
     try:
         architectures = spec.config.families(spec.plugins.load())
-        study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.options.storage),
-                                  pruner=make_pruner(spec.options.pruner))
-        study.sampler = make_sampler(spec.options.sampler, spec.sampler_seed,
-                                     completed=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+        study = optuna.load_study(
+            study_name=spec.study_name,
+            storage=open_storage(spec.options.storage),
+            pruner=make_pruner(spec.options.pruner),
+        )
+        study.sampler = make_sampler(
+            spec.options.sampler,
+            spec.sampler_seed,
+            completed=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        )
         if not study.trials:
             enqueue_defaults(study, spec.options, spec.config, architectures)
         objective = Objective(spec, architectures, emit)
@@ -68,8 +74,9 @@ def run_one_trial(spec: TrialSpec, emit: Callable[[ProgressEvent], None]) -> Tri
         fatal = (type(exc).__name__, str(exc))
     except KeyboardInterrupt:
         interrupted = True
-    return TrialReport(objective.last_number if objective else None,
-                       objective.unreadable if objective else [], fatal, interrupted)
+    return TrialReport(
+        objective.last_number if objective else None, objective.unreadable if objective else [], fatal, interrupted
+    )
 
 
 def run_trial_here(spec: TrialSpec, listener: SearchListener, stop: threading.Event | None = None) -> TrialRun:

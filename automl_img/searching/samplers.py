@@ -34,9 +34,18 @@ def make_sampler(name: str, seed: int | None, completed: int = 0) -> optuna.samp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if completed < STARTUP_TRIALS:
-            return NearDefaults(optuna.samplers.QMCSampler(
-                qmc_type="sobol", scramble=True, seed=0, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
-                warn_independent_sampling=False, warn_asynchronous_seeding=False), NEAR_DEFAULTS_SHARE, seed)
+            return NearDefaults(
+                optuna.samplers.QMCSampler(
+                    qmc_type="sobol",
+                    scramble=True,
+                    seed=0,
+                    independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                    warn_independent_sampling=False,
+                    warn_asynchronous_seeding=False,
+                ),
+                NEAR_DEFAULTS_SHARE,
+                seed,
+            )
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
 
 
@@ -51,13 +60,15 @@ class NearDefaults(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self.inner.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, object]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, object]:
         sampled = self.inner.sample_relative(study, trial, search_space)
         return {name: self._choose(study, name, search_space[name], value) for name, value in sampled.items()}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> object:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> object:
         value = self.inner.sample_independent(study, trial, param_name, param_distribution)
         return self._choose(study, param_name, param_distribution, value)
 
@@ -111,8 +122,11 @@ class LevelMedianPruner(optuna.pruners.BasePruner):
         level = TrialRecord.of(trial).epochs
         if step is None or level is None or step <= math.ceil(level / 3) or step >= level:
             return False
-        peers = [peer.intermediate_values[step] for peer in records.trial_records(study, FINISHED)
-                 if peer.epochs == level and step in peer.intermediate_values]
+        peers = [
+            peer.intermediate_values[step]
+            for peer in records.trial_records(study, FINISHED)
+            if peer.epochs == level and step in peer.intermediate_values
+        ]
         if len(peers) < MEDIAN_STARTUP_TRIALS:
             return False
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

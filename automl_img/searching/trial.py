@@ -43,7 +43,8 @@ class Objective:
         if self._surplus(trial):
             records.write(trial, surplus=True)
             raise TrialFailed(
-                f"not run: the study's {self.spec.options.trials} trials were already taken by other workers")
+                f"not run: the study's {self.spec.options.trials} trials were already taken by other workers"
+            )
         try:
             return self._run(trial)
         except TrialFailed as exc:
@@ -63,8 +64,10 @@ class Objective:
         left = self.spec.deadline - time.time()
         if needed is not None and needed > left:
             records.write(trial, time_limited=True)
-            raise TrialFailed(f"not started: its {epochs} epochs would take about {needed:.0f} s and the study's "
-                              f"time limit leaves {max(left, 0):.0f} s")
+            raise TrialFailed(
+                f"not started: its {epochs} epochs would take about {needed:.0f} s and the study's "
+                f"time limit leaves {max(left, 0):.0f} s"
+            )
 
     @staticmethod
     def _trained_longer_than_its_parent(trial: optuna.Trial, epochs_run: int) -> bool:
@@ -74,8 +77,9 @@ class Objective:
         parent = records.read(trial, "promoted_from")
         if parent is None:
             return False
-        trained = next((record.epochs_run for record in records.trial_records(trial.study)
-                        if record.number == parent), 0)
+        trained = next(
+            (record.epochs_run for record in records.trial_records(trial.study) if record.number == parent), 0
+        )
         return epochs_run > trained
 
     def _surplus(self, trial: optuna.Trial) -> bool:
@@ -95,58 +99,99 @@ class Objective:
             model, params = training.build_for_trial(self.architectures, hp, config.channels, len(config.class_names))
             unused = hp.unused_overrides() if len(self.architectures.members) == 1 else []  # else: enqueue_defaults
             if unused:
-                raise StudyError(f"parameter(s) {', '.join(unused)} are not in the search space; "
-                                 f"known: {', '.join(sorted(hp.values))}")
-            decoded = data.cache.load(params.image_size, config.channels,
-                                      lambda done, total: self.emit(DecodeProgress(params.image_size, done, total)))
+                raise StudyError(
+                    f"parameter(s) {', '.join(unused)} are not in the search space; "
+                    f"known: {', '.join(sorted(hp.values))}"
+                )
+            decoded = data.cache.load(
+                params.image_size,
+                config.channels,
+                lambda done, total: self.emit(DecodeProgress(params.image_size, done, total)),
+            )
             self.unreadable = data.unreadable_files(decoded)
             train_rows, val_rows = data.rows("train", decoded), data.rows("val", decoded)
             if len(train_rows) == 0 or len(val_rows) == 0:
                 raise DataError(
-                    "no readable images left in the train or val split; check the skipped files listed above")
+                    "no readable images left in the train or val split; check the skipped files listed above"
+                )
             levels = epoch_levels(options.epochs, options.trials)
             epochs = records.read(trial, "epochs") or levels[0]  # set when queued
             train_rows = level_rows(train_rows, epochs, levels)
             stage = training.stage_of(model)
             gflop = training.forward_gflop(model)
-            records.write(trial, seed=seed, command=options.as_command(), epochs=epochs, train_images=len(train_rows),
-                          forward_gflop=round(gflop, 4) if stage == Stage.FULL else None)
+            records.write(
+                trial,
+                seed=seed,
+                command=options.as_command(),
+                epochs=epochs,
+                train_images=len(train_rows),
+                forward_gflop=round(gflop, 4) if stage == Stage.FULL else None,
+            )
             if stage == Stage.FULL:
                 self._check_time_left(trial, gflop, epochs, len(train_rows))
             self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
             limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
-            fit = functools.partial(training.train, labels=data.labels, train_rows=train_rows, val_rows=val_rows,
-                                    limits=limits, objective=options.objective, seed=seed,
-                                    class_weight=config.class_weights(data.labels, train_rows))
+            fit = functools.partial(
+                training.train,
+                labels=data.labels,
+                train_rows=train_rows,
+                val_rows=val_rows,
+                limits=limits,
+                objective=options.objective,
+                seed=seed,
+                class_weight=config.class_weights(data.labels, train_rows),
+            )
             reporter = _Reporter(trial, self.emit)
             if stage != Stage.FULL:  # the head first, on the backbone's features, computed once for every trial
                 parts = training.backbone_parts(model)
                 assert parts is not None  # stage_of found them
                 features = load_features(
-                    parts.extractor, decoded.images, data.cache.path_for(params.image_size, config.channels),
-                    lambda done, total: self.emit(DecodeProgress(params.image_size, done, total, "computing features")))
-                result = fit(parts.head, features, params=params.without_augmentation(),
-                             reporter=reporter if stage == Stage.HEAD else None)
+                    parts.extractor,
+                    decoded.images,
+                    data.cache.path_for(params.image_size, config.channels),
+                    lambda done, total: self.emit(DecodeProgress(params.image_size, done, total, "computing features")),
+                )
+                result = fit(
+                    parts.head,
+                    features,
+                    params=params.without_augmentation(),
+                    reporter=reporter if stage == Stage.HEAD else None,
+                )
             if stage != Stage.HEAD:
-                result = fit(model, decoded.images, params=params, reporter=reporter,
-                             learning_rate=params.fine_tune_learning_rate)
-            records.write(trial, history=result.history, stopped_by=result.stopped_by,
-                          seconds=round(result.seconds, 2), resident_mb=resident_mb())
+                result = fit(
+                    model,
+                    decoded.images,
+                    params=params,
+                    reporter=reporter,
+                    learning_rate=params.fine_tune_learning_rate,
+                )
+            records.write(
+                trial,
+                history=result.history,
+                stopped_by=result.stopped_by,
+                seconds=round(result.seconds, 2),
+                resident_mb=resident_mb(),
+            )
             if result.pruned:
                 raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
             if result.cut and not self._trained_longer_than_its_parent(trial, result.epochs_run):
                 # Its schedule had not ended: scored, it would teach the sampler a false lesson (a large image
                 # size, cut after an epoch, looks bad). A promotion past its parent's epochs keeps its best epoch.
                 records.write(trial, time_limited=True)
-                raise TrialFailed(f"cut by the study's time limit after {result.epochs_run} of {epochs} epochs; "
-                                  "not scored")
+                raise TrialFailed(
+                    f"cut by the study's time limit after {result.epochs_run} of {epochs} epochs; not scored"
+                )
             if result.best_value is None:
                 raise TrialFailed("no epoch of the training gave a finite val score")
             weights = trial_weights(trial.number)
             training.save_weights(model, study_dir(trial.study.study_name) / weights)
             if config.artifacts:
-                records.write(trial, weights_artifact=upload_weights(
-                    config.artifacts, study_dir(trial.study.study_name) / weights, trial))
+                records.write(
+                    trial,
+                    weights_artifact=upload_weights(
+                        config.artifacts, study_dir(trial.study.study_name) / weights, trial
+                    ),
+                )
         except (DataError, StudyError, optuna.TrialPruned, TrialFailed):
             raise
         except PluginError as exc:
@@ -195,12 +240,15 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
             finally:
                 training.keras.backend.clear_session()
             declared |= set(hp.values)
-            records.enqueue(study, hp.values, skip_if_exists=True,
-                            epochs=epoch_levels(options.epochs, options.trials)[0])
+            records.enqueue(
+                study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0]
+            )
     unused = set(options.overrides) - declared
     if len(architectures.members) > 1 and unused:  # one family's trial cannot tell another family's parameters
-        raise StudyError(f"parameter(s) {', '.join(sorted(unused))} are in none of the architectures' search spaces; "
-                         f"known: {', '.join(sorted(declared))}")
+        raise StudyError(
+            f"parameter(s) {', '.join(sorted(unused))} are in none of the architectures' search spaces; "
+            f"known: {', '.join(sorted(declared))}"
+        )
 
 
 def resident_mb() -> float | None:

@@ -31,10 +31,12 @@ def open_store(location: str) -> ArtifactStore:
 
     if not location.startswith(S3_SCHEME):
         return FileSystemArtifactStore(location)
-    bucket = location[len(S3_SCHEME):].strip("/")
+    bucket = location[len(S3_SCHEME) :].strip("/")
     if not bucket or "/" in bucket or "@" in bucket:
-        raise StudyError(f"artifact store {redact(location)} is not s3://BUCKET (a bucket name, no key prefix; "
-                         "credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, never the address)")
+        raise StudyError(
+            f"artifact store {redact(location)} is not s3://BUCKET (a bucket name, no key prefix; "
+            "credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, never the address)"
+        )
     try:
         import boto3
         from botocore.config import Config
@@ -49,16 +51,19 @@ def check_store(location: str) -> None:
     """Write and remove a small probe through the store, so a wrong address, a missing bucket or refused
     credentials stop the search before any trial, with one line naming the store."""
     if not location.startswith(S3_SCHEME) and not Path(location).is_dir():
-        raise StudyError(f"artifact store folder {location} does not exist; create it, or mount the shared folder "
-                         "every worker uses")
+        raise StudyError(
+            f"artifact store folder {location} does not exist; create it, or mount the shared folder every worker uses"
+        )
     store = open_store(location)
     probe = f"automl-img-probe-{uuid.uuid4()}"
     try:
         store.write(probe, io.BytesIO(b"automl-img can write here"))
         store.remove(probe)
     except Exception as exc:  # noqa: BLE001 - each store's client (file system, boto3) fails in its own way
-        raise StudyError(f"cannot use artifact store {redact(location)}: {_reason(exc)}; check its address "
-                         "(AWS_ENDPOINT_URL for an S3-compatible server), the bucket and the credentials") from None
+        raise StudyError(
+            f"cannot use artifact store {redact(location)}: {_reason(exc)}; check its address "
+            "(AWS_ENDPOINT_URL for an S3-compatible server), the bucket and the credentials"
+        ) from None
 
 
 def upload_weights(location: str, path: Path, trial: optuna.Trial) -> str:
@@ -84,8 +89,9 @@ def download_weights(location: str, artifact_id: str, target: Path) -> None:
     except StudyError:
         raise
     except Exception as exc:  # noqa: BLE001 - each store's client (file system, boto3) fails in its own way
-        raise StudyError(f"cannot download weights {artifact_id} from artifact store {redact(location)}: "
-                         f"{_reason(exc)}") from None
+        raise StudyError(
+            f"cannot download weights {artifact_id} from artifact store {redact(location)}: {_reason(exc)}"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
 

@@ -43,8 +43,12 @@ class StudyConfig:
         """The architecture(s) this study searches, as its trials build them."""
         found = families.names(self.architecture)
         sizes = self.family_image_sizes or {found[0]: self.image_sizes}
-        return Families([Family(name, registry.architecture(name), sizes[name], families.size_parameter(name, sizes))
-                         for name in found])
+        return Families(
+            [
+                Family(name, registry.architecture(name), sizes[name], families.size_parameter(name, sizes))
+                for name in found
+            ]
+        )
 
     def class_weights(self, labels: np.ndarray, train_rows: np.ndarray) -> dict[int, float] | None:
         """Keras class weights (``n / (classes * count)``) when the study balances classes, else None."""
@@ -111,13 +115,15 @@ class StudyData:
         return [(self.split.image_set.paths[row], reason) for row, reason in sorted(decoded.unreadable.items())]
 
 
-def open_data(study_name: str, loader: Entry[DatasetLoader], source: str | None, split_seed: int,
-              expected_hash: str | None = None) -> StudyData:
+def open_data(
+    study_name: str, loader: Entry[DatasetLoader], source: str | None, split_seed: int, expected_hash: str | None = None
+) -> StudyData:
     """List the images, then use the stored split (or make and store it on the study's first run)."""
     image_set: ImageSet = loader.implementation(source)
     if not isinstance(image_set, ImageSet):
-        raise StudyError(f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, "
-                         "not an ImageSet")
+        raise StudyError(
+            f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet"
+        )
     image_set.check_usable()
     manifest = study_dir(study_name) / SPLIT_FILE
     if manifest.exists():

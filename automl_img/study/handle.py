@@ -38,8 +38,10 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     """The study's configuration; a study that another program made gets a clear message."""
     config = StudyConfig.of(study)
     if config is None:
-        raise StudyError(f"study {study.study_name!r} was not made by automl-img search (no configuration stored); "
-                         "give another --study name")
+        raise StudyError(
+            f"study {study.study_name!r} was not made by automl-img search (no configuration stored); "
+            "give another --study name"
+        )
     return config
 
 
@@ -125,8 +127,13 @@ class StoredStudy:
 
     def open_data(self, registry: Registry) -> StudyData:
         """The images the study was split from, refused when they are not the same files."""
-        return open_data(self.name, registry.get("dataset", self.config.dataset), self.config.source,
-                         self.config.split_seed, expected_hash=self.config.split_hash)
+        return open_data(
+            self.name,
+            registry.get("dataset", self.config.dataset),
+            self.config.source,
+            self.config.split_seed,
+            expected_hash=self.config.split_hash,
+        )
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:
         return trial_records(self.study, states)
@@ -171,5 +178,9 @@ class StoredStudy:
 
 def count_trials(trials: list[TrialRecord]) -> TrialCounts:
     states = [t.state for t in trials]
-    return TrialCounts(states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED),
-                       states.count(TrialState.FAIL), states.count(TrialState.RUNNING))
+    return TrialCounts(
+        states.count(TrialState.COMPLETE),
+        states.count(TrialState.PRUNED),
+        states.count(TrialState.FAIL),
+        states.count(TrialState.RUNNING),
+    )

@@ -25,8 +25,9 @@ class Worker:
 
     @classmethod
     def this_process(cls) -> Worker:
-        return cls(host=socket.gethostname(), pid=os.getpid(), pid_started=_process_start(os.getpid()),
-                   search_pid=os.getppid())
+        return cls(
+            host=socket.gethostname(), pid=os.getpid(), pid_started=_process_start(os.getpid()), search_pid=os.getppid()
+        )
 
     def ended_on_this_machine(self) -> bool:
         """This machine's process that ran the trial no longer exists (its pid gone or reused)."""
@@ -91,8 +92,14 @@ class TrialRecord:
         stored = {name: trial.user_attrs[name] for name in _STORED if name in trial.user_attrs}
         if isinstance(stored.get("worker"), dict):
             stored["worker"] = Worker(**stored["worker"])
-        return cls(number=trial.number, state=trial.state, value=trial.value, params=dict(trial.params),
-                   intermediate_values=dict(trial.intermediate_values), **stored)
+        return cls(
+            number=trial.number,
+            state=trial.state,
+            value=trial.value,
+            params=dict(trial.params),
+            intermediate_values=dict(trial.intermediate_values),
+            **stored,
+        )
 
     @property
     def finished(self) -> bool:
@@ -136,8 +143,11 @@ def read(trial: optuna.Trial, name: str) -> Any:
 
 def enqueue(study: optuna.Study, params: dict[str, Any], skip_if_exists: bool = False, **values: Any) -> None:
     """Queue a trial with these parameters and record fields; the next trial to start takes it."""
-    study.enqueue_trial(params, user_attrs={name: _encoded(name, value) for name, value in values.items()},
-                        skip_if_exists=skip_if_exists)
+    study.enqueue_trial(
+        params,
+        user_attrs={name: _encoded(name, value) for name, value in values.items()},
+        skip_if_exists=skip_if_exists,
+    )
 
 
 def write_to_storage(study: optuna.Study, number: int, **values: Any) -> None:

@@ -58,8 +58,9 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         return _rdb(driver_url, scheme)
     except ImportError as exc:
         missing = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
-        raise StudyError(f"cannot open {scheme} storage: {missing} is not installed; "
-                         f"pip install 'automl-img[postgres]'") from None
+        raise StudyError(
+            f"cannot open {scheme} storage: {missing} is not installed; pip install 'automl-img[postgres]'"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - connection refused, bad credentials, unreadable file...
         message = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         raise StudyError(f"cannot open storage {redact(url)}: {message}") from None
@@ -71,8 +72,9 @@ def _rdb(url: str, scheme: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                )
         except Exception as exc:
             # Workers started together on an empty database all create Optuna's tables at once;
             # the losers of that race see a duplicate-key error (PostgreSQL's or SQLite's wording)

@@ -23,6 +23,7 @@ def build_resnet(hp, input_shape, num_classes):
     """Pre-activation ResNet: stem 3x3, stages of 2 basic blocks, stride-2 downsampling between stages."""
     import keras
     from keras import layers
+
     widths = {"a": (32, 64, 128), "b": (48, 96, 192)}[hp.Choice("widths", ["a", "b"], default="a")]
     blocks = hp.Choice("blocks", [1, 2], default=2)
     inputs = keras.Input(input_shape)
@@ -49,6 +50,7 @@ def build_cnn3(hp, input_shape, num_classes):
     """blog-cnn's defaults without the 4th pooling block: 3 blocks (32, 64, 128), 2 convs each, GAP at 4x4."""
     import keras
     from keras import layers
+
     inputs = keras.Input(input_shape)
     x = inputs
     for filters in (32, 64, 128):

@@ -14,5 +14,6 @@ def build_hello_mlp(hp, input_shape, num_classes):
 
     inputs = keras.Input(input_shape)
     hidden = keras.layers.Dense(hp.Int("hello_units", 16, 64, step=16), activation="relu")(
-        keras.layers.Flatten()(inputs))
+        keras.layers.Flatten()(inputs)
+    )
     return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(hidden))
