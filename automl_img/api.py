@@ -17,6 +17,7 @@ with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns in a no
 
 from automl_img.errors import AutomlImgError, PluginError
 from automl_img.plugins import PluginSource, Registry, pm
+from automl_img.searching.plan import Stop, StopReason
 from automl_img.study.handle import TrialCounts
 from automl_img.study.records import TrialRecord
 from automl_img.study.storage import STORAGE_ENV
@@ -86,7 +87,7 @@ def search(
         summary.objective,
         summary.best_trial,
         summary.counts,
-        summary.stopped_because,
+        summary.stop,
         summary.seconds,
         summary.unreadable,
     )
@@ -130,13 +131,18 @@ class SearchResult:
     objective: str  #: the val score trials are ranked by
     best_trial: TrialRecord | None  #: its number, val value, parameters, history, val scores
     counts: TrialCounts  #: completed, pruned, failed, running
-    stopped_because: str = ""  #: empty for a study opened with ``show``
+    stop: StopReason | None = None  #: why the search stopped; None for a study opened with ``show``
     seconds: float = 0.0
     unreadable: list[tuple[str, str]] = field(default_factory=list, repr=False)  #: files OpenCV could not read
 
     @property
+    def stopped_because(self) -> str:
+        """The sentence the command line prints; empty for a study opened with ``show``."""
+        return self.stop.text if self.stop else ""
+
+    @property
     def interrupted(self) -> bool:
-        return self.stopped_because.startswith("interrupted")
+        return self.stop is not None and self.stop.kind == Stop.INTERRUPTED
 
     @property
     def best_value(self) -> float | None:

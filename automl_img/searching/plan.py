@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from automl_img import errors
@@ -50,3 +51,33 @@ class TrialRun:
         if report.fatal is not None:
             kind, message = report.fatal
             self.fatal = getattr(errors, kind, errors.AutomlImgError)(message)
+
+
+class Stop(enum.Enum):
+    """What ended a search."""
+
+    TRIALS = "the study has its trials"
+    ELSEWHERE = "the last trials run on other workers"
+    TAKEN = "other workers took the last trials"
+    TIME = "the time limit"
+    FAILURES = "failed trials in a row"
+    INTERRUPTED = "Ctrl-C"
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """Why a search stopped starting trials: the kind, and the sentence the displays print."""
+
+    kind: Stop
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def ok(self) -> bool:
+        """The budget was spent as asked: not interrupted, not stopped by failing trials."""
+        return self.kind not in (Stop.INTERRUPTED, Stop.FAILURES)
+
+
+INTERRUPTED = StopReason(Stop.INTERRUPTED, "interrupted (Ctrl-C)")

@@ -23,7 +23,7 @@ from automl_img.models.metrics import OBJECTIVES
 from automl_img.plugins import Entry, Registry
 from automl_img.searching.fidelity import START_SECONDS, epoch_levels, final_phase, next_promotion, shortest_training
 from automl_img.searching.options import SearchOptions
-from automl_img.searching.plan import TrialRun, TrialSpec
+from automl_img.searching.plan import INTERRUPTED, Stop, StopReason, TrialRun, TrialSpec
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.runners import TrialRunner, default_runner, run_trial_process
 from automl_img.space import default_image_sizes
@@ -44,19 +44,23 @@ class SearchSummary:
     objective: str
     counts: TrialCounts
     best_trial: TrialRecord | None
-    stopped_because: str
+    stop: StopReason
     seconds: float
     unreadable: list[tuple[str, str]]
     loader_skipped: list[tuple[str, str]]
     skipped_file: Path  # every left-out file, with the reason
 
     @property
+    def stopped_because(self) -> str:
+        return self.stop.text
+
+    @property
     def interrupted(self) -> bool:
-        return self.stopped_because.startswith("interrupted")
+        return self.stop.kind == Stop.INTERRUPTED
 
     @property
     def ok(self) -> bool:
-        return not (self.interrupted or self.stopped_because.startswith("stopped after"))
+        return self.stop.ok
 
 
 def run_search(
@@ -139,7 +143,7 @@ class _Pool:
         self.stop = threading.Event()  # set on Ctrl-C or a fatal error: every worker ends its trial and stops
         self.starting = threading.Lock()  # one worker at a time decides to start a trial and queues promotions
         self.devices = _gpus()
-        self.reasons: list[str] = []
+        self.reasons: list[StopReason] = []
         self.unreadable: list[tuple[str, str]] = []
         self.trial_ran = False  # a trial decoded the images, so ``unreadable`` is this run's complete list
         self.fatal: Exception | None = None
@@ -153,11 +157,9 @@ class _Pool:
             while True:
                 with self.starting:
                     reason = (
-                        "interrupted (Ctrl-C)"
-                        if self.stop.is_set()
-                        else _stop_reason(stored, options, self.deadline, failures)
+                        INTERRUPTED if self.stop.is_set() else _stop_reason(stored, options, self.deadline, failures)
                     )
-                    if reason:
+                    if reason is not None:
                         break
                     _queue_promotion(stored, options, self.deadline, len(self.data.split.indices("train")))
                     seed = None if options.seed is None else options.seed + len(study.trials) + 7919 * worker
@@ -182,7 +184,7 @@ class _Pool:
                     raise KeyboardInterrupt
                 assert trial is not None  # None only for an interrupted run
                 if trial.surplus:
-                    reason = f"the study's {options.trials} trials are all taken"
+                    reason = StopReason(Stop.TAKEN, f"the study's {options.trials} trials are all taken")
                     break
                 if trial.state != TrialState.FAIL:
                     failures = []
@@ -199,14 +201,14 @@ class _Pool:
         self.reasons.append(reason)
 
     def interrupted(self) -> None:
-        self.reasons.append("interrupted (Ctrl-C)")
+        self.reasons.append(INTERRUPTED)
         self.stop.set()
 
-    def stopped_because(self, deadline: float | None) -> str:
+    def stopped_because(self, deadline: float | None) -> StopReason:
         """An interruption, else repeated failures, else where the study's budget stands now."""
-        for kind in ("interrupted", "stopped after"):
+        for kind in (Stop.INTERRUPTED, Stop.FAILURES):
             for reason in self.reasons:
-                if reason.startswith(kind):
+                if reason.kind == kind:
                     return reason
         return _stop_reason(self.stored, self.options, deadline, []) or self.reasons[0]
 
@@ -248,26 +250,31 @@ def _gpus() -> list[str]:
     return [str(index) for index, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
 
 
-def _stop_reason(stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]) -> str:
-    """Why no further trial should start now; empty while the budget allows one."""
+def _stop_reason(
+    stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]
+) -> StopReason | None:
+    """Why no further trial should start now; None while the budget allows one."""
     fail_trials_of_dead_local_workers(stored.study)
     counts = stored.counts()
     finished, running = counts.finished, counts.running
     if finished >= options.trials:
-        return f"the study has {finished} finished trials (asked for {options.trials})"
+        return StopReason(Stop.TRIALS, f"the study has {finished} finished trials (asked for {options.trials})")
     if finished + running >= options.trials:
-        return f"the remaining {running} trial(s) are running on other workers"
+        return StopReason(Stop.ELSEWHERE, f"the remaining {running} trial(s) are running on other workers")
     if deadline is not None and time.time() >= deadline:
-        return f"time limit of {options.timeout:g} s reached"
+        return StopReason(Stop.TIME, f"time limit of {options.timeout:g} s reached")
     shortest = shortest_training(stored.trials()) if deadline is not None else None
     if deadline is not None and shortest is not None and deadline - time.time() < shortest + START_SECONDS:
-        return (
+        return StopReason(
+            Stop.TIME,
             f"time limit of {options.timeout:g} s reached: the {max(deadline - time.time(), 0):.0f} s left "
-            f"would not fit a trial (the shortest took {shortest:.0f} s)"
+            f"would not fit a trial (the shortest took {shortest:.0f} s)",
         )
     if len(failures) >= options.max_failures:
-        return f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
-    return ""
+        return StopReason(
+            Stop.FAILURES, f"stopped after {len(failures)} failed trials in a row; the last one: {failures[-1]}"
+        )
+    return None
 
 
 def _queue_promotion(stored: StoredStudy, options: SearchOptions, deadline: float | None, train_images: int) -> None:
