@@ -21,7 +21,7 @@ from automl_img.searching.fidelity import (
     next_promotion,
 )
 from automl_img.searching.samplers import MEDIAN_STARTUP_TRIALS, LevelMedianPruner, NearDefaults
-from automl_img.study.records import TrialRecord
+from automl_img.study.records import EpochRow, TrialRecord
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def record(
         promoted_from=promoted_from,
         seconds=seconds,
         train_images=train_images,
-        history=[{"epoch": e + 1} for e in range(epochs)],
+        history=[EpochRow(e + 1, 1.0, {}) for e in range(epochs)],
     )
 
 

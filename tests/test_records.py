@@ -15,7 +15,7 @@ from automl_img.outputs.bundle import BundleManifest, FormatCheck, Member, Prepr
 from automl_img.searching.options import SearchOptions
 from automl_img.space import Range
 from automl_img.study import records
-from automl_img.study.records import TrialRecord, Worker, trial_records
+from automl_img.study.records import EpochRow, TrialRecord, Worker, trial_records
 from automl_img.study.storage import default_storage_url
 
 
@@ -26,7 +26,7 @@ def test_trial_record_reads_back_what_a_trial_wrote_and_refuses_unknown_fields()
         trial,
         worker=Worker.this_process(),
         seed=3,
-        history=[{"epoch": 1, "val_accuracy": 0.5}],
+        history=[EpochRow(1, 0.7, {"accuracy": 0.5, "loss": 0.7})],
         best_epoch=1,
         val_scores={"accuracy": 0.5},
         weights="trials/0/best.weights.h5",
@@ -41,6 +41,10 @@ def test_trial_record_reads_back_what_a_trial_wrote_and_refuses_unknown_fields()
     (record,) = trial_records(study)  # the surplus trial never ran: left out
     assert record.number == 0 and record.value == 0.5 and record.params == {"image_size": trial.params["image_size"]}
     assert record.seed == 3 and record.best_epoch == 1 and record.epochs_run == 1 and record.finished
+    assert record.history == [EpochRow(1, 0.7, {"accuracy": 0.5, "loss": 0.7})]  # stored flat, as before
+    assert study.trials[0].user_attrs["history"] == [
+        {"epoch": 1, "train_loss": 0.7, "val_accuracy": 0.5, "val_loss": 0.7}
+    ]
     assert record.worker == Worker.this_process() and not record.worker.ended_on_this_machine()
     assert TrialRecord.of(study.trials[1]).surplus
 

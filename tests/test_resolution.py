@@ -14,7 +14,7 @@ from automl_img.models.families import Families
 from automl_img.models.precision import resolve
 from automl_img.searching.fidelity import estimated_seconds, shortest_training
 from automl_img.space import DefaultHyperParameters, Range, default_image_sizes, starting_image_sizes
-from automl_img.study.records import TrialRecord
+from automl_img.study.records import EpochRow, TrialRecord
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def _record(number, state=TrialState.COMPLETE, seconds=10.0, epochs=4, images=10
         {},
         {},
         seconds=seconds,
-        history=[{}] * epochs,
+        history=[EpochRow(e + 1, 1.0, {}) for e in range(epochs)],
         epochs=epochs,
         train_images=images,
         forward_gflop=gflop,
@@ -179,7 +179,7 @@ def test_a_cut_promotion_that_trained_longer_than_its_parent_is_kept():
 
     study = optuna.create_study()
     parent = study.ask()
-    records.write(parent, history=[{"epoch": e} for e in range(1, 14)], epochs=13)
+    records.write(parent, history=[EpochRow(e, 1.0, {}) for e in range(1, 14)], epochs=13)
     study.tell(parent, 0.9)
     records.enqueue(study, {}, epochs=40, promoted_from=parent.number)
     promotion = study.ask()

@@ -22,6 +22,7 @@ from automl_img.models.augment import augment as augmented
 from automl_img.models.families import Families
 from automl_img.models.metrics import OBJECTIVES, scores
 from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
+from automl_img.study.records import EpochRow
 from automl_img.tf_runtime import keras, tf
 
 fused_batch_norm.install()  # training's batch norm through TensorFlow's fused kernel (module docstring there)
@@ -318,7 +319,7 @@ class TrainingResult:
     best_value: float | None = None
     best_epoch: int | None = None  # 1-based
     best_scores: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[EpochRow] = field(default_factory=list)
     stopped_by: str = "max epochs"
     pruned: bool = False
     seconds: float = 0.0
@@ -457,9 +458,7 @@ class _EpochWatch(keras.callbacks.Callback):
             return
         epoch_scores = scores(self.labels[self.val_rows], predict(self.scored, self.images, self.val_rows))
         value = epoch_scores[self.result.objective]
-        self.result.history.append(
-            {"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in epoch_scores.items()}}
-        )
+        self.result.history.append(EpochRow(epoch + 1, loss, dict(epoch_scores)))
         best = self.result.best_value
         if math.isfinite(value) and (best is None or (value > best if self.larger_is_better else value < best)):
             self.result.best_value, self.result.best_epoch = value, epoch + 1

@@ -190,13 +190,13 @@ def _curves(trial: TrialRecord) -> None:
     import matplotlib.pyplot as plt
 
     history = trial.history
-    epochs = [row["epoch"] for row in history]
+    epochs = [row.epoch for row in history]
     _, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(epochs, [row["train_loss"] for row in history], label="train loss")
-    left.plot(epochs, [row["val_loss"] for row in history], label="val loss")
+    left.plot(epochs, [row.train_loss for row in history], label="train loss")
+    left.plot(epochs, [row.val["loss"] for row in history], label="val loss")
     left.set_xlabel("epoch")
     left.legend()
-    right.plot(epochs, [row["val_accuracy"] for row in history], label="val accuracy", color="#55a868")
+    right.plot(epochs, [row.val["accuracy"] for row in history], label="val accuracy", color="#55a868")
     if trial.best_epoch:
         right.axvline(trial.best_epoch, color="grey", linestyle=":", label="best epoch (kept)")
     right.set_xlabel("epoch")

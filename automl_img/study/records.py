@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Iterable
@@ -56,6 +57,25 @@ def _alive(pid: int) -> bool:
 
 
 @dataclass(frozen=True)
+class EpochRow:
+    """One epoch of a trial's training: its train loss and every objective's val score.
+
+    Stored flat, as ``{"epoch": 1, "train_loss": ..., "val_accuracy": ..., "val_loss": ...}``."""
+
+    epoch: int  #: 1-based
+    train_loss: float
+    val: dict[str, float]  #: objective name (accuracy, balanced_accuracy, macro_f1, loss) -> its val score
+
+    def stored(self) -> dict[str, float]:
+        return {"epoch": self.epoch, "train_loss": self.train_loss, **{f"val_{k}": v for k, v in self.val.items()}}
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> EpochRow:
+        val = {name.removeprefix("val_"): value for name, value in row.items() if name.startswith("val_")}
+        return cls(int(row.get("epoch", 0)), float(row.get("train_loss", math.nan)), val)
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """One trial as automl-img sees it: Optuna's outcome plus what the trial wrote about itself.
 
@@ -72,7 +92,7 @@ class TrialRecord:
     fail_reason: str | None = None
     seed: int | None = None  #: the Keras seed the trial trained with
     command: str | None = None  #: the ``automl-img search`` command line that ran it
-    history: list[dict[str, float]] = field(default_factory=list)  #: one row per epoch: train loss, val scores
+    history: list[EpochRow] = field(default_factory=list)  #: one row per epoch: train loss, val scores
     stopped_by: str | None = None  #: why training ended: max epochs, patience, pruned, a time limit
     seconds: float | None = None  #: training time
     resident_mb: float | None = None  #: the trial process's memory after training
@@ -92,6 +112,7 @@ class TrialRecord:
         stored = {name: trial.user_attrs[name] for name in _STORED if name in trial.user_attrs}
         if isinstance(stored.get("worker"), dict):
             stored["worker"] = Worker(**stored["worker"])
+        stored["history"] = [EpochRow.of(row) for row in stored.get("history", [])]
         return cls(
             number=trial.number,
             state=trial.state,
@@ -160,6 +181,8 @@ def write_to_storage(study: optuna.Study, number: int, **values: Any) -> None:
 def _encoded(name: str, value: Any) -> Any:
     if name not in _STORED:
         raise TypeError(f"TrialRecord has no stored field {name!r}")
+    if name == "history":
+        return [row.stored() for row in value]
     return asdict(value) if isinstance(value, Worker) else value
 
 
