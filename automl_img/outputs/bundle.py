@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +13,39 @@ from automl_img.models.metrics import TestReport
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"  # one row per test image: what the report's mistakes come from
+_TEST_PREDICTION_COLUMNS = ("path", "true_class", "predicted_class", "probability")
+
+
+@dataclass(frozen=True)
+class TestPrediction:
+    """One test image's prediction, as the bundle keeps it."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    path: str
+    true_class: str
+    predicted_class: str
+    probability: float  #: of the predicted class
+
+    @property
+    def wrong(self) -> bool:
+        return self.true_class != self.predicted_class
+
+
+def write_test_predictions(folder: Path, predictions: list[TestPrediction]) -> None:
+    with open(folder / TEST_PREDICTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_TEST_PREDICTION_COLUMNS)
+        writer.writerows([p.path, p.true_class, p.predicted_class, f"{p.probability:.6f}"] for p in predictions)
+
+
+def read_test_predictions(folder: Path) -> list[TestPrediction]:
+    with open(folder / TEST_PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
+        return [
+            TestPrediction(row["path"], row["true_class"], row["predicted_class"], float(row["probability"]))
+            for row in csv.DictReader(handle)
+        ]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import platform
 import shutil
 import socket
@@ -21,7 +20,16 @@ from automl_img.errors import AutomlImgError, StudyError
 from automl_img.hookspecs import Exporter
 from automl_img.models.families import Families
 from automl_img.native_output import output_to
-from automl_img.outputs.bundle import BundleManifest, DatasetRecord, FormatCheck, Member, Preprocessing, Refit
+from automl_img.outputs.bundle import (
+    BundleManifest,
+    DatasetRecord,
+    FormatCheck,
+    Member,
+    Preprocessing,
+    Refit,
+    TestPrediction,
+    write_test_predictions,
+)
 from automl_img.plugins import Entry, Registry
 from automl_img.space import StoredHyperParameters
 from automl_img.study.config import StudyData
@@ -184,12 +192,14 @@ def _write_bundle(
     _write_formats(staging, model, exporters, bundle, test, images[np.sort(calibration)])
     bundle.write(staging)
     (staging / "report.txt").write_text(_report_text(bundle), encoding="utf-8")
-    with open(staging / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "true_class", "predicted_class", "probability"])
-        names = bundle.class_names
-        for path, label, row in zip(test.files, test.labels, test.probabilities):
-            writer.writerow([path, names[label], names[int(row.argmax())], f"{row.max():.6f}"])
+    names = bundle.class_names
+    write_test_predictions(
+        staging,
+        [
+            TestPrediction(path, names[label], names[int(row.argmax())], float(row.max()))
+            for path, label, row in zip(test.files, test.labels, test.probabilities)
+        ],
+    )
     return bundle
 
 

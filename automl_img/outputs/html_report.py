@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import time
@@ -17,7 +16,7 @@ from optuna.trial import TrialState
 from automl_img.display.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances, size_rows, trial_rows
 from automl_img.models import families
 from automl_img.models.metrics import TestReport
-from automl_img.outputs.bundle import BUNDLE_FILE, BundleManifest
+from automl_img.outputs.bundle import BUNDLE_FILE, BundleManifest, read_test_predictions
 from automl_img.plugins import Registry
 from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
 from automl_img.study.records import TrialRecord, completed_value, ranked
@@ -248,11 +247,10 @@ def _misclassified(bundle_dir: Path) -> str | None:
 
     from automl_img.data.decode import UnreadableImage, read_image
 
-    with open(bundle_dir / "test_predictions.csv", newline="", encoding="utf-8") as handle:
-        wrong = [row for row in csv.DictReader(handle) if row["true_class"] != row["predicted_class"]]
+    wrong = [prediction for prediction in read_test_predictions(bundle_dir) if prediction.wrong]
     if not wrong:
         return "None: every test image was classified correctly."
-    wrong.sort(key=lambda row: -float(row["probability"]))  # the most confident mistakes first
+    wrong.sort(key=lambda prediction: -prediction.probability)  # the most confident mistakes first
     shown = wrong[:MISCLASSIFIED_SHOWN]
     columns = 6
     rows = -(-len(shown) // columns)
@@ -261,13 +259,11 @@ def _misclassified(bundle_dir: Path) -> str | None:
         axis.axis("off")
     for axis, row in zip(axes.flat, shown):
         try:
-            image = read_image(row["path"])
+            image = read_image(row.path)
             axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
         except UnreadableImage:
             axis.text(0.5, 0.5, "file gone", ha="center")
-        axis.set_title(
-            f"true {row['true_class']}\npred {row['predicted_class']} {float(row['probability']):.2f}", fontsize=8
-        )
+        axis.set_title(f"true {row.true_class}\npred {row.predicted_class} {row.probability:.2f}", fontsize=8)
     plt.suptitle(f"{len(shown)} of {len(wrong)} misclassified test images, most confident first", fontsize=10)
     return None
 
