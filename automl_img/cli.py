@@ -355,7 +355,8 @@ def dashboard(
     found = load_study(opened, study, storage)
     console.print(
         f"optuna-dashboard for study {found.study_name}: "
-        f"http://{host}:{port}/dashboard/studies/{found._study_id}  (Ctrl-C stops it)"
+        f"http://{host}:{port}/dashboard/studies/{opened.get_study_id_from_name(found.study_name)}  "
+        "(Ctrl-C stops it)"
     )
     run_server(opened, host=host, port=port)
 

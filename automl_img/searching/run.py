@@ -179,7 +179,7 @@ class _Pool:
                 self.unreadable = run.unreadable or self.unreadable
                 if run.fatal is not None:
                     raise run.fatal
-                trial = _finished_trial(study, run)
+                trial = _finished_trial(stored, run)
                 if run.interrupted:
                     raise KeyboardInterrupt
                 assert trial is not None  # None only for an interrupted run
@@ -254,7 +254,7 @@ def _stop_reason(
     stored: StoredStudy, options: SearchOptions, deadline: float | None, failures: list[str]
 ) -> StopReason | None:
     """Why no further trial should start now; None while the budget allows one."""
-    fail_trials_of_dead_local_workers(stored.study)
+    fail_trials_of_dead_local_workers(stored)
     counts = stored.counts()
     finished, running = counts.finished, counts.running
     if finished >= options.trials:
@@ -325,7 +325,7 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
     return StoredStudy(study, config, options.storage), data
 
 
-def _finished_trial(study: optuna.Study, run: TrialRun) -> TrialRecord | None:
+def _finished_trial(stored: StoredStudy, run: TrialRun) -> TrialRecord | None:
     """The child's trial, failed here if the child died without finishing it."""
     if run.number is None and run.interrupted:
         return None
@@ -334,10 +334,10 @@ def _finished_trial(study: optuna.Study, run: TrialRun) -> TrialRecord | None:
             f"the trial process exited (code {run.exit_code}) before it could start a trial; "
             "run with the same options again, or report this as a bug"
         )
-    trial = TrialRecord.of(study.trials[run.number])
+    trial = TrialRecord.of(stored.study.trials[run.number])
     if trial.state == TrialState.RUNNING:
-        fail_trials_of_dead_local_workers(study, reason=_exit_reason(run.exit_code))
-        trial = TrialRecord.of(study.trials[run.number])
+        fail_trials_of_dead_local_workers(stored, reason=_exit_reason(run.exit_code))
+        trial = TrialRecord.of(stored.study.trials[run.number])
     return trial
 
 
@@ -371,18 +371,21 @@ def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]]
     )
 
 
-def fail_trials_of_dead_local_workers(study: optuna.Study, reason: str | None = None) -> None:
+def fail_trials_of_dead_local_workers(stored: StoredStudy, reason: str | None = None) -> None:
     """A trial left RUNNING by a dead process of this machine is marked failed at once.
 
     Trials of other machines are failed by Optuna's heartbeat after its grace period instead.
     """
+    study, storage = stored.study, None
     for trial in records.trial_records(study, (TrialState.RUNNING,)):
         worker = trial.worker
         if worker is None or not worker.ended_on_this_machine():
             continue
         # Storage-level calls: the trial belongs to a process that no longer exists.
+        storage = storage or open_storage(stored.storage_url)
         records.write_to_storage(
-            study,
+            storage,
+            study.study_name,
             trial.number,
             fail_reason=reason or f"its process {worker.pid} on {worker.host} ended during the trial",
         )

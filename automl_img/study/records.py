@@ -171,11 +171,11 @@ def enqueue(study: optuna.Study, params: dict[str, Any], skip_if_exists: bool = 
     )
 
 
-def write_to_storage(study: optuna.Study, number: int, **values: Any) -> None:
-    """Like ``write``, for a trial whose process is gone (storage-level, no live Trial object)."""
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+def write_to_storage(storage: optuna.storages.BaseStorage, study_name: str, number: int, **values: Any) -> None:
+    """Like ``write``, for a trial whose process is gone (through the storage's public interface)."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
     for name, value in values.items():
-        study._storage.set_trial_user_attr(trial_id, name, _encoded(name, value))
+        storage.set_trial_user_attr(trial_id, name, _encoded(name, value))
 
 
 def _encoded(name: str, value: Any) -> Any:
