@@ -85,3 +85,40 @@ def test_eta_never_runs_past_the_time_limit():
     unlimited.started -= 60
     unlimited.finished_here = 1
     assert 49 * 60 - 2 <= unlimited.eta <= 49 * 60 + 2
+
+
+NOISY_PLUGIN = """
+import sys
+
+from automl_img import hookimpl
+
+
+@hookimpl
+def register_architectures(register):
+    register("noisy-cnn", build_noisy_cnn)
+
+
+def build_noisy_cnn(hp, input_shape, num_classes):
+    \"\"\"blog-cnn, after a line written by TensorFlow's C++ runtime to file descriptor 2.\"\"\"
+    import tensorflow as tf
+
+    from automl_img.default_plugins.blog_cnn import build_blog_cnn
+
+    tf.print("E0000 00:00:1 native line from the trial process", output_stream=sys.stderr)
+    return build_blog_cnn(hp, input_shape, num_classes)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.system  # the trial runs in a trial process, as a user's search does
+def test_native_log_lines_of_a_trial_go_to_the_study_log_not_the_terminal(workdir, digits_dir):
+    """TensorFlow's C++ runtime writes past Python (an "E0000 ... oneDNN supports DT_UINT8" line was seen with
+    16-bit and RGBA images); a trial process's file descriptor 2 goes to studies/STUDY/trials.log."""
+    (workdir / "plugins").mkdir()
+    (workdir / "plugins" / "noisy.py").write_text(NOISY_PLUGIN)
+    command = [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--architecture", "noisy-cnn"]
+    lines = screen_after([*command, "--trials", "1", "--epochs", "1", "--seed", "0"], workdir)
+    assert any(line.startswith("search ended: the study has 1 finished trials") for line in lines), lines
+    assert not any("native line" in line for line in lines), lines
+    assert not [line for line in lines if re.match(r"[IWEF]\d{4} ", line)], lines  # absl's format: E0000 00:00:..
+    assert "native line from the trial process" in (workdir / "studies" / "digits" / "trials.log").read_text()

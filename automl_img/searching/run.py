@@ -30,7 +30,7 @@ from automl_img.space import default_image_sizes
 from automl_img.study import records
 from automl_img.study.artifacts import check_store
 from automl_img.study.config import StudyConfig, StudyData, default_study_name, imbalance, open_data
-from automl_img.study.handle import StoredStudy, TrialCounts, stored_config
+from automl_img.study.handle import TRIALS_LOG, StoredStudy, TrialCounts, stored_config
 from automl_img.study.records import TrialRecord
 from automl_img.study.storage import open_storage, redact, study_names
 
@@ -336,17 +336,17 @@ def _finished_trial(stored: StoredStudy, run: TrialRun) -> TrialRecord | None:
         )
     trial = TrialRecord.of(stored.study.trials[run.number])
     if trial.state == TrialState.RUNNING:
-        fail_trials_of_dead_local_workers(stored, reason=_exit_reason(run.exit_code))
+        fail_trials_of_dead_local_workers(stored, reason=_exit_reason(run.exit_code, stored.folder / TRIALS_LOG))
         trial = TrialRecord.of(stored.study.trials[run.number])
     return trial
 
 
-def _exit_reason(exit_code: int | None) -> str:
+def _exit_reason(exit_code: int | None, log: Path) -> str:
     if exit_code is not None and exit_code < 0:
         name = signal.Signals(-exit_code).name
         hint = " (out of memory? try smaller image sizes or batch sizes)" if name == "SIGKILL" else ""
         return f"the trial process was killed by {name}{hint}"
-    return f"the trial process ended with exit code {exit_code} during the trial"
+    return f"the trial process ended with exit code {exit_code} during the trial; its last lines are in {log}"
 
 
 def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]], data: StudyData) -> StudyConfig:

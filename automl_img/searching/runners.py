@@ -27,8 +27,11 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from automl_img import errors
+from automl_img.native_output import output_to
 from automl_img.searching.plan import TrialReport, TrialRun, TrialSpec
 from automl_img.searching.progress import ProgressEvent, SearchListener
+from automl_img.study.config import study_dir
+from automl_img.study.handle import TRIALS_LOG
 
 _CONTEXT = multiprocessing.get_context("spawn")  # a clean interpreter: never fork a process running TensorFlow
 _KILL_GRACE_SECONDS = 60
@@ -165,7 +168,10 @@ def _child_main(spec: TrialSpec, parent_pid: int, events) -> None:
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     report = TrialReport(interrupted=True)
     try:
-        report = run_one_trial(spec, _emitter(events))
+        # TensorFlow's C++ runtime prints to file descriptor 2 past its log level (oneDNN notes, an "E0000" line
+        # for uint8 ops): the study's log keeps it, the search's display shows the trial's progress only.
+        with output_to(study_dir(spec.study_name) / TRIALS_LOG):
+            report = run_one_trial(spec, _emitter(events))
     finally:
         events.put(report)
         events.close()

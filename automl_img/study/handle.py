@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 EXPORT_FOLDER = "export"
 REPORT_FILE = "report.html"
 SKIPPED_FILE = "skipped-files.csv"
+TRIALS_LOG = "trials.log"  # what trial processes print (TensorFlow's C++ notes and warnings), kept off the display
 # when a file was left out: the loader skipped it, or OpenCV could not read it
 LISTING, DECODING = "listing", "decoding"
 
