@@ -105,14 +105,14 @@ class SearchOptions:
     artifacts: str | None = _option(
         None,
         "Where trials upload their weights, for export and report on any machine: a shared folder, or "
-        "s3://BUCKET (credentials and AWS_ENDPOINT_URL from the environment). Kept in the study [default: weights "
-        "stay under studies/ of the machine that trained them].",
+        "s3://BUCKET (credentials and AWS_ENDPOINT_URL from the environment). Kept in the study; without it, "
+        "weights stay under studies/ of the machine that trained them.",
         envvar=ARTIFACTS_ENV,
     )
     storage: str | None = _option(
         None,
         "Optuna storage URL: sqlite:///FILE.db, postgresql://USER:PASS@HOST/DB or a journal FILE.log "
-        "[default: sqlite:///studies/automl-img.db].",
+        "(default: sqlite:///studies/automl-img.db).",
         envvar=STORAGE_ENV,
     )
 
