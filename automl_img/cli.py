@@ -127,7 +127,9 @@ def search(
             "--param", "-p", help="Narrow the space: NAME=VALUE fixes, NAME=A,B,C chooses, NAME=LOW..HIGH ranges."
         ),
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with a \\[params] table of the same overrides.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with a \\[params] table of the same overrides.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
     **given: Any,
