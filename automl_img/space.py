@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -139,6 +140,50 @@ class HyperParameters:
 
     def _resolve(self, name: str, dist: Distribution, default: Any) -> Any:
         raise NotImplementedError
+
+
+class ArchitectureHyperParameters(HyperParameters):
+    """An architecture's view of the trial's parameters. A name the search itself declares (the training
+    recipe's ``learning_rate``, ``batch_size``..., the image size, the family) is stored as ``FAMILY/NAME``
+    when the architecture declares it: a KerasTuner hypermodel that compiles with its own ``learning_rate``
+    gets ``FAMILY/learning_rate``, and both coexist. Other names are stored as declared."""
+
+    def __init__(self, inner: HyperParameters, family: str) -> None:
+        self.inner, self.family = inner, family or "architecture"
+
+    @property
+    def values(self) -> dict[str, Any]:  # type: ignore[override]  # the inner's values, read through
+        return self.inner.values
+
+    def own(self, name: str) -> str:
+        """The stored name of the architecture's parameter ``name``."""
+        searched = name in recipe_parameters() or name.startswith("image_size") or name == "architecture"
+        return f"{self.family}/{name}" if searched else name
+
+    @contextlib.contextmanager
+    def conditional_scope(self, parent_name: str, parent_values: Any) -> Iterator[None]:
+        with self.inner.conditional_scope(self.own(parent_name), parent_values):
+            yield
+
+    def get(self, name: str) -> Any:
+        return self.inner.get(self.own(name))
+
+    def _value(
+        self, name: str, dist: Distribution, parent_name: str | None, parent_values: Any, default: Any = None
+    ) -> Any:
+        parent = self.own(parent_name) if parent_name else None
+        return self.inner._value(self.own(name), dist, parent, parent_values, default)
+
+
+@functools.cache
+def recipe_parameters() -> frozenset[str]:
+    """Every name ``sample_training_params`` declares, in any stage."""
+    names: set[str] = set()
+    for stage in (Stage.FULL, Stage.HEAD, Stage.FINE_TUNE):
+        declared = DefaultHyperParameters()
+        sample_training_params(declared, 32, stage)
+        names |= set(declared.values)
+    return frozenset(names)
 
 
 class TrialHyperParameters(HyperParameters):

@@ -21,7 +21,14 @@ from automl_img.models import fused_batch_norm
 from automl_img.models.augment import augment as augmented
 from automl_img.models.families import Families
 from automl_img.models.metrics import OBJECTIVES, scores
-from automl_img.space import HyperParameters, Stage, TrainingParams, sample_image_size, sample_training_params
+from automl_img.space import (
+    ArchitectureHyperParameters,
+    HyperParameters,
+    Stage,
+    TrainingParams,
+    sample_image_size,
+    sample_training_params,
+)
 from automl_img.study.records import EpochRow
 from automl_img.tf_runtime import keras, tf
 
@@ -48,15 +55,17 @@ def build_model(
     channels: int,
     num_classes: int,
     name: str | None = None,
+    family: str = "",
 ):
-    """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out.
+    """Wrap an architecture: uint8 pixels in, scaled to [0, 1] inside the model, probabilities out. The
+    architecture declares its parameters under ``family`` where the search has the same names.
 
     ``train`` and ``refit`` compile it, with a schedule fitted to the epochs they are given.
     """
     shape = (image_size, image_size, channels)
     inputs = keras.Input(shape, dtype="uint8", name="image")
     scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)
-    body = build(hp, shape, num_classes)
+    body = build(ArchitectureHyperParameters(hp, family), shape, num_classes)
     if not isinstance(body, keras.Model):
         raise PluginError(f"the architecture's build() returned {type(body).__name__}, not a keras.Model")
     outputs = body(scaled)
@@ -77,7 +86,7 @@ def build_for_trial(
     own parameters, and the rest."""
     family = architectures.choose(hp)
     image_size = sample_image_size(hp, family.image_sizes, family.size_parameter)
-    model = build_model(family.build, hp, image_size, channels, num_classes, name)
+    model = build_model(family.build, hp, image_size, channels, num_classes, name, family.name)
     return model, sample_training_params(hp, image_size, stage_of(model))
 
 
