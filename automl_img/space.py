@@ -30,6 +30,8 @@ DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_ERASING = 0.0
 
 
+FAMILY_PARAM = "architecture"  # in a study of several architectures: which one a trial builds
+
 # Parameters that trials stored before they existed did not sample, with the value those trials used:
 # their studies still export, report and resume.
 ADDED_LATER: dict[str, Any] = {
@@ -61,6 +63,7 @@ class HyperParameters:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self._conditions: list[tuple[str, list]] = []
+        self._scopes: list[str] = []
 
     def Int(
         self,
@@ -114,16 +117,29 @@ class HyperParameters:
     @contextlib.contextmanager
     def conditional_scope(self, parent_name: str, parent_values: Any) -> Iterator[None]:
         """Parameters declared inside are active only while ``parent_name`` has one of ``parent_values``."""
-        self._conditions.append((parent_name, _as_list(parent_values)))
+        self._conditions.append((self._scoped(parent_name), _as_list(parent_values)))
         try:
             yield
         finally:
             self._conditions.pop()
 
+    @contextlib.contextmanager
+    def name_scope(self, name: str) -> Iterator[None]:
+        """Parameters declared inside are named ``name/PARAMETER`` (scopes nest), as in KerasTuner."""
+        self._scopes.append(name)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+
     def get(self, name: str) -> Any:
-        if name not in self.values:
-            raise KeyError(f"{name!r} has not been declared yet")
-        return self.values[name]
+        full = self._scoped(name)
+        if full not in self.values:
+            raise KeyError(f"{full!r} has not been declared yet")
+        return self.values[full]
+
+    def _scoped(self, name: str) -> str:
+        return "/".join([*self._scopes, name])
 
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
@@ -131,7 +147,8 @@ class HyperParameters:
     def _value(
         self, name: str, dist: Distribution, parent_name: str | None, parent_values: Any, default: Any = None
     ) -> Any:
-        conditions = self._conditions + ([(parent_name, _as_list(parent_values))] if parent_name else [])
+        name = self._scoped(name)
+        conditions = self._conditions + ([(self._scoped(parent_name), _as_list(parent_values))] if parent_name else [])
         if not all(self.values.get(parent) in allowed for parent, allowed in conditions):
             return None  # as KerasTuner does: an inactive parameter has no value to rely on
         value = self._resolve(name, dist, default)
@@ -156,9 +173,14 @@ class ArchitectureHyperParameters(HyperParameters):
         return self.inner.values
 
     def own(self, name: str) -> str:
-        """The stored name of the architecture's parameter ``name``."""
-        searched = name in recipe_parameters() or name.startswith("image_size") or name == "architecture"
-        return f"{self.family}/{name}" if searched else name
+        """The stored name of the architecture's parameter ``name`` (inside a name scope: scoped as declared)."""
+        searched = name in recipe_parameters() or name.startswith("image_size") or name == FAMILY_PARAM
+        return f"{self.family}/{name}" if searched and not self.inner._scopes else name
+
+    @contextlib.contextmanager
+    def name_scope(self, name: str) -> Iterator[None]:
+        with self.inner.name_scope(name):
+            yield
 
     @contextlib.contextmanager
     def conditional_scope(self, parent_name: str, parent_values: Any) -> Iterator[None]:

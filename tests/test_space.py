@@ -167,3 +167,46 @@ def test_trials_stored_before_the_recipe_parameters_existed_rebuild_as_they_trai
     assert not any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
     with pytest.raises(StudyError, match="no value for 'dropout'"):
         build_blog_cnn(StoredHyperParameters({k: v for k, v in old.items() if k != "dropout"}), (16, 16, 1), 10)
+
+
+def declare_scoped(hp):
+    """KerasTuner's name_scope: names nest, and get() and conditions inside a scope are scoped too."""
+    with hp.name_scope("block1"):
+        units = hp.Int("units", 8, 32, step=8)
+        kind = hp.Choice("kind", ["conv", "dense"])
+        with hp.conditional_scope("kind", ["conv"]):
+            kernel = hp.Choice("kernel", [3, 5])
+        seen = hp.get("units")
+    with hp.name_scope("block2"), hp.name_scope("inner"):
+        rate = hp.Float("rate", 0.0, 0.5)
+    return {"units": units, "kind": kind, "kernel": kernel, "seen": seen, "rate": rate}
+
+
+def test_name_scopes_nest_and_scope_get_and_conditions():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(6):
+        trial = study.ask()
+        values = declare_scoped(TrialHyperParameters(trial))
+        assert set(trial.params) <= {"block1/units", "block1/kind", "block1/kernel", "block2/inner/rate"}
+        assert values["units"] == values["seen"] == trial.params["block1/units"]
+        assert (values["kernel"] is None) == (values["kind"] != "conv")  # the condition named the scoped kind
+        study.tell(trial, 0.5)
+        assert declare_scoped(StoredHyperParameters(study.trials[-1].params)) == values
+    fresh = optuna.create_study()  # overrides hold for a whole study: a parameter keeps one distribution
+    overridden = TrialHyperParameters(fresh.ask(), {"block1/units": 16, "block2/inner/rate": Range(0.1, 0.2)})
+    values = declare_scoped(overridden)
+    assert values["units"] == 16 and 0.1 <= values["rate"] <= 0.2 and overridden.unused_overrides() == []
+
+
+def test_an_architecture_keeps_its_names_unless_the_search_declares_them_too():
+    from automl_img.space import ArchitectureHyperParameters
+
+    hp = DefaultHyperParameters()
+    view = ArchitectureHyperParameters(hp, "kt")
+    view.Choice("learning_rate", [1e-2, 1e-3])  # the recipe's name: kept apart
+    view.Int("units", 8, 16)  # its own name: as declared
+    with view.name_scope("head"):
+        view.Float("learning_rate", 1e-4, 1e-2)  # scoped: no clash possible, kept as declared
+    sample_training_params(hp, 8)
+    assert {"kt/learning_rate", "units", "head/learning_rate", "learning_rate"} <= set(hp.values)
+    assert view.get("learning_rate") == 1e-2 and hp.get("learning_rate") == 2e-3

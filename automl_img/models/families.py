@@ -9,8 +9,7 @@ from typing import Any
 
 from automl_img.errors import PluginError
 from automl_img.hookspecs import Architecture
-
-FAMILY_PARAM = "architecture"
+from automl_img.space import FAMILY_PARAM
 
 
 def names(architecture: str) -> list[str]:
