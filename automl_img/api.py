@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import inspect
 import os
@@ -16,6 +17,7 @@ with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns in a no
     import optuna
 
 from automl_img.errors import AutomlImgError, PluginError
+from automl_img.hookspecs import hookimpl
 from automl_img.plugins import PluginSource, Registry, pm
 from automl_img.searching.plan import Stop, StopReason
 from automl_img.study.handle import TrialCounts
@@ -55,6 +57,10 @@ def search(
         params: narrow the space as ``-p`` and ``--config`` do: a value fixes, a list chooses,
             ``{"min": ..., "max": ...}`` narrows a range; applied after ``config``'s ``[params]``.
         quiet: show only the summary; otherwise progress is redrawn in place (in a notebook) or printed.
+        architecture: also takes the architecture itself, as KerasTuner's tuners do: a ``keras_tuner.HyperModel``
+            (class, instance or partial of a class: ``input_shape`` and ``classes`` are given to it), a
+            ``build(hp)`` or a ``build(hp, input_shape, num_classes)`` function. It is registered for this
+            process under its lower-cased name (``HyperResNet``: ``hyperresnet``); give the same object to resume.
 
     Ctrl-C (a notebook's stop button) ends the search cleanly: the trial in flight is marked failed and the
     result says ``interrupted``; the same call resumes the study.
@@ -71,6 +77,8 @@ def search(
             f"search() got unexpected keyword argument(s) {', '.join(unknown)}; "
             f"known: {', '.join(known)}, params, config, quiet"
         )
+    if not isinstance(given.get("architecture"), (str, type(None))):
+        given["architecture"] = _register_architecture(given["architecture"])
     for name, option in known.items():  # as the command line: --storage and --artifacts fall back on the environment
         variable = how(option).envvar
         if variable and given.get(name) is None:
@@ -91,6 +99,20 @@ def search(
         summary.seconds,
         summary.unreadable,
     )
+
+
+def _register_architecture(architecture: Any) -> str:
+    """Register an architecture object as an in-process plugin; returns its name."""
+    named = architecture.func if isinstance(architecture, functools.partial) else architecture
+    name = str(getattr(named, "__name__", type(named).__name__)).lower().replace("_", "-")
+
+    class _Architecture:
+        @hookimpl
+        def register_architectures(self, register: Any) -> None:
+            register(name, architecture)
+
+    register_plugin(_Architecture(), name=f"architecture:{name}")
+    return name
 
 
 def _search_signature() -> None:

@@ -68,7 +68,9 @@ def register_dataset_loaders(register: RegisterDatasetLoader) -> None:
 @hookspec
 def register_architectures(register: RegisterArchitecture) -> None:
     """Register architectures: ``register(name, build, channels=None, min_image_size=None)``; ``channels=3`` asks
-    for RGB input, ``min_image_size`` for images enlarged to at least that many pixels (pretrained backbones)."""
+    for RGB input, ``min_image_size`` for images enlarged to at least that many pixels (pretrained backbones).
+    ``build`` may also be a KerasTuner HyperModel (class, instance or partial of a class) or a ``build(hp)``
+    function (``automl_img.hypermodels``)."""
 
 
 @hookspec

@@ -28,6 +28,27 @@ def muted_stderr() -> Iterator[None]:
 
 
 @contextmanager
+def native_stderr_muted() -> Iterator[None]:
+    """Like ``muted_stderr`` for C++ code only: Python's own ``sys.stderr`` (warnings, tracebacks) still reaches
+    the terminal. For running other people's code that may import TensorFlow (plugins)."""
+    try:
+        python_on_fd_2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # captured (a test runner's stream): fd 2 is not Python's
+        python_on_fd_2 = False
+    if not python_on_fd_2:
+        with muted_stderr():
+            yield
+        return
+    sys.stderr.flush()
+    python_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    try:
+        with contextlib.redirect_stderr(python_stderr), muted_stderr():
+            yield
+    finally:
+        python_stderr.close()
+
+
+@contextmanager
 def output_to(log: Path) -> Iterator[None]:
     """Append everything printed during the block, by Python or by C++ (converters, TensorFlow), to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)

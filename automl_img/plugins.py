@@ -17,6 +17,8 @@ import pluggy
 from automl_img import hookspecs
 from automl_img.errors import PluginError
 from automl_img.hookspecs import Architecture, DatasetLoader, Exporter
+from automl_img.hypermodels import as_architecture
+from automl_img.native_output import native_stderr_muted
 
 DEFAULT_PLUGINS = (
     "automl_img.default_plugins.folder",
@@ -207,19 +209,8 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
         manager.register(plugin, name=name)
         sources[name] = "built-in" if name in DEFAULT_PLUGINS else "registered in-process"
     if third_party:
-        try:
-            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as exc:  # a broken installed package must not hide which one it is
-            raise PluginError(f"an installed automl_img plugin failed to load: {exc!r}") from exc
-        for plugin, dist in manager.list_plugin_distinfo():
-            name = manager.get_name(plugin)
-            assert name is not None  # every registered plugin has a name
-            sources[name] = f"entry point ({dist.project_name} {dist.version})"
-        for folder in plugin_dirs if plugin_dirs is not None else [LOCAL_PLUGINS_DIR]:
-            for path in sorted(Path(folder).glob("*.py")):
-                name = f"local:{path}"
-                manager.register(_import_file(path), name=name)
-                sources[name] = f"local file {path}"
+        with native_stderr_muted():  # a plugin importing TensorFlow or KerasTuner: its start-up lines
+            _load_third_party(manager, sources, plugin_dirs)
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -231,6 +222,22 @@ def load_plugins(plugin_dirs: list[Path] | None = None, third_party: bool | None
     for kind, hook in HOOKS.items():
         _collect(manager, hook, kind, sources, registry)
     return registry
+
+
+def _load_third_party(manager: pluggy.PluginManager, sources: dict[str, str], plugin_dirs: list[Path] | None) -> None:
+    try:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken installed package must not hide which one it is
+        raise PluginError(f"an installed automl_img plugin failed to load: {exc!r}") from exc
+    for plugin, dist in manager.list_plugin_distinfo():
+        name = manager.get_name(plugin)
+        assert name is not None  # every registered plugin has a name
+        sources[name] = f"entry point ({dist.project_name} {dist.version})"
+    for folder in plugin_dirs if plugin_dirs is not None else [LOCAL_PLUGINS_DIR]:
+        for path in sorted(Path(folder).glob("*.py")):
+            name = f"local:{path}"
+            manager.register(_import_file(path), name=name)
+            sources[name] = f"local file {path}"
 
 
 def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[str, str], registry: Registry) -> None:
@@ -247,6 +254,8 @@ def _collect(manager: pluggy.PluginManager, hook: str, kind: str, sources: dict[
             min_image_size: int | None = None,
             _source: str = source,
         ) -> None:
+            if kind == "architecture":  # a KerasTuner HyperModel or build(hp), as KerasTuner takes them
+                implementation = as_architecture(implementation, f"{_source}: architecture {name!r}")
             registry.add(Entry(kind, name, implementation, _source, channels, min_image_size))
 
         others = [other.plugin for other in implementations if other is not impl]

@@ -62,6 +62,7 @@ class HyperParameters:
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
+        self.not_searched: dict[str, Any] = {}  # an architecture's compile-only parameters, at their defaults
         self._conditions: list[tuple[str, list]] = []
         self._scopes: list[str] = []
 
@@ -163,10 +164,14 @@ class ArchitectureHyperParameters(HyperParameters):
     """An architecture's view of the trial's parameters. A name the search itself declares (the training
     recipe's ``learning_rate``, ``batch_size``..., the image size, the family) is stored as ``FAMILY/NAME``
     when the architecture declares it: a KerasTuner hypermodel that compiles with its own ``learning_rate``
-    gets ``FAMILY/learning_rate``, and both coexist. Other names are stored as declared."""
+    gets ``FAMILY/learning_rate``, and both coexist. Other names are stored as declared.
 
-    def __init__(self, inner: HyperParameters, family: str) -> None:
-        self.inner, self.family = inner, family or "architecture"
+    Names in ``compile_only`` (stored names: the parameters a build declares only for its own compile, which
+    automl-img's recipe replaces) take their defaults and are neither searched nor stored: they are listed in the
+    inner ``not_searched``."""
+
+    def __init__(self, inner: HyperParameters, family: str, compile_only: frozenset[str] = frozenset()) -> None:
+        self.inner, self.family, self.compile_only = inner, family or "architecture", compile_only
 
     @property
     def values(self) -> dict[str, Any]:  # type: ignore[override]  # the inner's values, read through
@@ -188,11 +193,16 @@ class ArchitectureHyperParameters(HyperParameters):
             yield
 
     def get(self, name: str) -> Any:
-        return self.inner.get(self.own(name))
+        stored = self.inner._scoped(self.own(name))
+        return self.inner.not_searched[stored] if stored in self.inner.not_searched else self.inner.get(self.own(name))
 
     def _value(
         self, name: str, dist: Distribution, parent_name: str | None, parent_values: Any, default: Any = None
     ) -> Any:
+        stored = self.inner._scoped(self.own(name))
+        if stored in self.compile_only:
+            value = self.inner.not_searched[stored] = DefaultHyperParameters()._resolve(stored, dist, default)
+            return value
         parent = self.own(parent_name) if parent_name else None
         return self.inner._value(self.own(name), dist, parent, parent_values, default)
 

@@ -60,9 +60,11 @@ def check_architecture(
     ``overrides`` fixes parameters as ``-p NAME=VALUE`` does (a local weights file, say)."""
     import optuna
 
+    from automl_img.hypermodels import as_architecture
     from automl_img.models import training
     from automl_img.space import StoredHyperParameters, TrialHyperParameters
 
+    build = as_architecture(build, "the architecture")  # a KerasTuner HyperModel or build(hp), as registered
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(8, *input_shape), dtype=np.uint8)

@@ -338,43 +338,40 @@ def test_registered_plugin_is_listed_and_used_by_a_search(workdir, tiny_plugin):
     assert all(t.params["tiny_units"] in (8, 16, 24, 32) for t in trials)
 
 
-class KerasTutorialPlugin:
-    """A KerasTuner tutorial's ``build(hp)``, unchanged but for its input shape and class count: it compiles
-    with its own ``learning_rate``, as the tutorials do, next to ``units`` and ``dropout``."""
+class RegularisedPlugin:
+    """An architecture that names one of its choices like a parameter of the training recipe: ``weight_decay``,
+    as an L2 penalty on its dense kernel."""
 
     @hookimpl
     def register_architectures(self, register):
         def build(hp, input_shape, num_classes):
             from automl_img.tf_runtime import keras
 
+            penalty = keras.regularizers.L2(hp.Choice("weight_decay", [1e-4, 1e-3]))
             model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten()])
-            model.add(keras.layers.Dense(hp.Int("units", min_value=32, max_value=64, step=32), activation="relu"))
-            if hp.Boolean("dropout"):
-                model.add(keras.layers.Dropout(rate=0.25))
+            model.add(keras.layers.Dense(hp.Int("units", 32, 64, step=32), "relu", kernel_regularizer=penalty))
             model.add(keras.layers.Dense(num_classes, activation="softmax"))
-            learning_rate = hp.Choice("learning_rate", values=[1e-2, 1e-3, 1e-4])
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="categorical_crossentropy")
             return model
 
-        register("kt-tutorial", build)
+        register("regularised", build)
 
 
 def test_an_architecture_may_use_the_training_recipes_parameter_names(workdir, few_digits, register_plugin):
-    """Its ``learning_rate`` (a choice) is stored as ``kt-tutorial/learning_rate``, beside the recipe's own (a
+    """Its ``weight_decay`` (a choice) is stored as ``regularised/weight_decay``, beside the recipe's own (a
     range): before, every trial failed ("Cannot set different distribution kind to the same parameter name").
     Both are searched, narrowed and rebuilt by their names."""
-    register_plugin(KerasTutorialPlugin(), name="kt-tutorial")
-    search = ("search", few_digits, "--architecture", "kt-tutorial", "--epochs", 1, "--seed", 0)
-    run(*search, "--trials", 2, "-p", "kt-tutorial/learning_rate=0.001")
+    register_plugin(RegularisedPlugin(), name="regularised")
+    search = ("search", few_digits, "--architecture", "regularised", "--epochs", 1, "--seed", 0)
+    run(*search, "--trials", 2, "-p", "regularised/weight_decay=0.001")
     trials = load_study("few-digits").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [
         t.user_attrs.get("fail_reason") for t in trials
     ]
     for trial in trials:
-        assert trial.params["kt-tutorial/learning_rate"] == 0.001  # the architecture's, narrowed by its name
-        assert 3e-4 <= trial.params["learning_rate"] <= 5e-3  # the recipe's, its own range
-        assert {"units", "dropout"} <= set(trial.params)
+        assert trial.params["regularised/weight_decay"] == 0.001  # the architecture's, narrowed by its name
+        assert 0 <= trial.params["weight_decay"] <= 0.1  # the recipe's, its own range
+        assert "units" in trial.params
     run("export-best", "--study", "few-digits", "--ensemble", 1)  # rebuilt from the stored names
     assert (workdir / "studies" / "few-digits" / "export" / "bundle.json").is_file()
-    refused = run(*search, "--study", "other", "--trials", 1, "-p", "kt-tutorial/units=48", expect=1)
-    assert "kt-tutorial/units" in refused.output  # a name the architecture never gave that prefix is unknown
+    refused = run(*search, "--study", "other", "--trials", 1, "-p", "regularised/units=48", expect=1)
+    assert "regularised/units" in refused.output  # a name the architecture never gave that prefix is unknown

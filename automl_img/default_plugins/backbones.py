@@ -7,7 +7,6 @@ Each model is a frozen or partly trainable sub-model named ``features`` followed
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from automl_img.errors import StudyError
@@ -62,7 +61,7 @@ def _keras_application(constructor, hp, input_shape, num_classes, name: str, **o
     0-255); ``-p weights=PATH`` gives a local weights file instead of ImageNet's download."""
     from keras import layers
 
-    from automl_img.models.efficientnet_lite import weights_cache_dir
+    from automl_img.models.efficientnet_lite import download_failure
     from automl_img.tf_runtime import keras
 
     weights = hp.Fixed("weights", "imagenet")
@@ -74,13 +73,10 @@ def _keras_application(constructor, hp, input_shape, num_classes, name: str, **o
     try:
         network = constructor(include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg", **options)
     except Exception as exc:  # Keras raises a bare Exception for a failed download
-        url = re.search(r"https?://\S+?\.h5", str(exc))
-        if url is None:
+        failure = download_failure(exc, name, ", or give a local file with -p weights=PATH")
+        if failure is None:
             raise
-        raise StudyError(
-            f"{name} needs ImageNet weights and this machine cannot download them; fetch {url.group(0)} and put "
-            f"it in {weights_cache_dir()}/, or give a local file with -p weights=PATH"
-        ) from None
+        raise failure from None
     inputs = keras.Input(input_shape)
     x = inputs if input_shape[-1] == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
     x = layers.Rescaling(255.0, name="to_0_255")(x)

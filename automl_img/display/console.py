@@ -103,6 +103,7 @@ class LiveDisplay(QuietDisplay):
         self.decoding: Progress | None = None
         self.running: Progress | None = None  # the live line of the trial in progress, on a terminal
         self.live = console.is_terminal and workers == 1  # several trials at once: a line per epoch, each named
+        self.noted: set[str] = set()  # compile-only parameters already named
 
     def study_ready(self, study: StoredStudy, data: StudyData) -> None:
         super().study_ready(study, data)
@@ -149,6 +150,9 @@ class LiveDisplay(QuietDisplay):
         self._stop_running()
         super().trial_finished(trial)
         console.print(trial_line(trial, self.tally))
+        if trial.not_searched and set(trial.not_searched) - self.noted:  # said once per parameter
+            self.noted |= set(trial.not_searched)
+            console.print(f"  {not_searched_note(trial.not_searched)}")
 
     def summary(self, summary: SearchSummary) -> None:
         self._stop_running()  # interrupted mid-trial
@@ -185,6 +189,7 @@ class JsonLinesDisplay(QuietDisplay):
             state=trial.state.name,
             value=trial.value,
             reason=trial.fail_reason,
+            not_searched=trial.not_searched,
             finished=self.tally.done,
             of=self.tally.trials,
             eta_seconds=self.tally.eta,
@@ -279,6 +284,13 @@ def trial_line(trial: TrialRecord, tally: _Tally) -> str:
         f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
         + (f", {tally.best_text()}" if tally.best else "")
         + (f", ETA {format_seconds(tally.eta)}" if tally.eta is not None else "")
+    )
+
+
+def not_searched_note(names: list[str]) -> str:
+    return (
+        f"not searched: {', '.join(names)}, which the architecture declares for its own compile; automl-img "
+        "trains it with its recipe (docs/PLUGINS.md)"
     )
 
 

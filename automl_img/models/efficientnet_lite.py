@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,18 @@ def imagenet_arrays() -> KerasArrays:
 def weights_cache_dir() -> Path:
     """Where converted weights are kept, next to Keras' own downloads (``$KERAS_HOME``, else ~/.keras)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def download_failure(exc: Exception, what: str, instead: str = "") -> StudyError | None:
+    """The one-line error for Keras' bare Exception when it cannot download weights (no network): the file to
+    fetch and the folder to put it in (``instead``: another way, if there is one); None for any other exception."""
+    url = re.search(r"https?://\S+?\.h5", str(exc)) if "URL fetch failure" in str(exc) else None
+    if url is None:
+        return None
+    return StudyError(
+        f"{what} needs ImageNet weights and this machine cannot download them; fetch {url.group(0)} and put it in "
+        f"{weights_cache_dir()}/{instead}"
+    )
 
 
 def package_file() -> Path:

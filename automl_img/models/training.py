@@ -17,8 +17,9 @@ import numpy as np
 
 from automl_img.atomic import atomic_path
 from automl_img.errors import PluginError, TrialFailed
-from automl_img.models import fused_batch_norm
+from automl_img.models import compile_only, fused_batch_norm
 from automl_img.models.augment import augment as augmented
+from automl_img.models.efficientnet_lite import download_failure
 from automl_img.models.families import Families
 from automl_img.models.metrics import OBJECTIVES, scores
 from automl_img.space import (
@@ -65,7 +66,15 @@ def build_model(
     shape = (image_size, image_size, channels)
     inputs = keras.Input(shape, dtype="uint8", name="image")
     scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(inputs)
-    body = build(ArchitectureHyperParameters(hp, family), shape, num_classes)
+    try:
+        view = ArchitectureHyperParameters(hp, family, compile_only.not_searched(build, shape, num_classes, family))
+        with compile_only.watched():  # a build's own compile is skipped: the recipe compiles
+            body = build(view, shape, num_classes)
+    except Exception as exc:  # KerasTuner's HyperEfficientNet downloads ImageNet weights, for one
+        failure = download_failure(exc, family or "the architecture")
+        if failure is None:
+            raise
+        raise failure from None
     if not isinstance(body, keras.Model):
         raise PluginError(f"the architecture's build() returned {type(body).__name__}, not a keras.Model")
     outputs = body(scaled)

@@ -98,11 +98,20 @@ class Objective:
         try:
             model, params = training.build_for_trial(self.architectures, hp, config.channels, len(config.class_names))
             unused = hp.unused_overrides() if len(self.architectures.members) == 1 else []  # else: enqueue_defaults
+            compile_only = [name for name in unused if name in hp.not_searched]
+            if compile_only:
+                raise StudyError(
+                    f"parameter(s) {', '.join(compile_only)} only configure the architecture's own compile, which "
+                    "automl-img replaces with its recipe: they are not searched (docs/PLUGINS.md); narrow the "
+                    "recipe's parameters instead, such as -p learning_rate=..."
+                )
             if unused:
                 raise StudyError(
                     f"parameter(s) {', '.join(unused)} are not in the search space; "
                     f"known: {', '.join(sorted(hp.values))}"
                 )
+            if hp.not_searched:
+                records.write(trial, not_searched=sorted(hp.not_searched))
             decoded = data.cache.load(
                 params.image_size,
                 config.channels,

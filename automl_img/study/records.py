@@ -105,6 +105,8 @@ class TrialRecord:
     train_images: int | None = None  #: images per epoch: a subset at the lowest level when there are many
     forward_gflop: float | None = None  #: one image's forward pass through its model: with images and epochs, its cost
     time_limited: bool = False  #: failed only because the study's time limit cut it short or left too little to start
+    #: its architecture's parameters for its own compile, which the recipe replaces: at their defaults, not searched
+    not_searched: list[str] = field(default_factory=list)
     precision: str | None = None  #: what it trained in (float32, bfloat16, float16); None: float32, before the option
 
     @classmethod
