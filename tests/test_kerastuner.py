@@ -61,7 +61,7 @@ def test_keras_tuner_applications_search_and_export_from_a_plugin_file(
     for trial in trials:
         assert trial.user_attrs["not_searched"] == compile_only
         assert not set(compile_only) & set(trial.params)
-        assert "pooling" in trial.params and trial.params["learning_rate"] != 0.01  # the recipe's own range
+        assert "pooling" in trial.params and 3e-4 <= trial.params["learning_rate"] <= 5e-3  # the recipe's own
     assert search.output.count("not searched: " + ", ".join(compile_only)) == 1
     run("export-best", "--study", "few-digits", "--ensemble", 1)
     bundle = json.loads((applications / "studies" / "few-digits" / "export" / "bundle.json").read_text())
@@ -107,7 +107,8 @@ def test_hyper_image_augment_is_refused_with_what_to_do_and_no_tensorflow_line(a
 
 
 def tutorial_build(hp):
-    """KerasTuner's getting-started ``build_model(hp)``, unchanged: its own compile, a ``learning_rate`` choice."""
+    """KerasTuner's getting-started ``build_model(hp)``: ``units``, ``dropout``, and its own compile with a
+    ``learning_rate`` (a name the recipe has too)."""
     import keras
     from keras import layers
 
@@ -117,7 +118,7 @@ def tutorial_build(hp):
     if hp.Boolean("dropout"):
         model.add(layers.Dropout(rate=0.25))
     model.add(layers.Dense(10, activation="softmax"))
-    learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
+    learning_rate = hp.Float("learning_rate", min_value=1e-4, max_value=1e-2, sampling="log")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="categorical_crossentropy",
@@ -141,11 +142,12 @@ def test_a_tutorial_build_hp_registers_as_it_is_and_its_compile_is_the_recipes(w
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for trial in trials:
         assert trial.params["units"] == 64 and "dropout" in trial.params
-        assert "lr" not in trial.params and trial.user_attrs["not_searched"] == ["lr"]
-        assert 3e-4 <= trial.params["learning_rate"] <= 5e-3  # the recipe's
-    assert "not searched: lr, which the architecture declares for its own compile" in output
-    refused = run(*search, "--study", "other", "--trials", 1, "-p", "lr=0.001", expect=1).output
-    assert "parameter(s) lr only configure the architecture's own compile" in refused
+        assert trial.user_attrs["not_searched"] == ["kt-tutorial/learning_rate"]  # under its family: the recipe's
+        assert "kt-tutorial/learning_rate" not in trial.params  # name is taken, by the recipe's own range:
+        assert 3e-4 <= trial.params["learning_rate"] <= 5e-3
+    assert "not searched: kt-tutorial/learning_rate, which the architecture declares for its own compile" in output
+    refused = run(*search, "--study", "other", "--trials", 1, "-p", "kt-tutorial/learning_rate=0.001", expect=1)
+    assert "parameter(s) kt-tutorial/learning_rate only configure the architecture's own compile" in refused.output
     with warnings.catch_warnings(record=True) as warned:  # the build's own optimizer is never made, so never saved
         warnings.simplefilter("always")
         run("export-best", "--study", "few-digits", "--ensemble", 1)
