@@ -163,8 +163,8 @@ class HyperParameters:
 class ArchitectureHyperParameters(HyperParameters):
     """An architecture's view of the trial's parameters. A name the search itself declares (the training
     recipe's ``learning_rate``, ``batch_size``..., the image size, the family) is stored as ``FAMILY/NAME``
-    when the architecture declares it: a KerasTuner hypermodel that compiles with its own ``learning_rate``
-    gets ``FAMILY/learning_rate``, and both coexist. Other names are stored as declared.
+    when the architecture declares it: an L2 penalty declared as ``weight_decay`` is stored as
+    ``FAMILY/weight_decay``, and both coexist. Other names are stored as declared.
 
     Names in ``compile_only`` (stored names: the parameters a build declares only for its own compile, which
     automl-img's recipe replaces) take their defaults and are neither searched nor stored: they are listed in the
