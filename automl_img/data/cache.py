@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from automl_img.atomic import atomic_path, atomic_write_text
-from automl_img.data.decode import UnreadableImage, load_image
+from automl_img.data.decode import DECODE_VERSION, UnreadableImage, load_image
 from automl_img.data.imageset import ImageSet
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
@@ -47,9 +47,9 @@ class ImageCache:
 
     @property
     def fingerprint(self) -> str:
-        """Changes when a file is added, removed, renamed or modified (size or mtime)."""
+        """Changes when a file is added, removed, renamed or modified (size or mtime), or decoding changes."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
+            digest = hashlib.sha256(f"decode {DECODE_VERSION}\n".encode())
             root = str(self.image_set.root)  # plain strings: half the time of pathlib on 100,000 files
             for path in self.image_set.paths:
                 try:

@@ -13,6 +13,13 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 import cv2
 import numpy as np
 
+from automl_img.data.dicom import DicomError, is_dicom, read_dicom, window
+
+# Part of every cache file's name: pixels decoded by an older version are decoded again. 2: DICOM, and
+# high-bit-depth grayscale through a percentile window instead of a cut to the depth's full range.
+DECODE_VERSION = 2
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
+
 # JPEG decoding honours EXIF orientation only without IMREAD_UNCHANGED; formats that can carry
 # alpha or 16-bit depth are read unchanged so neither is lost before we convert it ourselves.
 _UNCHANGED_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
@@ -31,6 +38,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImage(f"cannot open: {exc.strerror or exc}") from None
     if data.size == 0:
         raise UnreadableImage("empty file")
+    if path.suffix.lower() in DICOM_EXTENSIONS or is_dicom(data[:132].tobytes()):
+        try:
+            return read_dicom(data.tobytes())
+        except DicomError as exc:
+            raise UnreadableImage(str(exc)) from None
     flags = (
         cv2.IMREAD_UNCHANGED
         if path.suffix.lower() in _UNCHANGED_EXTENSIONS
@@ -47,10 +59,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def to_rgb_uint8(image: np.ndarray, bgr: bool = False) -> np.ndarray:
     """Any depth, 1 to 4 channels -> uint8 (H, W, 1) or RGB (H, W, 3); alpha is composited on white.
+    Grayscale of more than 8 bits (16-bit X-rays) goes through the percentile ``window``, as DICOM does.
 
     Args:
         bgr: colour channels in OpenCV's order (files); numpy arrays and PIL images are RGB.
     """
+    if image.dtype.kind in "iu" and image.dtype.itemsize > 1 and (image.ndim == 2 or image.shape[2] == 1):
+        return window(image.reshape(image.shape[:2]))[:, :, None]
     image = _to_uint8(image)
     if image.ndim == 2:
         return image[:, :, None]
@@ -70,7 +85,7 @@ def to_rgb_uint8(image: np.ndarray, bgr: bool = False) -> np.ndarray:
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Scale by the depth's full range (16-bit X-rays keep their contrast, nothing is clipped)."""
+    """Scale by the depth's full range (colour images of 16 bits: photographs use the whole range)."""
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:

@@ -9,10 +9,26 @@ from pathlib import Path
 
 import numpy as np
 
+from automl_img.data.dicom import is_dicom
 from automl_img.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm", ".pnm"}
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".pbm",
+        ".pgm",
+        ".ppm",
+        ".pnm",
+        ".dcm",
+        ".dicom",
+    }
 )
 PARTS = ("train", "val", "test")
 _PART_ALIASES = {
@@ -156,7 +172,7 @@ def _collect(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> lis
             rel = full.relative_to(root).as_posix()
             if _hidden(name):
                 skipped.append((rel, _HIDDEN))
-            elif full.suffix.lower() not in IMAGE_EXTENSIONS:
+            elif not is_image_path(full):
                 skipped.append((rel, "not an image file extension"))
             elif not full.is_file():
                 skipped.append((rel, "broken link"))
@@ -165,3 +181,18 @@ def _collect(root: Path, class_dir: Path, skipped: list[tuple[str, str]]) -> lis
     if not found:
         skipped.append((class_dir.relative_to(root).as_posix() + "/", "empty class folder, left out"))
     return found
+
+
+def is_image_path(path: Path) -> bool:
+    """An image file extension, or a DICOM file named as PACS exports name them: no extension (IM0001) or a UID
+    (1.2.840.113619.2.55.3.12)."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return True
+    if suffix and not suffix[1:].isdigit():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return is_dicom(handle.read(132))
+    except OSError:
+        return False

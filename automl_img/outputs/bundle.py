@@ -58,6 +58,8 @@ class Preprocessing:
     input: str = ""
     scaling: str = ""
     resize: str = ""
+    decode: int = 1  #: ``DECODE_VERSION`` of the pixels it was trained on (bundles before DICOM: 1)
+    windowing: str = ""
 
 
 @dataclass(frozen=True)

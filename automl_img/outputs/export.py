@@ -15,6 +15,8 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from automl_img.data.decode import DECODE_VERSION
+from automl_img.data.dicom import WINDOWING
 from automl_img.data.imageset import PARTS
 from automl_img.errors import AutomlImgError, StudyError
 from automl_img.hookspecs import Exporter
@@ -151,6 +153,8 @@ def _write_bundle(
             input=f"uint8 array (batch, {image_size}, {image_size}, {config.channels}), 0-255",
             scaling="none outside the model: it divides by 255 itself",
             resize="OpenCV, stretched to a square: INTER_AREA when shrinking, INTER_LINEAR when enlarging",
+            decode=DECODE_VERSION,
+            windowing=WINDOWING,
         ),
         study=stored.name,
         trial=best.number,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from automl_img.data.decode import UnreadableImage, fit_image, load_image, to_rgb_uint8
-from automl_img.data.imageset import IMAGE_EXTENSIONS
+from automl_img.data.decode import DECODE_VERSION, UnreadableImage, fit_image, load_image, to_rgb_uint8
+from automl_img.data.imageset import IMAGE_EXTENSIONS, is_image_path
 from automl_img.errors import AutomlImgError, DataError
 from automl_img.outputs.bundle import BundleManifest
 from automl_img.plugins import Registry
@@ -44,6 +45,13 @@ class Bundle:
                 f"export it with `automl-img export-best --format {format}`"
             )
         self.predict_arrays = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
+        if self.manifest.preprocessing.decode != DECODE_VERSION:
+            warnings.warn(
+                f"{self.folder} was exported by an automl-img that decoded 16-bit grayscale images by their full "
+                "range and read no DICOM: this one windows them, so predictions on such files may differ from what "
+                "it was trained on; export it again from its study",
+                stacklevel=2,
+            )
 
     def predict_files(self, files: list[Path]) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predictions for readable files, and ``(path, reason)`` for the others."""
@@ -171,7 +179,7 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
         elif path.is_file():
             found.append(path)
         else:
