@@ -234,6 +234,12 @@ def predict(
     unsafe: Annotated[
         bool, typer.Option("--unsafe", help="Allow a bundle whose model runs code on load (Keras safe_mode off).")
     ] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain", help="Also write a Grad-CAM overlay per image into this folder: where the model looked."
+        ),
+    ] = None,
 ) -> None:
     """Classify images with an exported bundle; prints a table of class and probability per image."""
     from automl_img.display.console import console, print_table
@@ -241,7 +247,8 @@ def predict(
 
     registry = _registry()  # plugins may also register the custom layers a bundle's model needs
     files = collect_images(paths)
-    predictions, unreadable = Bundle(bundle, registry, format, safe_mode=not unsafe).predict_files(files)
+    model = Bundle(bundle, registry, format, safe_mode=not unsafe)
+    predictions, unreadable = model.predict_files(files)
     print_table(
         None, ["image", "class", "probability"], [[p.path, p.class_name, f"{p.probability:.4f}"] for p in predictions]
     )
@@ -252,6 +259,9 @@ def predict(
             writer.writerows([p.path, p.class_name, f"{p.probability:.6f}"] for p in predictions)
     if json_out:
         json_out.write_text(json.dumps([p.__dict__ for p in predictions], indent=2), encoding="utf-8")
+    if explain:
+        written = model.write_explanations(files, explain)
+        console.print(f"explanations: {len(written)} Grad-CAM overlays in {explain}/")
     if unreadable:
         from automl_img.study.config import describe_skips
 

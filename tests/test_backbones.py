@@ -249,3 +249,19 @@ def test_a_mixed_family_study_starts_with_each_familys_defaults_fine_tunes_refit
     run("report", "digits", "--out", workdir / "report.html")
     page = (workdir / "report.html").read_text()
     assert "blog-cnn</th>" in page and "efficientnet-lite0</th>" in page and "behind the best" in page
+
+
+@pytest.mark.slow  # builds Lite0
+def test_grad_cam_follows_a_pretrained_backbone_nested_in_features():
+    """The maps come from the backbone's own stages, inside the ``features`` sub-model, one per resolution."""
+    from automl_img.models.training import build_model
+    from automl_img.outputs.explain import grad_cam, stage_ends
+    from automl_img.space import DefaultHyperParameters
+
+    model = build_model(backbones.build_efficientnet_lite0, DefaultHyperParameters(), 64, 3, 4)
+    ends = stage_ends(model)
+    assert len(ends) >= 4 and all("features" in [part.name for part in path] for path in ends)
+    assert len({tuple(path[-1].output.shape[1:3]) for path in ends}) == len(ends)  # one per resolution
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    maps = grad_cam(model, images)
+    assert maps.shape == (3, 64, 64) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1

@@ -15,6 +15,7 @@ import optuna
 import pytest
 from helpers import REPO, load_study, run, studies_at
 
+import automl_img
 from automl_img import hookimpl
 
 pytestmark = pytest.mark.slow  # every test here runs a real search; test_smoke.py is the fast lane's
@@ -206,6 +207,27 @@ def test_predict_files_and_folders_writes_csv_and_json(searched, digits_dir, tmp
     assert len(entries) == len(rows)
     assert all(abs(sum(e["probabilities"].values()) - 1.0) < 1e-4 for e in entries)
     assert all(e["probability"] == max(e["probabilities"].values()) for e in entries)
+
+
+def test_predict_explain_writes_an_overlay_per_image_and_the_api_returns_the_maps(searched, digits_dir, tmp_path):
+    """Grad-CAM of the averaged bundle: an overlay per image at the image's own size, and (N, size, size) maps in
+    [0, 1] from the Python API; predictions without it never load the model a second time."""
+    import cv2
+
+    from automl_img.outputs import explain
+
+    files = sorted((digits_dir / "3").glob("*.png"))
+    result = run("predict", searched["bundle"], digits_dir / "3", "--explain", tmp_path / "why")
+    overlays = sorted((tmp_path / "why").glob("*.png"))
+    assert len(overlays) == len(files) and f"{len(files)} Grad-CAM overlays" in result.output
+    assert {cv2.imread(str(path)).shape for path in overlays} == {(8, 8, 3)}  # the digits' own size, in colour
+    bundle = automl_img.load_bundle(searched["bundle"])
+    bundle.predict(files[:3])
+    assert "keras_model" not in vars(bundle)  # --explain adds nothing to predictions made without it
+    maps = bundle.explain(files[:5])
+    size = bundle.image_size
+    assert maps.shape == (5, size, size) and maps.min() >= 0 and np.allclose(maps.max(axis=(1, 2)), 1.0)
+    assert len(explain.members(bundle.keras_model)) == 3  # the three averaged trials' maps, combined
 
 
 def test_search_creates_then_resumes_the_study(workdir, digits_dir):

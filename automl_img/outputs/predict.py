@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from automl_img.data.decode import DECODE_VERSION, UnreadableImage, fit_image, load_image, to_rgb_uint8
@@ -45,6 +47,7 @@ class Bundle:
                 f"export it with `automl-img export-best --format {format}`"
             )
         self.predict_arrays = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
+        self.safe_mode = safe_mode
         if self.manifest.preprocessing.decode != DECODE_VERSION:
             warnings.warn(
                 f"{self.folder} was exported by an automl-img that decoded 16-bit grayscale images by their full "
@@ -90,6 +93,40 @@ class Bundle:
         )
         frame.attrs["unreadable"] = unreadable
         return frame
+
+    def explain(self, images: Any) -> np.ndarray:
+        """Grad-CAM maps of the predicted class: (N, size, size) float arrays in [0, 1] at the bundle's image size,
+        for files, folders, arrays or PIL images as ``predict`` takes them (unreadable files raise). An averaged
+        bundle's map is the mean of its members'. Uses the bundle's Keras model, whatever ``format`` predicts."""
+        from automl_img.outputs.explain import grad_cam
+
+        decoded = [(name, self._decode(image)) for name, image in _named_images(images)]
+        bad = [f"{name}: {reason}" for name, reason in decoded if isinstance(reason, str)]
+        if bad:
+            raise DataError(f"cannot explain unreadable images: {'; '.join(bad)}")
+        return grad_cam(self.keras_model, np.stack([image for _, image in decoded]))
+
+    def write_explanations(self, files: list[Path], folder: Path) -> list[Path]:
+        """An overlay per readable file (the map over the image at its own size), named after it, in ``folder``."""
+        from automl_img.data.decode import read_image
+        from automl_img.outputs.explain import overlay
+
+        folder.mkdir(parents=True, exist_ok=True)
+        readable = [path for path in files if isinstance(self._decode(path), np.ndarray)]
+        written = []
+        for start in range(0, len(readable), BATCH):
+            chunk = readable[start : start + BATCH]
+            for path, cam in zip(chunk, self.explain(chunk)):
+                target = folder / f"{_flat_name(path)}.png"
+                cv2.imwrite(str(target), cv2.cvtColor(overlay(read_image(path), cam), cv2.COLOR_RGB2BGR))
+                written.append(target)
+        return written
+
+    @functools.cached_property
+    def keras_model(self) -> Any:
+        from automl_img.tf_runtime import keras
+
+        return keras.saving.load_model(self.folder / self.manifest.model, safe_mode=self.safe_mode)
 
     def _predict(self, named: list[tuple[str, Path | np.ndarray]]) -> tuple[list[Prediction], list[tuple[str, str]]]:
         predictions: list[Prediction] = []
@@ -171,6 +208,11 @@ def _from_pil(image: Any) -> np.ndarray:
     if image.mode not in ("L", "LA", "RGB", "RGBA", "F"):
         image = image.convert("RGBA" if "transparency" in image.info or image.mode in ("P", "PA") else "RGB")
     return np.asarray(image)
+
+
+def _flat_name(path: Path) -> str:
+    """A file name for ``path``'s overlay: its path with separators as "__" (two images of one name stay apart)."""
+    return "__".join(part for part in path.with_suffix("").parts if part not in ("/", "..", "."))
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
