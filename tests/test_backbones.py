@@ -249,6 +249,9 @@ def test_a_mixed_family_study_starts_with_each_familys_defaults_fine_tunes_refit
     run("report", "digits", "--out", workdir / "report.html")
     page = (workdir / "report.html").read_text()
     assert "blog-cnn</th>" in page and "efficientnet-lite0</th>" in page and "behind the best" in page
+    # Grad-CAM through both members, the CNN and the fine-tuned backbone, drawn in the report
+    looked = page.split("<h2>Where the model looked (Grad-CAM on test images)</h2>")[1].split("<h2>")[0]
+    assert looked.startswith("<img") and "data:image/png;base64," in looked, looked[:300]
 
 
 @pytest.mark.slow  # builds Lite0

@@ -35,16 +35,25 @@ def members(model: Any) -> list[Any]:
     return found
 
 
-def _feature_maps(model: Any, within: tuple = ()) -> list[list[Any]]:
-    """Paths (nested models, then the layer) to every layer whose output is a spatial feature map, in order."""
+def _feature_maps(model: Any) -> list[list[Any]]:
+    """Paths (nested models, then the layer) to every layer whose output is a spatial feature map, in order, from
+    the first layer with weights on (what comes before it, gray to RGB or scaling, only transforms the input)."""
     found: list[list[Any]] = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found += _feature_maps(layer, (*within, layer))
-        elif not any(kind in type(layer).__name__ for kind in _NOT_FEATURE_MAPS):
+    learned = False
+
+    def walk(model: Any, within: tuple) -> None:
+        nonlocal learned
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                walk(layer, (*within, layer))
+                continue
+            learned = learned or bool(layer.weights)
             shape: tuple = tuple(getattr(getattr(layer, "output", None), "shape", ()))
-            if len(shape) == 4 and (shape[1] or 0) > 1 and (shape[2] or 0) > 1:
+            spatial = len(shape) == 4 and (shape[1] or 0) > 1 and (shape[2] or 0) > 1
+            if learned and spatial and not any(kind in type(layer).__name__ for kind in _NOT_FEATURE_MAPS):
                 found.append([*within, layer])
+
+    walk(model, ())
     return found
 
 
@@ -97,7 +106,10 @@ def _member_maps(member: Any, images: np.ndarray, classes: np.ndarray) -> np.nda
         with tf.GradientTape() as tape:
             features, probabilities = _split(member, path)(pixels)
             scores = tf.gather(tf.cast(probabilities, tf.float32), classes, batch_dims=1)
-        gradients = tf.cast(tape.gradient(scores, features), tf.float32)
+        gradient = tape.gradient(scores, features)
+        if gradient is None:  # a map the prediction does not depend on
+            continue
+        gradients = tf.cast(gradient, tf.float32)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         maps = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
         total += np.stack([_unit(_resized(cam, size, cv2.INTER_LINEAR)) for cam in maps])
@@ -117,8 +129,10 @@ def _unit(cam: np.ndarray) -> np.ndarray:
 def grad_cam(model: Any, images: np.ndarray, classes: np.ndarray | None = None, batch: int = 64) -> np.ndarray:
     """(N, size, size) maps in [0, 1] for uint8 ``images`` of the model's input size; ``classes``: which class
     each map explains (default: the predicted one)."""
-    if classes is None:
-        classes = np.argmax(model.predict(images, verbose=0), axis=1)
+    if classes is None:  # called eagerly: model.predict would trace a function for every batch size
+        classes = np.concatenate(
+            [np.argmax(model(images[i : i + batch], training=False), axis=1) for i in range(0, len(images), batch)]
+        )
     size = model.input_shape[1]
     maps = np.zeros((len(images), size, size), dtype=np.float32)
     found = members(model)

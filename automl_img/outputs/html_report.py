@@ -22,6 +22,7 @@ from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
 from automl_img.study.records import TrialRecord, completed_value, ranked
 from automl_img.study.storage import redact
 
+EXPLAINED_MISTAKES, EXPLAINED_PER_CLASS, EXPLAINED_SHOWN = 6, 2, 24  # the report's Grad-CAM overlays
 MISCLASSIFIED_SHOWN = 24
 PARAMETER_PLOTS_MIN_TRIALS = 5  # parallel coordinates and slices of fewer completed trials are noise
 
@@ -55,6 +56,9 @@ def write_report(
         sections.append(_test_section(bundle.test))
         sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
         sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir)))
+        sections.append(
+            _figure("Where the model looked (Grad-CAM on test images)", lambda: _explained(bundle_dir, registry))
+        )
     sections.append(_trials_table(stored))
     page = _PAGE.format(
         title=html.escape(f"automl-img: {stored.name}"),
@@ -266,6 +270,46 @@ def _misclassified(bundle_dir: Path) -> str | None:
         axis.set_title(f"true {row.true_class}\npred {row.predicted_class} {row.probability:.2f}", fontsize=8)
     plt.suptitle(f"{len(shown)} of {len(wrong)} misclassified test images, most confident first", fontsize=10)
     return None
+
+
+def _explained(bundle_dir: Path, registry: Registry) -> str | None:
+    """Overlays of the most confident mistakes, then of two correct test images per class: how a user catches a
+    model that learned a marker in the corner instead of the anatomy."""
+    import matplotlib.pyplot as plt
+
+    from automl_img.data.decode import read_image
+    from automl_img.outputs.explain import overlay
+    from automl_img.outputs.predict import Bundle
+
+    rows = [row for row in read_test_predictions(bundle_dir) if Path(row.path).is_file()]
+    wrong = sorted((row for row in rows if row.wrong), key=lambda row: -row.probability)[:EXPLAINED_MISTAKES]
+    right = _first_per_class([row for row in rows if not row.wrong], EXPLAINED_PER_CLASS)
+    shown = wrong + right[: EXPLAINED_SHOWN - len(wrong)]
+    if not shown:
+        return "No test image is left to explain (the files moved)."
+    maps = Bundle(bundle_dir, registry).explain([Path(row.path) for row in shown])
+    columns, lines = 6, -(-len(shown) // 6)
+    _, axes = plt.subplots(lines, columns, figsize=(2.0 * columns, 2.3 * lines), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row, cam in zip(axes.flat, shown, maps):
+        axis.imshow(overlay(read_image(row.path), cam))
+        mark = "wrong: " if row.wrong else ""
+        axis.set_title(f"{mark}true {row.true_class}\npred {row.predicted_class} {row.probability:.2f}", fontsize=8)
+    plt.suptitle(
+        f"red: where the evidence for the predicted class lies; {len(wrong)} most confident mistakes first", fontsize=10
+    )
+    return None
+
+
+def _first_per_class(rows: list, count: int) -> list:
+    taken: dict[str, int] = {}
+    chosen = []
+    for row in rows:
+        if taken.get(row.true_class, 0) < count:
+            taken[row.true_class] = taken.get(row.true_class, 0) + 1
+            chosen.append(row)
+    return chosen
 
 
 def _trials_table(stored: StoredStudy) -> str:
