@@ -109,16 +109,23 @@ class Bundle:
     def write_explanations(self, files: list[Path], folder: Path) -> list[Path]:
         """An overlay per readable file (the map over the image at its own size), named after it, in ``folder``."""
         from automl_img.data.decode import read_image
-        from automl_img.outputs.explain import overlay
+        from automl_img.outputs.explain import grad_cam, overlay
 
         folder.mkdir(parents=True, exist_ok=True)
-        readable = [path for path in files if isinstance(self._decode(path), np.ndarray)]
         written = []
-        for start in range(0, len(readable), BATCH):
-            chunk = readable[start : start + BATCH]
-            for path, cam in zip(chunk, self.explain(chunk)):
+        for start in range(0, len(files), BATCH):
+            originals = []  # each file decoded once: the overlay at its own size, the map from its fitted pixels
+            for path in files[start : start + BATCH]:
+                try:
+                    originals.append((path, read_image(path)))
+                except UnreadableImage:
+                    continue  # predict already lists it as unreadable
+            if not originals:
+                continue
+            fitted = np.stack([fit_image(image, self.image_size, self.channels) for _, image in originals])
+            for (path, image), cam in zip(originals, grad_cam(self.keras_model, fitted)):
                 target = folder / f"{_flat_name(path)}.png"
-                cv2.imwrite(str(target), cv2.cvtColor(overlay(read_image(path), cam), cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(target), cv2.cvtColor(overlay(image, cam), cv2.COLOR_RGB2BGR))
                 written.append(target)
         return written
 
