@@ -187,11 +187,24 @@ class SearchResult:
         return StoredStudy.open(self.study, self.storage_url).trials()
 
     def export_best(
-        self, out: PathLike | None = None, formats: Sequence[str] = (), refit: bool = False, ensemble: int | None = None
+        self,
+        out: PathLike | None = None,
+        formats: Sequence[str] = (),
+        refit: bool = False,
+        ensemble: int | None = None,
+        coverage: float = 0.9,
+        calibrate_on: str | None = None,
     ) -> ExportedBundle:
         """``export_best`` for this study."""
         return export_best(
-            self.study, storage=self.storage_url, out=out, formats=formats, refit=refit, ensemble=ensemble
+            self.study,
+            storage=self.storage_url,
+            out=out,
+            formats=formats,
+            refit=refit,
+            ensemble=ensemble,
+            coverage=coverage,
+            calibrate_on=calibrate_on,
         )
 
     def report(self, out: PathLike | None = None) -> Report:
@@ -249,6 +262,8 @@ def export_best(
     formats: Sequence[str] = (),
     refit: bool = False,
     ensemble: int | None = None,
+    coverage: float = 0.9,
+    calibrate_on: str | None = None,
 ) -> ExportedBundle:
     """Average the best trials, test once on the held-out split and write a bundle, as ``automl-img export-best``.
 
@@ -257,13 +272,24 @@ def export_best(
         refit: retrain each averaged configuration on train+val first.
         ensemble: how many best trials are averaged; 1 exports the best trial alone. None: up to 3, each after
             the best kept only if the average scores at least as well on val with it.
+        coverage: the share of images whose prediction set should hold the true class.
+        calibrate_on: "val" (default without ``refit``) or "test-half" (default with it): the images the
+            probabilities' temperature and the sets' threshold are fitted on (test-half: the other half tests).
     """
     from automl_img.outputs.export import export_best as run_export
 
     if isinstance(formats, str):
         formats = [name.strip() for name in formats.split(",") if name.strip()]
     result = run_export(
-        _registry(), study, _storage(storage), Path(out) if out is not None else None, list(formats), refit, ensemble
+        _registry(),
+        study,
+        _storage(storage),
+        Path(out) if out is not None else None,
+        list(formats),
+        refit,
+        ensemble,
+        coverage,
+        calibrate_on,
     )
     return ExportedBundle(result.folder, result.bundle)
 
@@ -300,15 +326,22 @@ class ExportedBundle:
         return "\n".join(plain(line) for line in export_lines(ExportResult(self.folder, self.manifest)))
 
     def _repr_html_(self) -> str:
-        from automl_img.outputs.html_report import html_table
+        import matplotlib
 
+        from automl_img.outputs.html_report import html_table, reliability_section
+
+        matplotlib.use("Agg")
         lines = "".join(f"<div>{html.escape(line)}</div>" for line in str(self).splitlines())
-        return f"<div style='font-family:monospace'>{lines}</div>" + html_table(
-            ["format", "file", "bytes", "test accuracy", "same class as Keras"],
-            [
-                [name, c.file, c.bytes, f"{c.test_accuracy:.4f}", f"{c.same_class_fraction:.3f}"]
-                for name, c in self.manifest.formats.items()
-            ],
+        return (
+            f"<div style='font-family:monospace'>{lines}</div>"
+            + reliability_section(self.manifest)
+            + html_table(
+                ["format", "file", "bytes", "test accuracy", "same class as Keras"],
+                [
+                    [name, c.file, c.bytes, f"{c.test_accuracy:.4f}", f"{c.same_class_fraction:.3f}"]
+                    for name, c in self.manifest.formats.items()
+                ],
+            )
         )
 
 

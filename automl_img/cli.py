@@ -177,13 +177,24 @@ def export_best(
             "up to 3, each after the best kept only if the average scores at least as well on val with it.",
         ),
     ] = None,
+    coverage: Annotated[
+        float,
+        typer.Option(help="Prediction sets hold the true class for this share of images (split-conformal)."),
+    ] = 0.9,
+    calibrate_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit the probabilities' temperature and the sets on: val (default) or test-half (default with "
+            "--refit, which trains on val; the other half of test is then the test).",
+        ),
+    ] = None,
 ) -> None:
     """Export the best trials, averaged, as a bundle: model.keras, class names, preprocessing, test metrics."""
     from automl_img.display.console import console, export_lines, print_table
     from automl_img.outputs.export import export_best as run_export
 
     formats = [name.strip() for value in format or [] for name in value.split(",") if name.strip()]
-    result = run_export(_registry(), study, storage, out, formats, refit, ensemble)
+    result = run_export(_registry(), study, storage, out, formats, refit, ensemble, coverage, calibrate_on)
     bundle = result.bundle
     for line in export_lines(result):
         console.print(line)
@@ -241,7 +252,7 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Classify images with an exported bundle; prints a table of class and probability per image."""
+    """Classify images with an exported bundle: class, calibrated probability and prediction set per image."""
     from automl_img.display.console import console, print_table
     from automl_img.outputs.predict import Bundle, collect_images
 
@@ -249,14 +260,27 @@ def predict(
     files = collect_images(paths)
     model = Bundle(bundle, registry, format, safe_mode=not unsafe)
     predictions, unreadable = model.predict_files(files)
+    calibration = model.manifest.calibration
+    coverage = f"{calibration.coverage:.0%} set" if calibration else "set"
     print_table(
-        None, ["image", "class", "probability"], [[p.path, p.class_name, f"{p.probability:.4f}"] for p in predictions]
+        None,
+        ["image", "class", "probability", coverage, ""],
+        [
+            [p.path, p.class_name, f"{p.probability:.4f}", model.set_text(p), "unsure" if p.unsure else ""]
+            for p in predictions
+        ],
     )
+    unsure = sum(p.unsure for p in predictions)
+    if unsure:
+        console.print(
+            f"{unsure} of {len(predictions)} images are unsure: their {coverage} holds more than one class; "
+            "check those by eye"
+        )
     if csv_out:
         with open(csv_out, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "class", "probability"])
-            writer.writerows([p.path, p.class_name, f"{p.probability:.6f}"] for p in predictions)
+            writer.writerow(["path", "class", "probability", "set"])
+            writer.writerows([p.path, p.class_name, f"{p.probability:.6f}", model.set_text(p)] for p in predictions)
     if json_out:
         json_out.write_text(json.dumps([p.__dict__ for p in predictions], indent=2), encoding="utf-8")
     if explain:

@@ -64,6 +64,19 @@ def test_short_search_and_export_reach_090_test_accuracy(searched):
     assert f"accuracy {bundle['test']['accuracy']:.4f}" in searched["export"]
 
 
+def test_export_calibrates_on_val_and_its_sets_cover_test_as_reported(searched):
+    calibration = json.loads((searched["bundle"] / "bundle.json").read_text())["calibration"]
+    assert calibration["fitted_on"] == "val" and calibration["coverage"] == 0.9
+    rows = list(csv.DictReader((searched["bundle"] / "test_predictions.csv").open()))
+    assert calibration["test_images"] == len(rows)
+    covered = [row["true_class"] in row["prediction_set"].split("|") for row in rows]
+    assert np.mean(covered) == pytest.approx(calibration["test_coverage"])
+    assert np.mean([row["prediction_set"].count("|") + 1 for row in rows]) == pytest.approx(
+        calibration["mean_set_size"]
+    )
+    assert f"test coverage {calibration['test_coverage']:.4f}" in searched["export"]
+
+
 def test_bundle_model_averages_the_best_epochs_of_the_best_trials(searched, digits_dir):
     """Reloaded with Keras alone, the bundle predicts the mean of the best trials' own checkpoints."""
     from automl_img.data import load_image
@@ -201,6 +214,7 @@ def test_predict_files_and_folders_writes_csv_and_json(searched, digits_dir, tmp
     assert len(rows) == threes + 1
     assert rows[0]["path"] == str(one_file)
     assert one_file.name in result.output and "probability" in result.output
+    assert all(r["class"] in r["set"].split("|") for r in rows)
     predicted_threes = [r["class"] == "3" for r in rows[1:]]
     assert np.mean(predicted_threes) >= 0.85
     entries = json.loads(out_json.read_text())

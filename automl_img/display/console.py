@@ -268,6 +268,7 @@ def export_lines(result: ExportResult) -> list[str]:
         f"{result.folder}" + (" (refit on train+val)" if bundle.refit else ""),
         f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
         f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}",
+        *(bundle.calibration.describe() if bundle.calibration else []),
     ]
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 from automl_img.errors import AutomlImgError
 from automl_img.models.metrics import TestReport
+from automl_img.outputs.calibration import Calibration
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"  # one row per test image: what the report's mistakes come from
-_TEST_PREDICTION_COLUMNS = ("path", "true_class", "predicted_class", "probability")
+_TEST_PREDICTION_COLUMNS = ("path", "true_class", "predicted_class", "probability", "prediction_set")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class TestPrediction:
     path: str
     true_class: str
     predicted_class: str
-    probability: float  #: of the predicted class
+    probability: float  #: of the predicted class, calibrated
+    prediction_set: str = ""  #: the classes its prediction set holds (``calibration.set_text``)
 
     @property
     def wrong(self) -> bool:
@@ -37,13 +39,21 @@ def write_test_predictions(folder: Path, predictions: list[TestPrediction]) -> N
     with open(folder / TEST_PREDICTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(_TEST_PREDICTION_COLUMNS)
-        writer.writerows([p.path, p.true_class, p.predicted_class, f"{p.probability:.6f}"] for p in predictions)
+        writer.writerows(
+            [p.path, p.true_class, p.predicted_class, f"{p.probability:.6f}", p.prediction_set] for p in predictions
+        )
 
 
 def read_test_predictions(folder: Path) -> list[TestPrediction]:
     with open(folder / TEST_PREDICTIONS_FILE, newline="", encoding="utf-8") as handle:
         return [
-            TestPrediction(row["path"], row["true_class"], row["predicted_class"], float(row["probability"]))
+            TestPrediction(
+                row["path"],
+                row["true_class"],
+                row["predicted_class"],
+                float(row["probability"]),
+                row.get("prediction_set", ""),
+            )
             for row in csv.DictReader(handle)
         ]
 
@@ -123,7 +133,8 @@ class BundleManifest:
     refit: Refit | None = None
     val_scores: dict[str, float] = field(default_factory=dict)  #: the bundle's model on val
     val_scores_stored: dict[str, float] | None = None  #: what the best trial recorded
-    test: TestReport | None = None
+    test: TestReport | None = None  #: of the calibrated probabilities
+    calibration: Calibration | None = None  #: bundles before calibration: none
     reproduce: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     created_on: dict[str, str] = field(default_factory=dict)
@@ -150,6 +161,8 @@ class BundleManifest:
         }
         if stored.get("test") is not None:
             values["test"] = TestReport.from_json(stored["test"])
+        if stored.get("calibration") is not None:
+            values["calibration"] = Calibration.from_json(stored["calibration"])
         values["members"] = [Member(**member) for member in stored.get("members", [])]
         values["formats"] = {name: FormatCheck(**check) for name, check in stored.get("formats", {}).items()}
         return cls(**{**stored, **values})

@@ -22,6 +22,7 @@ from automl_img.errors import AutomlImgError, StudyError
 from automl_img.hookspecs import Exporter
 from automl_img.models.families import Families
 from automl_img.native_output import output_to
+from automl_img.outputs import calibration as calibrate
 from automl_img.outputs.bundle import (
     BundleManifest,
     DatasetRecord,
@@ -32,6 +33,7 @@ from automl_img.outputs.bundle import (
     TestPrediction,
     write_test_predictions,
 )
+from automl_img.outputs.calibration import set_text
 from automl_img.plugins import Entry, Registry
 from automl_img.space import StoredHyperParameters
 from automl_img.study.config import StudyData
@@ -40,12 +42,14 @@ from automl_img.study.records import TrialRecord, completed_value
 
 EXPORT_LOG = "export.log"  # what the converters printed
 PREDICT_CHUNK = 1024  # test images per call when a format is checked on the test split
-CALIBRATION_IMAGES = 256  # training images a quantised format calibrates its activation ranges on
+QUANTIZING_IMAGES = 256  # training images a quantised format calibrates its activation ranges on
 QUANTIZED_MAX_ACCURACY_LOSS = 0.01  # a quantised format passes its check within 1 point of Keras' test accuracy
 # By default the bundle averages up to this many best trials, each kept only where the average scores at least
 # as well on val with it (on two Fashion-MNIST subsets three averaged were 1.1 and 2.1 points above the best
 # alone; on the full set two weaker members cost 0.34).
 DEFAULT_ENSEMBLE = 3
+DEFAULT_COVERAGE = 0.9
+CALIBRATION_SPLITS = ("val", "test-half")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ def export_best(
     formats: Sequence[str] = (),
     refit: bool = False,
     ensemble: int | None = None,
+    coverage: float = DEFAULT_COVERAGE,
+    calibrate_on: str | None = None,
 ) -> ExportResult:
     """Rebuild the best trials' models, evaluate them once on the test split, write the bundle folder.
 
@@ -71,7 +77,11 @@ def export_best(
         ensemble: average the probabilities of this many best trials (fewer if fewer completed; 1: the best).
             None: the best, then each of the next DEFAULT_ENSEMBLE - 1 best that does not lower the average's
             val score (``select_members``).
+        coverage: the share of images whose prediction set should hold the true class.
+        calibrate_on: where the temperature and the sets' threshold are fitted: "val" (the default; not with
+            ``refit``, which trains on val) or "test-half" (half of the test split; the other half tests).
     """
+    calibrate_on = _calibration_split(calibrate_on, refit, coverage)
     if ensemble is not None and ensemble < 1:
         raise StudyError(f"--ensemble must be 1 or more (got {ensemble}); 1 exports the best trial alone")
     stored = StoredStudy.open(study_name, storage_url)
@@ -87,7 +97,9 @@ def export_best(
     staging.mkdir(parents=True)
     try:
         with output_to(staging / EXPORT_LOG):  # TensorFlow's notes, the converters' screens of MLIR
-            bundle = _write_bundle(staging, stored, registry, members, exporters, refit, select=ensemble is None)
+            bundle = _write_bundle(
+                staging, stored, registry, members, exporters, refit, ensemble is None, coverage, calibrate_on
+            )
     except _FormatFailed as failed:
         kept = folder.with_name(f"{folder.name}.failed-{EXPORT_LOG}")
         shutil.move(staging / EXPORT_LOG, kept)
@@ -116,6 +128,8 @@ def _write_bundle(
     exporters: list[Entry[Exporter]],
     refit: bool,
     select: bool,
+    coverage: float,
+    calibrate_on: str,
 ) -> BundleManifest:
     """Rebuild and average the members (those that help, with ``select``), test them once, write every format and
     the manifest into ``staging``."""
@@ -136,13 +150,32 @@ def _write_bundle(
     decoded = data.cache.load(image_size, config.channels)
     images, labels = decoded.images, data.labels
     rows = {part: data.rows(part, decoded) for part in PARTS}
-    val_scores = metrics.scores(labels[rows["val"]], training.predict(model, images, rows["val"]))  # before a refit
+    val_probabilities = training.predict(model, images, rows["val"])
+    val_scores = metrics.scores(labels[rows["val"]], val_probabilities)  # before a refit
     refit_record = None
     if refit:
         models = [_member_model(stored, trial, data, architectures, refit=True) for trial in members]
         model = training.ensemble(models)
         refit_record = Refit([_refit_epochs(trial) for trial in members], int(len(rows["train"]) + len(rows["val"])))
-    test_probabilities = training.predict(model, images, rows["test"])
+    if calibrate_on == "val":
+        fit_probabilities, fit_rows = val_probabilities, rows["val"]
+    else:  # half of the test split fits, the other half tests
+        if len(rows["test"]) < 2:
+            raise StudyError("--calibrate-on test-half needs a test split; this study has no test images")
+        shuffled = np.random.default_rng(0).permutation(rows["test"])
+        fit_rows, rows["test"] = np.sort(shuffled[: len(shuffled) // 2]), np.sort(shuffled[len(shuffled) // 2 :])
+        fit_probabilities = training.predict(model, images, fit_rows)
+    model_probabilities = training.predict(model, images, rows["test"])
+    calibration = calibrate.fit(
+        fit_probabilities,
+        labels[fit_rows],
+        model_probabilities,
+        labels[rows["test"]],
+        coverage,
+        ordinal=False,
+        fitted_on="val" if calibrate_on == "val" else "half of test",
+    )
+    test_probabilities = calibration.apply(model_probabilities)
     bundle = BundleManifest(
         model=exporters[0].implementation.file,
         class_names=list(config.class_names),
@@ -181,6 +214,7 @@ def _write_bundle(
         val_scores=val_scores,
         val_scores_stored=best.val_scores,
         test=metrics.report(labels[rows["test"]], test_probabilities, config.class_names),
+        calibration=calibration,
         reproduce={"search_command": best.command, "seed": best.seed, "export_command": " ".join(sys.argv)},
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         created_on={"host": socket.gethostname(), "python": platform.python_version(), **_library_versions()},
@@ -192,16 +226,18 @@ def _write_bundle(
         test_probabilities,
         [str(data.split.image_set.absolute(data.split.image_set.paths[row])) for row in rows["test"]],
     )
-    calibration = np.random.default_rng(0).permutation(rows["train"])[:CALIBRATION_IMAGES]
-    _write_formats(staging, model, exporters, bundle, test, images[np.sort(calibration)])
+    quantizing = np.random.default_rng(0).permutation(rows["train"])[:QUANTIZING_IMAGES]
+    _write_formats(staging, model, exporters, bundle, test, images[np.sort(quantizing)], calibration)
     bundle.write(staging)
     (staging / "report.txt").write_text(_report_text(bundle), encoding="utf-8")
     names = bundle.class_names
     write_test_predictions(
         staging,
         [
-            TestPrediction(path, names[label], names[int(row.argmax())], float(row.max()))
-            for path, label, row in zip(test.files, test.labels, test.probabilities)
+            TestPrediction(path, names[label], names[int(row.argmax())], float(row.max()), set_text(names, held))
+            for path, label, row, held in zip(
+                test.files, test.labels, test_probabilities, calibration.sets(test_probabilities)
+            )
         ],
     )
     return bundle
@@ -212,7 +248,7 @@ class _TestSplit:
     images: np.ndarray  # every image of the study (memory-mapped); the test rows are used
     rows: np.ndarray
     labels: np.ndarray
-    probabilities: np.ndarray  # the Keras model's
+    probabilities: np.ndarray  # the Keras model's, calibrated
     files: list[str]
 
     def predict(self, predictor) -> np.ndarray:
@@ -222,6 +258,18 @@ class _TestSplit:
             for start in range(0, len(self.rows), PREDICT_CHUNK)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.probabilities.shape[1]), np.float32)
+
+
+def _calibration_split(calibrate_on: str | None, refit: bool, coverage: float) -> str:
+    if not 0 < coverage < 1:
+        raise StudyError(f"--coverage must lie between 0 and 1 (got {coverage}); 0.9 asks for sets that hold 9 in 10")
+    if calibrate_on not in (None, *CALIBRATION_SPLITS):
+        raise StudyError(f"--calibrate-on must be one of {', '.join(CALIBRATION_SPLITS)} (got {calibrate_on})")
+    if refit and calibrate_on == "val":
+        raise StudyError(
+            "--refit trains on the val split, so it cannot calibrate the probabilities; use --calibrate-on test-half"
+        )
+    return calibrate_on or ("test-half" if refit else "val")
 
 
 def select_members(val_probabilities: list[np.ndarray], labels: np.ndarray, objective: str) -> list[int]:
@@ -310,8 +358,10 @@ def _write_formats(
     bundle: BundleManifest,
     test: _TestSplit,
     calibration_images: np.ndarray,
+    calibration: calibrate.Calibration,
 ) -> None:
-    """Write each format, load it back and check it against the Keras model on the test split."""
+    """Write each format, load it back and check its calibrated probabilities against the Keras model's on the
+    test split."""
     keras_accuracy = float((test.probabilities.argmax(axis=1) == test.labels).mean()) if len(test.labels) else 0.0
     for entry in exporters:
         exporter = entry.implementation
@@ -322,7 +372,7 @@ def _write_formats(
                 cast(_QuantizedExporter, exporter).export(model, path, calibration_images=calibration_images)
             else:
                 exporter.export(model, path)
-            predicted = test.predict(exporter.load(path))
+            predicted = calibration.apply(test.predict(exporter.load(path)))
         except AutomlImgError as exc:
             raise _FormatFailed(entry.name, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - a converter that cannot express the model
@@ -376,6 +426,7 @@ def _report_text(bundle: BundleManifest) -> str:
         lines.append(f"{name:<{width}}{row.precision:<11.3f}{row.recall:<8.3f}{row.f1:<8.3f}{row.support}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     lines += [f"{name:<{width}}" + " ".join(f"{n:>5}" for n in row) for name, row in zip(names, test.confusion_matrix)]
+    lines += ["", *(bundle.calibration.describe() if bundle.calibration else [])]
     lines += ["", "formats (checked against the Keras model on test images)"]
     for name, check in bundle.formats.items():
         lines.append(

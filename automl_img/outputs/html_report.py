@@ -17,6 +17,7 @@ from automl_img.display.overview import SIZE_COLUMNS, TRIAL_COLUMNS, importances
 from automl_img.models import families
 from automl_img.models.metrics import TestReport
 from automl_img.outputs.bundle import BUNDLE_FILE, BundleManifest, read_test_predictions
+from automl_img.outputs.calibration import Calibration
 from automl_img.plugins import Registry
 from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
 from automl_img.study.records import TrialRecord, completed_value, ranked
@@ -55,6 +56,7 @@ def write_report(
         sections.append(_figure(f"Learning curves of the best trial (#{best.number})", lambda: _curves(best)))
         sections.append(_test_section(bundle.test))
         sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
+        sections.append(reliability_section(bundle))
         sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir)))
         sections.append(
             _figure("Where the model looked (Grad-CAM on test images)", lambda: _explained(bundle_dir, registry))
@@ -244,6 +246,40 @@ def _confusion(bundle: BundleManifest) -> None:
             color="white" if count > matrix.max() / 2 else "black",
             fontsize=8,
         )
+
+
+def reliability_section(bundle: BundleManifest) -> str:
+    """The calibration's figures and its reliability diagram on test, before and after the temperature."""
+    calibration = bundle.calibration
+    title = "Calibration and prediction sets"
+    if calibration is None:
+        return f"<h2>{title}</h2><p class='note'>This bundle was exported before calibration; export it again.</p>"
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in calibration.describe())
+    return _figure(title, lambda: _reliability(calibration)).replace("</h2>", f"</h2>{notes}", 1)
+
+
+def _reliability(calibration: Calibration) -> str | None:
+    import matplotlib.pyplot as plt
+
+    if calibration.reliability_before is None or calibration.reliability_after is None:
+        return "No test images: nothing to draw."
+    _, axes = plt.subplots(figsize=(5.5, 5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for label, table, color in (
+        (f"model (ECE {calibration.test_ece_before:.3f})", calibration.reliability_before, "#c44e52"),
+        (
+            f"calibrated, T = {calibration.temperature:.2f} (ECE {calibration.test_ece_after:.3f})",
+            calibration.reliability_after,
+            "#4c72b0",
+        ),
+    ):
+        axes.plot(table.confidence, table.accuracy, marker="o", color=color, label=label)
+    axes.set_xlabel("confidence of the top class (test images, binned)")
+    axes.set_ylabel("accuracy in the bin")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.legend(loc="upper left")
+    return None
 
 
 def _misclassified(bundle_dir: Path) -> str | None:

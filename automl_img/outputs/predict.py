@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from automl_img.data.decode import DECODE_VERSION, UnreadableImage, fit_image, l
 from automl_img.data.imageset import IMAGE_EXTENSIONS, is_image_path
 from automl_img.errors import AutomlImgError, DataError
 from automl_img.outputs.bundle import BundleManifest
+from automl_img.outputs.calibration import set_text
 from automl_img.plugins import Registry
 
 BATCH = 256
@@ -27,8 +28,13 @@ BATCH = 256
 class Prediction:
     path: str
     class_name: str
-    probability: float
+    probability: float  #: calibrated, where the bundle is
     probabilities: dict[str, float]
+    prediction_set: list[str]  #: the classes that may be true at the bundle's coverage (the class alone: sure)
+
+    @property
+    def unsure(self) -> bool:
+        return len(self.prediction_set) > 1
 
 
 class Bundle:
@@ -46,7 +52,13 @@ class Bundle:
                 f"{self.folder} has no {format} model (it has: {written}); "
                 f"export it with `automl-img export-best --format {format}`"
             )
-        self.predict_arrays = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
+        model_probabilities = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
+        calibration = self.manifest.calibration
+        self.predict_arrays: Callable[[np.ndarray], np.ndarray] = (
+            model_probabilities
+            if calibration is None
+            else lambda images: calibration.apply(model_probabilities(images))
+        )
         self.safe_mode = safe_mode
         if self.manifest.preprocessing.decode != DECODE_VERSION:
             warnings.warn(
@@ -65,8 +77,10 @@ class Bundle:
 
         Arrays are uint8 (16-bit and float in [0, 1] are scaled), RGB or grayscale: (height, width),
         (height, width, 1-4 channels), or a batch with one more axis in front; they are resized as files are.
-        Returns a pandas DataFrame where pandas is installed (columns image, class, probability, then one
-        per class), else a list of ``Prediction``. Unreadable files are left out, with a warning naming them.
+        Returns a pandas DataFrame where pandas is installed (columns image, class, probability, set, then one
+        per class), else a list of ``Prediction``. Probabilities are calibrated; the set holds the true class
+        with the bundle's coverage (``manifest.calibration``). Unreadable files are left out, with a warning
+        naming them.
         """
         predictions, unreadable = self._predict(_named_images(images))
         if unreadable:
@@ -80,19 +94,26 @@ class Bundle:
         except ImportError:
             return predictions
         frame = pandas.DataFrame(
-            [[p.path, p.class_name, p.probability, *p.probabilities.values()] for p in predictions],
+            [[p.path, p.class_name, p.probability, self.set_text(p), *p.probabilities.values()] for p in predictions],
             columns=[
                 "image",
                 "class",
                 "probability",
+                "set",
                 *(
-                    name if name not in ("image", "class", "probability") else f"probability of {name}"
+                    name if name not in ("image", "class", "probability", "set") else f"probability of {name}"
                     for name in self.class_names
                 ),
             ],
         )
         frame.attrs["unreadable"] = unreadable
         return frame
+
+    def set_text(self, prediction: Prediction) -> str:
+        """The prediction's set in words: "2-3" for grades, else class names joined by "|"."""
+        calibration = self.manifest.calibration
+        held = np.isin(self.class_names, prediction.prediction_set)
+        return set_text(self.class_names, held, calibration is not None and calibration.ordinal)
 
     def explain(self, images: Any) -> np.ndarray:
         """Grad-CAM maps of the predicted class: (N, size, size) float arrays in [0, 1] at the bundle's image size,
@@ -147,14 +168,25 @@ class Bundle:
                 if not good:
                     continue
                 probabilities = self.predict_arrays(np.stack([image for _, image in good]))
-                for (name, _), row in zip(good, probabilities):
+                sets = self._sets(probabilities)
+                for (name, _), row, held in zip(good, probabilities, sets):
                     best = int(row.argmax())
                     predictions.append(
                         Prediction(
-                            name, self.class_names[best], float(row[best]), dict(zip(self.class_names, map(float, row)))
+                            name,
+                            self.class_names[best],
+                            float(row[best]),
+                            dict(zip(self.class_names, map(float, row))),
+                            [class_name for class_name, is_in in zip(self.class_names, held) if is_in],
                         )
                     )
         return predictions, unreadable
+
+    def _sets(self, probabilities: np.ndarray) -> np.ndarray:
+        """Each image's prediction set; the top class alone in a bundle exported before sets existed."""
+        if self.manifest.calibration is not None:
+            return self.manifest.calibration.sets(probabilities)
+        return np.eye(len(self.class_names), dtype=bool)[probabilities.argmax(axis=1)]
 
     def _decode(self, image: Path | np.ndarray) -> np.ndarray | str:
         if isinstance(image, np.ndarray):
