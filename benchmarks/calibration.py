@@ -1,0 +1,86 @@
+"""Calibration and prediction sets of an exported bundle, measured on all 10,000 Fashion-MNIST test images.
+
+    python benchmarks/calibration.py [--data fashion-mnist-6k-b] [--budget 600] [--coverage 0.9]
+
+Runs `automl-img search DATA --timeout BUDGET --seed 0` and `automl-img export-best --coverage C` as a user
+would (the temperature and the sets' threshold are fitted on the subset's val split), then scores the bundle
+on the whole official test set, which no subset trains or validates on: expected calibration error of the
+model's own probabilities and of the calibrated ones, the sets' coverage and mean size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DATA, write_result
+from fashion_mnist import CLASSES, load
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="fashion-mnist-6k-b")
+    parser.add_argument("--budget", type=int, default=600, help="search seconds")
+    parser.add_argument("--coverage", type=float, default=0.9)
+    args = parser.parse_args()
+    from automl_img.api import load_bundle
+    from automl_img.outputs.calibration import expected_calibration_error
+
+    cli = str(Path(sys.executable).parent / "automl-img")
+    work = Path(tempfile.mkdtemp(prefix="calibration-"))
+    started = time.monotonic()
+    search = [cli, "search", str(DATA / args.data), "--study", "cal", "--trials", "100000"]
+    search += ["--timeout", str(args.budget), "--seed", "0"]
+    subprocess.run(search, cwd=work, check=True, stdout=subprocess.DEVNULL)
+    export = [cli, "export-best", "--study", "cal", "--coverage", str(args.coverage)]
+    subprocess.run(export, cwd=work, check=True, stdout=subprocess.DEVNULL)
+    bundle = load_bundle(work / "studies" / "cal" / "export")
+    calibration = bundle.manifest.calibration
+    assert calibration is not None
+
+    images, labels = load("test")
+    frame = bundle.predict(images[..., None])
+    calibrated = frame[list(CLASSES)].to_numpy(dtype=np.float64)
+    own = calibrated**calibration.temperature  # softmax(log p / T) undone: p up to a factor per image
+    own /= own.sum(axis=1, keepdims=True)
+    names = np.array(CLASSES)
+    sets = [set_text.split("|") for set_text in frame["set"]]
+    covered = np.array([names[label] in held for label, held in zip(labels, sets)])
+    sizes = np.array([len(held) for held in sets])
+    figures = {
+        "data": args.data,
+        "search_seconds": args.budget,
+        "seconds_in_all": round(time.monotonic() - started),
+        "members": [member.trial for member in bundle.manifest.members],
+        "temperature": round(calibration.temperature, 4),
+        "fitted_on": f"{calibration.fitted_on} ({calibration.calibration_images} images)",
+        "own_test_split": {
+            "images": calibration.test_images,
+            "ece_before": round(calibration.test_ece_before, 4),
+            "ece_after": round(calibration.test_ece_after, 4),
+            "coverage": round(calibration.test_coverage, 4),
+            "mean_set_size": round(calibration.mean_set_size, 3),
+        },
+        "all_10000_test_images": {
+            "accuracy": round(float((calibrated.argmax(axis=1) == labels).mean()), 4),
+            "ece_before": round(expected_calibration_error(own, labels), 4),
+            "ece_after": round(expected_calibration_error(calibrated, labels), 4),
+            "requested_coverage": args.coverage,
+            "coverage": round(float(covered.mean()), 4),
+            "mean_set_size": round(float(sizes.mean()), 3),
+            "unsure_share": round(float((sizes > 1).mean()), 4),
+            "coverage_of_sure_images": round(float(covered[sizes == 1].mean()), 4),
+            "coverage_of_unsure_images": round(float(covered[sizes > 1].mean()), 4) if (sizes > 1).any() else None,
+        },
+    }
+    print(figures)
+    write_result(f"calibration-{args.data}-{args.budget}s", figures)
+
+
+if __name__ == "__main__":
+    main()
