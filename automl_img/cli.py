@@ -262,11 +262,19 @@ def predict(
     predictions, unreadable = model.predict_files(files)
     calibration = model.manifest.calibration
     coverage = f"{calibration.coverage:.0%} set" if calibration else "set"
+    grades = model.manifest.ordinal
     print_table(
         None,
-        ["image", "class", "probability", coverage, ""],
+        ["image", "class", "probability", coverage, *(["expected grade"] * grades), ""],
         [
-            [p.path, p.class_name, f"{p.probability:.4f}", model.set_text(p), "unsure" if p.unsure else ""]
+            [
+                p.path,
+                p.class_name,
+                f"{p.probability:.4f}",
+                model.set_text(p),
+                *([f"{p.expected_grade:.2f}"] * grades),
+                "unsure" if p.unsure else "",
+            ]
             for p in predictions
         ],
     )
@@ -279,8 +287,17 @@ def predict(
     if csv_out:
         with open(csv_out, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "class", "probability", "set"])
-            writer.writerows([p.path, p.class_name, f"{p.probability:.6f}", model.set_text(p)] for p in predictions)
+            writer.writerow(["path", "class", "probability", "set", *(["expected_grade"] * grades)])
+            writer.writerows(
+                [
+                    p.path,
+                    p.class_name,
+                    f"{p.probability:.6f}",
+                    model.set_text(p),
+                    *([f"{p.expected_grade:.4f}"] * grades),
+                ]
+                for p in predictions
+            )
     if json_out:
         json_out.write_text(json.dumps([p.__dict__ for p in predictions], indent=2), encoding="utf-8")
     if explain:

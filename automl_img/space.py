@@ -316,6 +316,9 @@ class TrainingParams:
     # Pretrained backbones whose top layers train: the peak rate for that second stage, after the head
     # trained alone at ``learning_rate``; None for every other trial.
     fine_tune_learning_rate: float | None = None
+    # Grades: train towards soft ordinal targets (probability falling off with the distance from the true grade,
+    # ``training.ordinal_targets``) instead of one-hot ones. Searched only in ordinal studies.
+    ordinal_targets: bool = False
 
     @property
     def warps(self) -> bool:
@@ -353,7 +356,9 @@ def sample_image_size(hp: HyperParameters, image_sizes: Sequence[int], name: str
     return hp.Choice(name, list(image_sizes), ordered=True, default=first_trial_image_size(image_sizes))
 
 
-def sample_training_params(hp: HyperParameters, image_size: int, stage: str = Stage.FULL) -> TrainingParams:
+def sample_training_params(
+    hp: HyperParameters, image_size: int, stage: str = Stage.FULL, ordinal: bool = False
+) -> TrainingParams:
     """Declare the training parameters. The ranges stop where every search on our development data lost:
     peak learning rates near 1e-2, rotations past 15 degrees, strong shifts, zoom and erasing (the blog's
     30-degree rotation and 0.2 zoom lie outside; ``-p rotation=30`` still asks for them).
@@ -368,6 +373,7 @@ def sample_training_params(hp: HyperParameters, image_size: int, stage: str = St
         learning_rate=hp.Float("learning_rate", 3e-4, 5e-3, sampling="log", default=2e-3),
         weight_decay=hp.Float("weight_decay", 1e-4, 0.1, sampling="log", default=DEFAULT_WEIGHT_DECAY),
         label_smoothing=hp.Float("label_smoothing", 0.0, 0.2, default=0.1),
+        ordinal_targets=ordinal and hp.Choice("targets", ["one-hot", "ordinal"], default="ordinal") == "ordinal",
     )
     if stage == Stage.HEAD:
         return TrainingParams(**common)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,23 @@ _PART_ALIASES = {
 # Files that operating systems and tools leave behind; not worth a report line.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' folder metadata
 _HIDDEN = "hidden or system file (.DS_Store, ._name, Thumbs.db...)"
+
+
+def all_numbered(class_names: Sequence[str]) -> bool:
+    """Whether every class name is or starts with a whole number: grades, likely."""
+    return len(class_names) > 2 and all(re.match(r"\d+", name) for name in class_names)
+
+
+def _numbered_order(class_names: Sequence[str]) -> list[str]:
+    if not all_numbered(class_names):
+        raise DataError(
+            f"the class names ({', '.join(class_names)}) do not say an order; give it lowest grade first, "
+            "e.g. --class-order " + ",".join(class_names)
+        )
+    numbers = [int(re.match(r"\d+", name).group()) for name in class_names]  # type: ignore[union-attr]
+    if len(set(numbers)) != len(numbers):
+        raise DataError(f"two class names start with the same number ({', '.join(class_names)}); give --class-order")
+    return [name for _, name in sorted(zip(numbers, class_names))]
 
 
 def _hidden(name: str) -> bool:
@@ -102,6 +121,27 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def in_grade_order(self, given: Sequence[str] | None = None) -> ImageSet:
+        """The same images with their classes as ordered grades, lowest first: in the ``given`` order, else by
+        the whole number each class name is or starts with ("0".."4", "1_mild"); labels follow."""
+        order = list(given) if given else _numbered_order(self.class_names)
+        missing = [name for name in order if name not in self.class_names]
+        if missing:
+            raise DataError(
+                f"the class order names {', '.join(map(repr, missing))}, which "
+                f"{'is not a class' if len(missing) == 1 else 'are not classes'} here; "
+                f"the classes are {', '.join(self.class_names)}"
+            )
+        left_out = [name for name in self.class_names if name not in order]
+        if left_out or len(set(order)) != len(order):
+            raise DataError(
+                f"the class order must name every class once; it leaves out {', '.join(left_out)}"
+                if left_out
+                else f"the class order names a class twice: {', '.join(order)}"
+            )
+        remap = np.array([order.index(name) for name in self.class_names], dtype=np.int64)
+        return dataclasses.replace(self, labels=remap[self.labels], class_names=tuple(order))
 
     def absolute(self, path: str) -> Path:
         return self.root / path

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from automl_img.data.imageset import all_numbered
 from automl_img.models.metrics import OBJECTIVES
 from automl_img.outputs.export import ExportResult, members_text
 from automl_img.searching.progress import SearchListener
@@ -235,6 +236,15 @@ def study_lines(study: StoredStudy, data: StudyData, finished_before: int) -> li
         f"split train {counts['train']} / val {counts['val']} / test {counts['test']}; "
         f"image sizes searched: {_sizes_text(config)}, {'grayscale' if config.channels == 1 else 'RGB'}",
     ]
+    if config.ordinal:
+        lines.append(
+            f"classes are grades, lowest first: {', '.join(config.class_names)}; ranked by val {config.objective}"
+        )
+    elif all_numbered(config.class_names):
+        lines.append(
+            "the classes are numbered: if they are ordered grades, --ordinal ranks trials by how far they miss, "
+            "searches ordinal training targets and gives sets of neighbouring grades (a new study)"
+        )
     if config.balance_classes:
         skew = imbalance(data.labels, data.split.indices("train"))
         lines.append(
@@ -267,7 +277,8 @@ def export_lines(result: ExportResult) -> list[str]:
         f"exported {'the ' * (len(bundle.members) > 1)}{members_text(bundle)} of study {bundle.study} to "
         f"{result.folder}" + (" (refit on train+val)" if bundle.refit else ""),
         f"test split: {test.images} images, accuracy [bold]{test.accuracy:.4f}[/], "
-        f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}",
+        f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}"
+        + (f", QWK {test.qwk:.4f}, MAE {test.mae:.4f} grades" if bundle.ordinal else ""),
         *(bundle.calibration.describe() if bundle.calibration else []),
     ]
 

@@ -128,6 +128,7 @@ class BundleManifest:
     architecture: str | None = None
     dataset: DatasetRecord | None = None
     objective: str | None = None
+    ordinal: bool = False  #: the classes are grades, lowest first
     params: dict[str, Any] = field(default_factory=dict)  #: the best trial's
     best_epoch: int | None = None
     refit: Refit | None = None

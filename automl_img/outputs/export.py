@@ -172,7 +172,7 @@ def _write_bundle(
         model_probabilities,
         labels[rows["test"]],
         coverage,
-        ordinal=False,
+        ordinal=config.ordinal,
         fitted_on="val" if calibrate_on == "val" else "half of test",
     )
     test_probabilities = calibration.apply(model_probabilities)
@@ -208,6 +208,7 @@ def _write_bundle(
             config.dataset, config.source, config.split_hash, {part: len(part_rows) for part, part_rows in rows.items()}
         ),
         objective=config.objective,
+        ordinal=config.ordinal,
         params=best.params,
         best_epoch=best.best_epoch,
         refit=refit_record,
@@ -314,6 +315,7 @@ def _member_model(
         config.channels,
         len(config.class_names),
         name=f"trial_{trial.number}",
+        ordinal=config.ordinal,
     )
     if not refit:
         model.load_weights(stored.weights_file(trial))
@@ -417,14 +419,15 @@ def _report_text(bundle: BundleManifest) -> str:
         f"study {bundle.study}, {members_text(bundle)} ({bundle.architecture}), "
         f"image size {bundle.image_size}" + (", refit on train+val" if bundle.refit else ""),
         f"test images: {test.images}   accuracy {test.accuracy:.4f}   balanced accuracy "
-        f"{test.balanced_accuracy:.4f}   macro F1 {test.macro_f1:.4f}",
+        f"{test.balanced_accuracy:.4f}   macro F1 {test.macro_f1:.4f}"
+        + (f"   QWK {test.qwk:.4f}   MAE {test.mae:.4f} grades" if bundle.ordinal else ""),
         "",
         f"{'class':<{width}}precision  recall  f1      support",
     ]
     for name in names:
         row = test.per_class[name]
         lines.append(f"{name:<{width}}{row.precision:<11.3f}{row.recall:<8.3f}{row.f1:<8.3f}{row.support}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)" + (", grades" * bundle.ordinal)]
     lines += [f"{name:<{width}}" + " ".join(f"{n:>5}" for n in row) for name, row in zip(names, test.confusion_matrix)]
     lines += ["", *(bundle.calibration.describe() if bundle.calibration else [])]
     lines += ["", "formats (checked against the Keras model on test images)"]

@@ -54,7 +54,7 @@ def write_report(
     if bundle is not None:
         assert best is not None and bundle.test is not None  # the study has a completed trial; export tested it
         sections.append(_figure(f"Learning curves of the best trial (#{best.number})", lambda: _curves(best)))
-        sections.append(_test_section(bundle.test))
+        sections.append(_test_section(bundle.test, bundle.ordinal))
         sections.append(_figure("Confusion matrix on the test split", lambda: _confusion(bundle)))
         sections.append(reliability_section(bundle))
         sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir)))
@@ -208,7 +208,7 @@ def _curves(trial: TrialRecord) -> None:
     right.legend()
 
 
-def _test_section(test: TestReport) -> str:
+def _test_section(test: TestReport, ordinal: bool) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{row.precision:.3f}</td><td>{row.recall:.3f}</td>"
         f"<td>{row.f1:.3f}</td><td>{row.support}</td></tr>"
@@ -217,7 +217,13 @@ def _test_section(test: TestReport) -> str:
     return (
         f"<h2>Test split (evaluated once, at export)</h2><p>{test.images} images: accuracy "
         f"<b>{test.accuracy:.4f}</b>, balanced accuracy {test.balanced_accuracy:.4f}, macro F1 "
-        f"{test.macro_f1:.4f}.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"{test.macro_f1:.4f}"
+        + (
+            f", quadratic weighted kappa <b>{test.qwk:.4f}</b>, mean absolute error {test.mae:.4f} grades"
+            if ordinal
+            else ""
+        )
+        + ".</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
         f"<th>images</th></tr>{rows}</table>"
     )
 
@@ -236,6 +242,14 @@ def _confusion(bundle: BundleManifest) -> None:
     axes.set_yticks(range(len(names)), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
+    if bundle.ordinal:  # the diagonal and its neighbours outlined: right, or a miss by one grade
+        from matplotlib.patches import Rectangle
+
+        for row, column in np.ndindex(matrix.shape):
+            if abs(row - column) <= 1:
+                outline = Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#dd8452", linewidth=1.5)
+                axes.add_patch(outline)
+        axes.set_title("outlined: the true grade or one grade off", fontsize=9)
     for (row, column), count in np.ndenumerate(matrix):
         axes.text(
             column,

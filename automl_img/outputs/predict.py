@@ -31,6 +31,7 @@ class Prediction:
     probability: float  #: calibrated, where the bundle is
     probabilities: dict[str, float]
     prediction_set: list[str]  #: the classes that may be true at the bundle's coverage (the class alone: sure)
+    expected_grade: float | None = None  #: grades: the mean grade under the probabilities (0 = the first class)
 
     @property
     def unsure(self) -> bool:
@@ -77,10 +78,10 @@ class Bundle:
 
         Arrays are uint8 (16-bit and float in [0, 1] are scaled), RGB or grayscale: (height, width),
         (height, width, 1-4 channels), or a batch with one more axis in front; they are resized as files are.
-        Returns a pandas DataFrame where pandas is installed (columns image, class, probability, set, then one
-        per class), else a list of ``Prediction``. Probabilities are calibrated; the set holds the true class
-        with the bundle's coverage (``manifest.calibration``). Unreadable files are left out, with a warning
-        naming them.
+        Returns a pandas DataFrame where pandas is installed (columns image, class, probability, set, for grades
+        the expected grade, then one per class), else a list of ``Prediction``. Probabilities are calibrated;
+        the set holds the true class with the bundle's coverage (``manifest.calibration``). Unreadable files are
+        left out, with a warning naming them.
         """
         predictions, unreadable = self._predict(_named_images(images))
         if unreadable:
@@ -101,11 +102,15 @@ class Bundle:
                 "probability",
                 "set",
                 *(
-                    name if name not in ("image", "class", "probability", "set") else f"probability of {name}"
+                    name
+                    if name not in ("image", "class", "probability", "set", "expected grade")
+                    else f"probability of {name}"
                     for name in self.class_names
                 ),
             ],
         )
+        if self.manifest.ordinal:
+            frame.insert(4, "expected grade", [p.expected_grade for p in predictions])
         frame.attrs["unreadable"] = unreadable
         return frame
 
@@ -178,6 +183,7 @@ class Bundle:
                             float(row[best]),
                             dict(zip(self.class_names, map(float, row))),
                             [class_name for class_name, is_in in zip(self.class_names, held) if is_in],
+                            float(row @ np.arange(len(row))) if self.manifest.ordinal else None,
                         )
                     )
         return predictions, unreadable

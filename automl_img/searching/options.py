@@ -13,7 +13,7 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from automl_img.errors import StudyError
-from automl_img.models.metrics import OBJECTIVES
+from automl_img.models.metrics import OBJECTIVES, ORDINAL_OBJECTIVES
 from automl_img.models.precision import PRECISIONS
 from automl_img.searching.samplers import PRUNERS, SAMPLERS
 from automl_img.space import Override, Range
@@ -72,8 +72,20 @@ class SearchOptions:
     )
     trial_timeout: float | None = _option(None, "Maximum seconds per trial.", minimum=1)
     max_failures: int = _option(5, "Stop after this many failed trials in a row.", minimum=1)
-    objective: str = _option(
-        "accuracy", "The val score trials are ranked by", choices=tuple(OBJECTIVES), kind="objective"
+    objective: str | None = _option(
+        None,
+        "The val score trials are ranked by (default: accuracy, or qwk with --ordinal; qwk is quadratic "
+        "weighted kappa, mae the mean absolute error in grades)",
+        choices=tuple(OBJECTIVES),
+        kind="objective",
+    )
+    ordinal: bool = _option(
+        False,
+        "The classes are ordered grades (named 0, 1, 2... or put in order by --class-order): ranked by QWK, "
+        "ordinal training targets searched, prediction sets of neighbouring grades.",
+    )
+    class_order: str | None = _option(
+        None, "The grades' class names, lowest first, comma-separated (implies --ordinal).", flag="--class-order"
     )
     sampler: str = _option("tpe", "Optuna sampler", choices=SAMPLERS, kind="sampler")
     pruner: str = _option(
@@ -119,6 +131,25 @@ class SearchOptions:
     def __post_init__(self) -> None:
         for name, value in self.given().items():
             check_value(name, value)
+        if self.objective in ORDINAL_OBJECTIVES and not self.is_ordinal:
+            raise StudyError(
+                f"objective {self.objective} measures how far a miss is between ordered grades; "
+                "add --ordinal (or --class-order) to say the classes are grades"
+            )
+
+    @property
+    def is_ordinal(self) -> bool:
+        return self.ordinal or self.class_order is not None
+
+    @property
+    def grade_order(self) -> list[str] | None:
+        """The class order given, lowest grade first."""
+        return [name.strip() for name in self.class_order.split(",") if name.strip()] if self.class_order else None
+
+    @property
+    def ranked_by(self) -> str:
+        """The objective, or its default: QWK for grades (a miss by four grades costs 16 times one by one)."""
+        return self.objective or ("qwk" if self.is_ordinal else "accuracy")
 
     def given(self) -> dict[str, Any]:
         """The options a user sets by name (every field but ``source`` and ``overrides``), with their values."""
@@ -156,7 +187,7 @@ def flag_of(option: Field[Any]) -> str:
 
 
 def value_type(name: str) -> type:
-    """The field's type without its None: int, float or str."""
+    """The field's type without its None: bool, int, float or str."""
     hint = typing.get_type_hints(SearchOptions)[name]
     kind: type = next(arg for arg in typing.get_args(hint) if arg is not type(None)) if typing.get_args(hint) else hint
     return kind
@@ -178,6 +209,8 @@ def what_is_allowed(option: Field[Any], value: Any) -> str | None:
     rule, kind = how(option), value_type(option.name)
     if value is None and option.default is None:
         return None
+    if kind is bool:
+        return None if isinstance(value, bool) else "use True or False"
     if kind is str:
         if not isinstance(value, str):
             return "give a name"

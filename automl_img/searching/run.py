@@ -114,7 +114,7 @@ def run_search(
     return SearchSummary(
         stored.name,
         storage_shown,
-        options.objective,
+        stored.config.objective,
         stored.counts(),
         stored.best_trial(),
         pool.stopped_because(deadline),
@@ -310,16 +310,19 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
             architecture=",".join(families.names(options.architecture)),
             objective=options.objective,
             artifacts=options.artifacts,
+            ordinal=options.is_ordinal or None,
+            class_names=options.grade_order,
         )
         data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
     else:  # read the data first: a wrong path or layout leaves no empty study behind
-        data = open_data(name, loader, options.source, options.seed or 0)
+        grades = options.grade_order or [] if options.is_ordinal else None
+        data = open_data(name, loader, options.source, options.seed or 0, grades=grades)
         config = _new_config(options, architectures, data)
         study = optuna.create_study(
             study_name=name,
             storage=storage,
             load_if_exists=True,
-            direction="maximize" if OBJECTIVES[options.objective] else "minimize",
+            direction="maximize" if OBJECTIVES[options.ranked_by] else "minimize",
         )
         config.save(study)
     return StoredStudy(study, config, options.storage), data
@@ -358,7 +361,8 @@ def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]]
         dataset=options.dataset,
         source=str(image_set.root.resolve()) if options.source else None,
         architecture=",".join(sizes),
-        objective=options.objective,
+        objective=options.ranked_by,
+        ordinal=options.is_ordinal,
         channels=max(entry.channels or native.channels for entry in architectures),
         image_sizes=sizes[architectures[0].name],
         family_image_sizes=sizes if len(sizes) > 1 else None,

@@ -96,7 +96,9 @@ class Objective:
         training.keras.utils.set_random_seed(seed)
         records.write(trial, precision=precision.apply(options.precision))
         try:
-            model, params = training.build_for_trial(self.architectures, hp, config.channels, len(config.class_names))
+            model, params = training.build_for_trial(
+                self.architectures, hp, config.channels, len(config.class_names), ordinal=config.ordinal
+            )
             unused = hp.unused_overrides() if len(self.architectures.members) == 1 else []  # else: enqueue_defaults
             compile_only = [name for name in unused if name in hp.not_searched]
             if compile_only:
@@ -146,7 +148,7 @@ class Objective:
                 train_rows=train_rows,
                 val_rows=val_rows,
                 limits=limits,
-                objective=options.objective,
+                objective=config.objective,
                 seed=seed,
                 class_weight=config.class_weights(data.labels, train_rows),
             )
@@ -241,7 +243,9 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
         for size in starting_image_sizes(family.image_sizes, options.overrides.get(name), name):
             hp = DefaultHyperParameters({**options.overrides, **fixed, name: size})
             try:  # building declares the architecture's parameters, so their defaults are fixed too
-                training.build_for_trial(architectures, hp, config.channels, len(config.class_names))
+                training.build_for_trial(
+                    architectures, hp, config.channels, len(config.class_names), ordinal=config.ordinal
+                )
             except (DataError, StudyError):  # missing pretrained weights, say: stop before any trial, with the reason
                 raise
             except Exception:  # noqa: BLE001 - a plugin's bug: the trial meets it again and records the reason

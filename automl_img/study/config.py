@@ -38,6 +38,7 @@ class StudyConfig:
     # Several architectures (``architecture`` is "a,b"): each one's candidate sizes; image_sizes are the first's.
     family_image_sizes: dict[str, list[int]] | None = None
     artifacts: str | None = None  # where trials upload their weights (a folder or s3://BUCKET); None: studies/ only
+    ordinal: bool = False  # the classes are grades, class_names lowest first
 
     def families(self, registry: Registry) -> Families:
         """The architecture(s) this study searches, as its trials build them."""
@@ -116,15 +117,25 @@ class StudyData:
 
 
 def open_data(
-    study_name: str, loader: Entry[DatasetLoader], source: str | None, split_seed: int, expected_hash: str | None = None
+    study_name: str,
+    loader: Entry[DatasetLoader],
+    source: str | None,
+    split_seed: int,
+    expected_hash: str | None = None,
+    grades: list[str] | None = None,
 ) -> StudyData:
-    """List the images, then use the stored split (or make and store it on the study's first run)."""
+    """List the images, then use the stored split (or make and store it on the study's first run).
+
+    ``grades``: a new study's classes are ordered grades, in this order (empty: by the numbers in their names).
+    """
     image_set: ImageSet = loader.implementation(source)
     if not isinstance(image_set, ImageSet):
         raise StudyError(
             f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet"
         )
     image_set.check_usable()
+    if grades is not None:
+        image_set = image_set.in_grade_order(grades)
     manifest = study_dir(study_name) / SPLIT_FILE
     if manifest.exists():
         split = Split.load(manifest, root=image_set.root)
