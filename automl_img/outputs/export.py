@@ -235,7 +235,9 @@ def _write_bundle(
     write_test_predictions(
         staging,
         [
-            TestPrediction(path, names[label], names[int(row.argmax())], float(row.max()), set_text(names, held))
+            TestPrediction(
+                path, names[label], names[int(row.argmax())], float(row.max()), set_text(names, held, bundle.ordinal)
+            )
             for path, label, row, held in zip(
                 test.files, test.labels, test_probabilities, calibration.sets(test_probabilities)
             )
