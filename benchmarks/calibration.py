@@ -27,16 +27,20 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist-6k-b")
     parser.add_argument("--budget", type=int, default=600, help="search seconds")
     parser.add_argument("--coverage", type=float, default=0.9)
+    parser.add_argument("--reuse", type=Path, help="a folder where this script searched before: export again only")
     args = parser.parse_args()
     from automl_img.api import load_bundle
+    from automl_img.data.decode import fit_image
     from automl_img.outputs.calibration import expected_calibration_error
 
     cli = str(Path(sys.executable).parent / "automl-img")
-    work = Path(tempfile.mkdtemp(prefix="calibration-"))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="calibration-"))
+    print(f"working in {work}", flush=True)
     started = time.monotonic()
     search = [cli, "search", str(DATA / args.data), "--study", "cal", "--trials", "100000"]
     search += ["--timeout", str(args.budget), "--seed", "0"]
-    subprocess.run(search, cwd=work, check=True, stdout=subprocess.DEVNULL)
+    if not args.reuse:
+        subprocess.run(search, cwd=work, check=True, stdout=subprocess.DEVNULL)
     export = [cli, "export-best", "--study", "cal", "--coverage", str(args.coverage)]
     subprocess.run(export, cwd=work, check=True, stdout=subprocess.DEVNULL)
     bundle = load_bundle(work / "studies" / "cal" / "export")
@@ -46,18 +50,22 @@ def main() -> None:
     images, labels = load("test")
     frame = bundle.predict(images[..., None])
     calibrated = frame[list(CLASSES)].to_numpy(dtype=np.float64)
-    own = calibrated**calibration.temperature  # softmax(log p / T) undone: p up to a factor per image
-    own /= own.sum(axis=1, keepdims=True)
+    size = bundle.image_size
+    fitted = np.stack([fit_image(image[..., None], size, 1) for image in images]) if size != 28 else images[..., None]
+    own = bundle.model_probabilities(fitted).astype(np.float64)
     names = np.array(CLASSES)
     sets = [set_text.split("|") for set_text in frame["set"]]
     covered = np.array([names[label] in held for label, held in zip(labels, sets)])
     sizes = np.array([len(held) for held in sets])
     figures = {
         "data": args.data,
+        "search_command": " ".join(["automl-img", *search[1:]])
+        + (" (searched before; exported again)" * bool(args.reuse)),
         "search_seconds": args.budget,
         "seconds_in_all": round(time.monotonic() - started),
         "members": [member.trial for member in bundle.manifest.members],
         "temperature": round(calibration.temperature, 4),
+        "training_targets_untangled": calibration.targets is not None,
         "fitted_on": f"{calibration.fitted_on} ({calibration.calibration_images} images)",
         "own_test_split": {
             "images": calibration.test_images,

@@ -16,6 +16,7 @@ from automl_img.outputs.calibration import (
     fit_temperature,
     prediction_sets,
     set_text,
+    untangle,
     with_temperature,
 )
 
@@ -47,6 +48,22 @@ def test_temperature_scaling_undoes_an_over_confident_model():
     assert kept.all()  # one temperature never changes the predicted class
 
 
+def test_outputs_squeezed_by_label_smoothing_are_untangled_before_the_temperature():
+    from automl_img.models.training import target_matrix
+    from automl_img.space import TrainingParams
+
+    truth, labels = sampled(8000, 10, seed=3)
+    targets = target_matrix(10, TrainingParams(28, 64, 1e-3, 0.0, label_smoothing=0.2))
+    np.testing.assert_allclose(untangle(truth @ targets, targets), truth, atol=1e-5)  # floored at a millionth
+    smoothed = with_temperature(truth, 0.8) @ targets  # a little over-confident, then squeezed as it trained
+    fitting, held_out = slice(0, 2000), slice(2000, None)
+    alone = fit(smoothed[fitting], labels[fitting], smoothed[held_out], labels[held_out], 0.9, None, False, "val")
+    both = fit(smoothed[fitting], labels[fitting], smoothed[held_out], labels[held_out], 0.9, targets, False, "val")
+    assert both.temperature == pytest.approx(1.25, rel=0.1)
+    assert both.test_ece_after < 0.015 < alone.test_ece_after, (both.test_ece_after, alone.test_ece_after)
+    assert both.test_ece_before == alone.test_ece_before  # the model's own probabilities, as they are
+
+
 def test_the_expected_calibration_error_of_known_bins():
     # Two images at confidence 0.9, one right: a gap of 0.4; two at 0.6, both right: a gap of 0.4.
     probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
@@ -65,7 +82,7 @@ def test_sets_cover_held_out_images_as_requested(ordinal):
     truth, labels = sampled(6000, 5, seed=1, ordered=ordinal)
     model = with_temperature(truth, 0.7)  # miscalibrated, as a trained network is
     fitting, held_out = slice(0, 1000), slice(1000, None)
-    calibration = fit(model[fitting], labels[fitting], model[held_out], labels[held_out], 0.9, ordinal, "val")
+    calibration = fit(model[fitting], labels[fitting], model[held_out], labels[held_out], 0.9, None, ordinal, "val")
     # Coverage given one calibration set varies by about sqrt(0.09 / 1000); the test estimate by sqrt(0.09 / 5000).
     tolerance = 3 * math.sqrt(0.09 / 1000 + 0.09 / 5000)
     assert abs(calibration.test_coverage - 0.9) < tolerance, calibration

@@ -180,9 +180,22 @@ def ordinal_targets(num_classes: int) -> np.ndarray:
     return (targets / targets.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def target_matrix(num_classes: int, params: TrainingParams) -> np.ndarray:
+    """Row ``y``: what the loss pulls the probabilities of an image of class ``y`` towards, label smoothing
+    included (Keras mixes ``label_smoothing / classes`` into every target). A model trained to convergence
+    outputs ``p @ target_matrix`` for true class probabilities ``p``, which calibration undoes."""
+    return (1 - params.label_smoothing) * _unsmoothed_targets(
+        num_classes, params
+    ) + params.label_smoothing / num_classes
+
+
+def _unsmoothed_targets(num_classes: int, params: TrainingParams) -> np.ndarray:
+    return ordinal_targets(num_classes) if params.ordinal_targets else np.eye(num_classes, dtype=np.float32)
+
+
 def _targets(dataset, num_classes: int, params: TrainingParams):
-    """Label smoothing needs one-hot or soft targets (Keras' class weights read them back with argmax)."""
-    matrix = tf.constant(ordinal_targets(num_classes) if params.ordinal_targets else np.eye(num_classes, dtype="f4"))
+    """One-hot or soft targets; Keras' loss smooths them (its class weights read them back with argmax)."""
+    matrix = tf.constant(_unsmoothed_targets(num_classes, params))
     return dataset.map(lambda x, y: (x, tf.gather(matrix, y)), num_parallel_calls=tf.data.AUTOTUNE)
 
 

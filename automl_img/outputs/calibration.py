@@ -1,5 +1,12 @@
 """Trustworthy probabilities: temperature scaling (Guo et al., 2017) and split-conformal prediction sets.
 
+A network trained towards smoothed or soft targets (label smoothing, ordinal targets) learns to output
+``p @ targets``, not the class probabilities ``p``: its confidence is squeezed towards the targets' floor,
+differently at each confidence, which one temperature cannot undo (Mueller et al., 2019, find label smoothing
+hurts temperature scaling). Calibration therefore first solves for ``p`` (``untangle``), then fits the
+temperature. On a label-smoothed Fashion-MNIST model a temperature alone left an expected calibration error of
+0.027 at best; the two steps, fitted on 900 images, 0.015 (benchmarks/README.md).
+
 Both are fitted at export on held-out images (the val split, or half of the test split) and applied to the
 probabilities of every export format by the same few lines (``Calibration.apply``), so the formats' parity holds.
 
@@ -21,6 +28,7 @@ import numpy as np
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. measure
 TEMPERATURE_RANGE = (0.05, 20.0)
 _FLOOR = 1e-12  # log of a probability the model rounds to zero
+UNTANGLED_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class Reliability:
 class Calibration:
     """How the bundle's probabilities are calibrated and how its prediction sets are drawn, and how both did."""
 
-    temperature: float  #: calibrated = softmax(log(model's probabilities) / temperature)
+    temperature: float  #: calibrated = softmax(log(untangle(model's probabilities)) / temperature)
     coverage: float  #: requested share of images whose set holds the true class
     threshold: float  #: the conformal quantile of the calibration images' scores (``inf``: every class)
     ordinal: bool  #: sets are contiguous ranges of grades
@@ -50,6 +58,9 @@ class Calibration:
     several_classes: float  #: share of test images whose set holds more than one class
     reliability_before: Reliability | None = None
     reliability_after: Reliability | None = None
+    #: (classes, classes) the members' training targets, averaged (row y: what class y's images were pulled
+    #: towards); None: one-hot, unsmoothed
+    targets: list[list[float]] | None = None
 
     def describe(self) -> list[str]:
         """How the probabilities were calibrated and how the sets did on test, in two lines."""
@@ -63,7 +74,7 @@ class Calibration:
         ]
 
     def apply(self, probabilities: np.ndarray) -> np.ndarray:
-        return with_temperature(probabilities, self.temperature)
+        return with_temperature(untangle(probabilities, self.targets), self.temperature)
 
     def sets(self, calibrated: np.ndarray) -> np.ndarray:
         """(images, classes) booleans: which classes each image's prediction set holds."""
@@ -84,6 +95,16 @@ def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarra
     logits -= logits.max(axis=1, keepdims=True)
     scaled = np.exp(logits)
     return (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def untangle(probabilities: np.ndarray, targets: np.ndarray | list | None) -> np.ndarray:
+    """The class probabilities ``p`` a model trained towards ``targets`` meant by its output ``p @ targets``:
+    solved, floored at a millionth (an output below the targets' floor means "not this class") and summed to 1."""
+    if targets is None:
+        return np.asarray(probabilities)
+    solved = np.asarray(probabilities, dtype=np.float64) @ np.linalg.inv(np.asarray(targets, dtype=np.float64))
+    solved = np.maximum(solved, UNTANGLED_FLOOR)
+    return solved / solved.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -176,15 +197,19 @@ def fit(
     test_probabilities: np.ndarray,
     test_labels: np.ndarray,
     coverage: float,
+    targets: np.ndarray | None,
     ordinal: bool,
     fitted_on: str,
 ) -> Calibration:
-    """Fit the temperature and the sets' threshold on one set of images; measure both on the test images."""
-    temperature = fit_temperature(fit_probabilities, fit_labels)
+    """Fit the temperature (on the untangled probabilities) and the sets' threshold on one set of images;
+    measure both on the test images."""
+    stored_targets = None if targets is None or np.allclose(targets, np.eye(len(targets))) else targets.tolist()
+    untangled = untangle(fit_probabilities, stored_targets)
+    temperature = fit_temperature(untangled, fit_labels)
     threshold = conformal_threshold(
-        conformity_scores(with_temperature(fit_probabilities, temperature), fit_labels, ordinal), coverage
+        conformity_scores(with_temperature(untangled, temperature), fit_labels, ordinal), coverage
     )
-    calibrated = with_temperature(test_probabilities, temperature)
+    calibrated = with_temperature(untangle(test_probabilities, stored_targets), temperature)
     sets = prediction_sets(calibrated, threshold, ordinal)
     sizes = sets.sum(axis=1)
     tested = len(test_labels) > 0
@@ -203,4 +228,5 @@ def fit(
         several_classes=float((sizes > 1).mean()) if tested else 0.0,
         reliability_before=reliability(test_probabilities, test_labels) if tested else None,
         reliability_after=reliability(calibrated, test_labels) if tested else None,
+        targets=stored_targets,
     )

@@ -35,7 +35,7 @@ from automl_img.outputs.bundle import (
 )
 from automl_img.outputs.calibration import set_text
 from automl_img.plugins import Entry, Registry
-from automl_img.space import StoredHyperParameters
+from automl_img.space import StoredHyperParameters, TrainingParams
 from automl_img.study.config import StudyData
 from automl_img.study.handle import StoredStudy
 from automl_img.study.records import TrialRecord, completed_value
@@ -138,13 +138,14 @@ def _write_bundle(
     config, best = stored.config, members[0]
     data = stored.open_data(registry)
     architectures = config.families(registry)
-    models = [_member_model(stored, trial, data, architectures) for trial in members]
+    built = [_member_model(stored, trial, data, architectures) for trial in members]
+    models = [model for model, _ in built]
     left_out: list[int] = []
     if select and len(models) > 1:
         val = [_val_probabilities(model, data, config.channels) for model in models]
         kept = select_members([probabilities for _, probabilities in val], data.labels[val[0][0]], config.objective)
         left_out = [trial.number for i, trial in enumerate(members) if i not in kept]
-        members, models = [members[i] for i in kept], [models[i] for i in kept]
+        members, models, built = [members[i] for i in kept], [models[i] for i in kept], [built[i] for i in kept]
     model = training.ensemble(models)
     image_size = model.input_shape[1]
     decoded = data.cache.load(image_size, config.channels)
@@ -154,7 +155,7 @@ def _write_bundle(
     val_scores = metrics.scores(labels[rows["val"]], val_probabilities)  # before a refit
     refit_record = None
     if refit:
-        models = [_member_model(stored, trial, data, architectures, refit=True) for trial in members]
+        models = [_member_model(stored, trial, data, architectures, refit=True)[0] for trial in members]
         model = training.ensemble(models)
         refit_record = Refit([_refit_epochs(trial) for trial in members], int(len(rows["train"]) + len(rows["val"])))
     if calibrate_on == "val":
@@ -172,6 +173,7 @@ def _write_bundle(
         model_probabilities,
         labels[rows["test"]],
         coverage,
+        np.mean([training.target_matrix(len(config.class_names), params) for _, params in built], axis=0),
         ordinal=config.ordinal,
         fitted_on="val" if calibrate_on == "val" else "half of test",
     )
@@ -304,9 +306,10 @@ def _val_probabilities(model, data: StudyData, channels: int) -> tuple[np.ndarra
 
 def _member_model(
     stored: StoredStudy, trial: TrialRecord, data: StudyData, architectures: Families, refit: bool = False
-):
+) -> tuple[Any, TrainingParams]:
     """The trial's model with its best epoch's weights, or retrained on train+val for as many epochs (its
-    schedule fitted to them); flip-averaged where the trial trained on mirrored images, as it was scored."""
+    schedule fitted to them); flip-averaged where the trial trained on mirrored images, as it was scored. And
+    its training parameters."""
     from automl_img.models import training
 
     config = stored.config
@@ -321,7 +324,7 @@ def _member_model(
     )
     if not refit:
         model.load_weights(stored.weights_file(trial))
-        return training.as_trained(model, params)
+        return training.as_trained(model, params), params
     decoded = data.cache.load(params.image_size, config.channels)
     train, val = data.rows("train", decoded), data.rows("val", decoded)
     training.refit(
@@ -333,7 +336,7 @@ def _member_model(
         _refit_epochs(trial),
         config.class_weights(data.labels, train),
     )
-    return training.as_trained(model, params)
+    return training.as_trained(model, params), params
 
 
 def _refit_epochs(trial: TrialRecord) -> int:

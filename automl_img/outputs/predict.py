@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 from automl_img.data.decode import DECODE_VERSION, UnreadableImage, fit_image, load_image, to_rgb_uint8
 from automl_img.data.imageset import IMAGE_EXTENSIONS, is_image_path
 from automl_img.errors import AutomlImgError, DataError
+from automl_img.hookspecs import Predictor
 from automl_img.outputs.bundle import BundleManifest
 from automl_img.outputs.calibration import set_text
 from automl_img.plugins import Registry
@@ -53,12 +54,13 @@ class Bundle:
                 f"{self.folder} has no {format} model (it has: {written}); "
                 f"export it with `automl-img export-best --format {format}`"
             )
-        model_probabilities = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
+        #: the format's own probabilities for uint8 images of the bundle's size, before calibration
+        self.model_probabilities: Predictor = exporter.load(self.folder / exporter.file, safe_mode=safe_mode)
         calibration = self.manifest.calibration
-        self.predict_arrays: Callable[[np.ndarray], np.ndarray] = (
-            model_probabilities
+        self.predict_arrays: Predictor = (
+            self.model_probabilities
             if calibration is None
-            else lambda images: calibration.apply(model_probabilities(images))
+            else lambda images: calibration.apply(self.model_probabilities(images))
         )
         self.safe_mode = safe_mode
         if self.manifest.preprocessing.decode != DECODE_VERSION:
