@@ -272,7 +272,7 @@ def predict(
                 p.class_name,
                 f"{p.probability:.4f}",
                 model.set_text(p),
-                *([f"{p.expected_grade:.2f}"] * grades),
+                *([f"{p.expected_grade:.2f}"] if p.expected_grade is not None else []),
                 "unsure" if p.unsure else "",
             ]
             for p in predictions
@@ -294,7 +294,7 @@ def predict(
                     p.class_name,
                     f"{p.probability:.6f}",
                     model.set_text(p),
-                    *([f"{p.expected_grade:.4f}"] * grades),
+                    *([f"{p.expected_grade:.4f}"] if p.expected_grade is not None else []),
                 ]
                 for p in predictions
             )

@@ -62,10 +62,13 @@ def test_export_best_writes_a_bundle_that_predicts_what_the_command_line_predict
     sevens = sorted((few_digits / "7").glob("*.png"))
     table = model.predict(few_digits / "7")
     assert list(table["image"]) == [str(p) for p in sevens]
-    assert list(table.columns[:3]) == ["image", "class", "probability"] and list(table.columns[3:]) == model.class_names
+    assert list(table.columns[:4]) == ["image", "class", "probability", "set"]
+    assert list(table.columns[4:]) == model.class_names
     files, _ = model.predict_files(sevens)
     assert list(table["class"]) == [p.class_name for p in files]
     assert np.allclose(table[model.class_names].to_numpy(), [list(p.probabilities.values()) for p in files])
+    assert list(table["set"]) == ["|".join(p.prediction_set) for p in files]
+    assert all(row["class"] in row["set"].split("|") for _, row in table.iterrows())
 
 
 def test_arrays_and_pil_images_predict_exactly_as_their_files(searched, few_digits, tmp_path):

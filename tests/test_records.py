@@ -70,6 +70,8 @@ def test_every_search_option_is_in_the_recorded_command_with_a_real_flag():
         max_failures=2,
         seed=4,
         objective="loss",
+        ordinal=True,
+        class_order="none,mild,severe",
         sampler="random",
         pruner="none",
         class_weights="on",
@@ -84,6 +86,7 @@ def test_every_search_option_is_in_the_recorded_command_with_a_real_flag():
     command = changed.as_command()
     assert command.startswith("automl-img search data ") and "secret" not in command
     assert "-p dropout=0.1..0.2 -p image_size=8,16 -p batch_norm=false" in command
+    assert " --ordinal --class-order none,mild,severe " in command  # a switch is its flag alone
     help_text = run("search", "--help").output
     flags = re.findall(r"(?<= )(--[a-z-]+|-p)(?= )", command)
     assert len(flags) == len(dataclasses.fields(SearchOptions)) - 1 + 2  # source is the argument; -p thrice

@@ -163,7 +163,9 @@ class SearchOptions:
             words += ["-p", f"{name}={_text(override)}"]
         for option in sorted(declared(), key=lambda option: option.name == "storage"):
             value = getattr(self, option.name)
-            if value != option.default:
+            if value is True:  # a switch
+                words.append(flag_of(option))
+            elif value != option.default:
                 words += [flag_of(option), redact(value) if option.name == "storage" else str(value)]
         return shlex.join(words)
 
