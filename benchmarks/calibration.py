@@ -52,7 +52,8 @@ def main() -> None:
     calibrated = frame[list(CLASSES)].to_numpy(dtype=np.float64)
     size = bundle.image_size
     fitted = np.stack([fit_image(image[..., None], size, 1) for image in images]) if size != 28 else images[..., None]
-    own = bundle.model_probabilities(fitted).astype(np.float64)
+    columns = [bundle.class_names.index(name) for name in CLASSES]  # the bundle's class order is by name
+    own = bundle.model_probabilities(fitted).astype(np.float64)[:, columns]
     names = np.array(CLASSES)
     sets = [set_text.split("|") for set_text in frame["set"]]
     covered = np.array([names[label] in held for label, held in zip(labels, sets)])
@@ -87,7 +88,9 @@ def main() -> None:
         },
     }
     print(figures)
-    write_result(f"calibration-{args.data}-{args.budget}s", figures)
+    write_result(
+        f"calibration-{args.data}-{args.budget}s" + (f"-coverage-{args.coverage}" * (args.coverage != 0.9)), figures
+    )
 
 
 if __name__ == "__main__":
