@@ -184,9 +184,8 @@ def target_matrix(num_classes: int, params: TrainingParams) -> np.ndarray:
     """Row ``y``: what the loss pulls the probabilities of an image of class ``y`` towards, label smoothing
     included (Keras mixes ``label_smoothing / classes`` into every target). A model trained to convergence
     outputs ``p @ target_matrix`` for true class probabilities ``p``, which calibration undoes."""
-    return (1 - params.label_smoothing) * _unsmoothed_targets(
-        num_classes, params
-    ) + params.label_smoothing / num_classes
+    smoothing = params.label_smoothing
+    return (1 - smoothing) * _unsmoothed_targets(num_classes, params) + smoothing / num_classes
 
 
 def _unsmoothed_targets(num_classes: int, params: TrainingParams) -> np.ndarray:
