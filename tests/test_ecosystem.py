@@ -152,6 +152,7 @@ def test_report_renders_in_headless_chromium(study_dir, tmp_path, chromium):
             "Optimisation history",
             "Parameter importances (fANOVA)",
             "Confusion matrix on the test split",
+            "Calibration and prediction sets",
             "Misclassified test images",
         }  # 3 completed trials: too few for parallel coordinates and slices
         assert drawn <= {alt for alt, _ in images} and all(ok for _, ok in images), images

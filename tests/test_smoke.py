@@ -107,3 +107,5 @@ def test_export_predict_and_report_use_the_study(searched, few_digits, tmp_path)
     ):  # one trial: noise, so left out
         assert "<img" not in sections[title] and "Left out: with 1 completed trial" in sections[title], title
     assert "<img" in sections["Optimisation history"] and "<img" in sections["Learning curves of the best trial (#0)"]
+    calibrated = sections["Calibration and prediction sets"]
+    assert "<img" in calibrated and f"test coverage {bundle['calibration']['test_coverage']:.4f}" in calibrated
