@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 # The Python API (automl_img/api.py), imported on first use so that `automl-img --help` stays instant.
 _API = (
+    "audit",
     "search",
     "export_best",
     "load_bundle",

@@ -27,6 +27,7 @@ from automl_img.study.storage import STORAGE_ENV
 if TYPE_CHECKING:
     from automl_img.display.overview import StudyRow
     from automl_img.models.metrics import TestReport
+    from automl_img.outputs.audit_report import AuditResult
     from automl_img.outputs.bundle import BundleManifest
     from automl_img.outputs.predict import Bundle
 
@@ -357,6 +358,16 @@ def load_bundle(folder: PathLike, *, format: str = "keras", unsafe: bool = False
     if not Path(folder).is_dir():
         raise AutomlImgError(f"{folder} is not a folder; give the folder export_best wrote (its .folder)")
     return Bundle(folder, _registry(), format, safe_mode=not unsafe)
+
+
+def audit(data_dir: PathLike | None = None, *, dataset: str = "folder", out: PathLike | None = None) -> AuditResult:
+    """Check a folder before a search, as ``automl-img audit``: copies (``.report.pairs``, each a duplicate,
+    a label conflict or a leak across train/val/test), odd and unreadable images; writes audit.json and
+    exclusions.txt (for ``search(exclude=...)``) into ``out`` (default studies/NAME/audit)."""
+    from automl_img.outputs.audit_report import run_audit
+
+    source = os.fspath(data_dir) if data_dir is not None else None
+    return run_audit(_registry(), source, dataset, Path(out) if out is not None else None)
 
 
 def report(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None) -> Report:

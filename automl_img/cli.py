@@ -153,6 +153,25 @@ def search(
         raise typer.Exit(130 if summary.interrupted else 1)
 
 
+@command_with_one_line_errors()
+def audit(
+    data_dir: Annotated[
+        str | None,
+        typer.Argument(help="Folder with one sub-folder per class, or train/val/test folders of class folders."),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset loader plugin, as search takes it.")] = "folder",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for audit.json and exclusions.txt (default studies/NAME/audit).")
+    ] = None,
+) -> None:
+    """Check a folder before a search: copies, leaks across train/val/test, label conflicts, odd images."""
+    from automl_img.display.console import audit_lines, console
+    from automl_img.outputs.audit_report import run_audit
+
+    for line in audit_lines(run_audit(_registry(), data_dir, dataset, out)):
+        console.print(line)
+
+
 @command_with_one_line_errors("export-best")
 def export_best(
     study: StudyOption = None,

@@ -47,6 +47,17 @@ _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' folder metad
 _HIDDEN = "hidden or system file (.DS_Store, ._name, Thumbs.db...)"
 
 
+def read_exclusions(path: str | os.PathLike) -> list[str]:
+    """The paths of an exclusions file (``automl-img audit`` writes one): one per line, relative to the data
+    folder; lines starting with "#" and anything after "  #" are comments."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read the exclusions file {path}: {exc.strerror or exc}") from None
+    lines = (line.split("  #", 1)[0].strip() for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return [line for line in lines if line]
+
+
 def all_numbered(class_names: Sequence[str]) -> bool:
     """Whether every class name is or starts with a whole number: grades, likely."""
     return len(class_names) > 2 and all(re.match(r"\d+", name) for name in class_names)
@@ -121,6 +132,17 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def without(self, paths: Sequence[str]) -> ImageSet:
+        """The same set less the files named (paths relative to ``root``, as ``paths`` holds them)."""
+        left_out = set(paths)
+        kept = [row for row, path in enumerate(self.paths) if path not in left_out]
+        return dataclasses.replace(
+            self,
+            paths=tuple(self.paths[row] for row in kept),
+            labels=self.labels[kept],
+            parts=tuple(self.parts[row] for row in kept) if self.parts else None,
+        )
 
     def in_grade_order(self, given: Sequence[str] | None = None) -> ImageSet:
         """The same images with their classes as ordered grades, lowest first: in the ``given`` order, else by

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from automl_img.data.imageset import all_numbered
 from automl_img.models.metrics import OBJECTIVES
+from automl_img.outputs.audit_report import AUDIT_FILE, AuditResult
 from automl_img.outputs.export import ExportResult, members_text
 from automl_img.searching.progress import SearchListener
 from automl_img.searching.run import SearchSummary
@@ -346,3 +347,46 @@ def _sizes_text(config: StudyConfig) -> str:
     """``16, 24, 28 px``; per architecture where a study searches several with different sizes."""
     sizes = config.family_image_sizes or {"": config.image_sizes}
     return "; ".join(f"{name + ' ' if name else ''}{', '.join(map(str, found))} px" for name, found in sizes.items())
+
+
+def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
+    """What the audit found, most serious first, a few examples of each (rich markup)."""
+    report = result.report
+    counts = report.class_counts
+    parts = f" ({', '.join(f'{part} {n}' for part, n in report.part_counts.items())})" if report.part_counts else ""
+    lines = [
+        f"audited {report.images} images in {len(counts)} classes{parts} in {format_seconds(report.seconds)}",
+        f"classes: {', '.join(f'{name} {n}' for name, n in counts.items())}"
+        + (f" (largest/smallest {max(counts.values()) / min(counts.values()):.1f})" if min(counts.values()) else ""),
+    ]
+    titles = {
+        "leak": "copies across train/val/test (the test score has seen them)",
+        "conflict": "copies with different labels (label conflicts)",
+        "duplicate": "copies within a class",
+    }
+    for kind, title in titles.items():
+        pairs = report.of_kind(kind)
+        colour = "red" if kind != "duplicate" else "yellow"
+        if pairs:
+            lines.append(f"[{colour}]{len(pairs)} pair(s) of {title}[/], e.g.:")
+            lines += [
+                f"  {p.first} ({p.first_class}{', ' + p.first_part if p.first_part else ''}) ~ {p.second} "
+                f"({p.second_class}{', ' + p.second_part if p.second_part else ''}), {p.distance} bits apart"
+                for p in pairs[:shown]
+            ]
+    if report.oddities:
+        lines.append(f"[yellow]{len(report.oddities)} odd image(s)[/], e.g.:")
+        lines += [f"  {o.path}: {o.reason}" for o in report.oddities[:shown]]
+    if report.unreadable:
+        lines.append(f"[yellow]unreadable or skipped: {describe_skips(list(report.unreadable))}[/]")
+    if not (report.pairs or report.oddities or report.unreadable):
+        lines.append("[green]no copies, label conflicts, leaks, odd or unreadable images found[/]")
+    lines.append(f"everything in {result.folder / AUDIT_FILE}")
+    excluded = report.exclusions()
+    if excluded:
+        data = result.source or "DATA_DIR"
+        lines.append(
+            f"{len(excluded)} file(s) to leave out are listed in {result.exclusions_file}; edit it, then: "
+            f"automl-img search {data} --exclude {result.exclusions_file}"
+        )
+    return lines

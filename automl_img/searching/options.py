@@ -87,6 +87,11 @@ class SearchOptions:
     class_order: str | None = _option(
         None, "The grades' class names, lowest first, comma-separated (implies --ordinal).", flag="--class-order"
     )
+    exclude: str | None = _option(
+        None,
+        "A file of paths to leave out, relative to DATA_DIR, one per line (`automl-img audit` writes one); "
+        "fixed when the study is created.",
+    )
     sampler: str = _option("tpe", "Optuna sampler", choices=SAMPLERS, kind="sampler")
     pruner: str = _option(
         "median",

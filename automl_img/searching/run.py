@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from automl_img.data.decode import probe_native_shape
+from automl_img.data.imageset import read_exclusions
 from automl_img.errors import StudyError
 from automl_img.hookspecs import Architecture
 from automl_img.models import families
@@ -313,11 +314,19 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
             ordinal=options.is_ordinal or None,
             class_names=options.grade_order,
         )
-        data = open_data(name, loader, options.source, config.split_seed, expected_hash=config.split_hash)
+        if options.exclude and set(read_exclusions(options.exclude)) != set(config.excluded):
+            raise StudyError(
+                f"study {name!r} fixed its files when it was created; to leave out others, start a new study "
+                "with --study NEW_NAME"
+            )
+        data = open_data(
+            name, loader, options.source, config.split_seed, expected_hash=config.split_hash, excluded=config.excluded
+        )
     else:  # read the data first: a wrong path or layout leaves no empty study behind
         grades = options.grade_order or [] if options.is_ordinal else None
-        data = open_data(name, loader, options.source, options.seed or 0, grades=grades)
-        config = _new_config(options, architectures, data)
+        excluded = read_exclusions(options.exclude) if options.exclude else []
+        data = open_data(name, loader, options.source, options.seed or 0, grades=grades, excluded=excluded)
+        config = _new_config(options, architectures, data, excluded)
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -352,7 +361,9 @@ def _exit_reason(exit_code: int | None, log: Path) -> str:
     return f"the trial process ended with exit code {exit_code} during the trial; its last lines are in {log}"
 
 
-def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]], data: StudyData) -> StudyConfig:
+def _new_config(
+    options: SearchOptions, architectures: list[Entry[Architecture]], data: StudyData, excluded: list[str]
+) -> StudyConfig:
     image_set = data.split.image_set
     native = probe_native_shape([image_set.absolute(p) for p in image_set.paths], seed=options.seed or 0)
     skew = imbalance(image_set.labels, data.split.indices("train"))
@@ -372,6 +383,7 @@ def _new_config(options: SearchOptions, architectures: list[Entry[Architecture]]
         balance_classes=options.class_weights == "on"
         or (options.class_weights == "auto" and skew >= IMBALANCE_THRESHOLD),
         artifacts=options.artifacts,
+        excluded=excluded,
     )
 
 

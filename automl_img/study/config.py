@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ class StudyConfig:
     family_image_sizes: dict[str, list[int]] | None = None
     artifacts: str | None = None  # where trials upload their weights (a folder or s3://BUCKET); None: studies/ only
     ordinal: bool = False  # the classes are grades, class_names lowest first
+    excluded: list[str] = field(default_factory=list)  # files of the folder left out (search --exclude)
 
     def families(self, registry: Registry) -> Families:
         """The architecture(s) this study searches, as its trials build them."""
@@ -123,16 +125,19 @@ def open_data(
     split_seed: int,
     expected_hash: str | None = None,
     grades: list[str] | None = None,
+    excluded: Sequence[str] = (),
 ) -> StudyData:
     """List the images, then use the stored split (or make and store it on the study's first run).
 
     ``grades``: a new study's classes are ordered grades, in this order (empty: by the numbers in their names).
+    ``excluded``: files to leave out, relative to the data folder.
     """
     image_set: ImageSet = loader.implementation(source)
     if not isinstance(image_set, ImageSet):
         raise StudyError(
             f"dataset loader {loader.name!r} ({loader.source}) returned {type(image_set).__name__}, not an ImageSet"
         )
+    image_set = image_set.without(excluded) if excluded else image_set
     image_set.check_usable()
     if grades is not None:
         image_set = image_set.in_grade_order(grades)

@@ -134,6 +134,7 @@ class StoredStudy:
             self.config.source,
             self.config.split_seed,
             expected_hash=self.config.split_hash,
+            excluded=self.config.excluded,
         )
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:

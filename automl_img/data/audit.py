@@ -1,0 +1,218 @@
+"""`automl-img audit`: what is wrong with a folder before a search trains on it.
+
+Copies of one image (re-saved, resized, slightly cropped or brightened) are found by a perceptual hash: the signs
+of the lowest 8x8 frequencies of the image's discrete cosine transform at 32 px, against their median (pHash,
+Zauner 2010), 64 bits per image. Two images whose hashes differ in at most ``NEAR_DUPLICATE_BITS`` bits are
+copies. A pair in one class is a duplicate, in two classes a label conflict (one image, two labels), and in
+two parts of a pre-split folder a leak (a test score that has seen its image). Then the odd ones: unreadable
+files (the list the search's skip report uses), near-uniform images, sizes and shapes far from the rest, a few
+colour images among grayscale ones, and the class balance.
+
+All pairs are compared, a block of rows at a time: memory stays at about ``BLOCK`` x images bytes whatever the
+folder's size, and the time grows with the square of the images (64-bit XOR and popcount, fast in numpy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from automl_img.data.decode import UnreadableImage, read_image
+from automl_img.data.imageset import ImageSet
+from automl_img.native_output import native_stderr_muted
+
+HASH_SIZE = 32  # the image is shrunk to this many pixels a side before its transform
+NEAR_DUPLICATE_BITS = 10  # of 64; chosen on fashion-mnist-6k with planted copies (benchmarks/audit.py)
+UNIFORM_STD = 2.0  # grey levels: below this an image is nearly one colour
+SIZE_FACTOR = 4.0  # an image whose area is this many times larger or smaller than the median's is odd
+ASPECT_FACTOR = 1.5  # ... or whose width / height is this far from the median's
+COLOUR_MINORITY = 0.05  # colour images are odd when fewer than this share of a mostly grayscale folder
+BLOCK = 256  # rows of the pair comparison at a time
+KINDS = ("leak", "conflict", "duplicate")  # a pair's kind, most serious first
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two images that are copies of one another."""
+
+    first: str
+    second: str
+    first_class: str
+    second_class: str
+    first_part: str | None
+    second_part: str | None
+    distance: int  #: bits of 64 in which their hashes differ (0: identical to the eye)
+
+    @property
+    def kind(self) -> str:
+        if self.first_part != self.second_part:
+            return "leak"
+        return "conflict" if self.first_class != self.second_class else "duplicate"
+
+    @property
+    def excluded(self) -> list[str]:
+        """What to leave out: a leak's copy outside train (or the second), a duplicate's second, both of a
+        conflict's (which label is right cannot be told from the pixels)."""
+        if self.kind == "conflict":
+            return [self.first, self.second]
+        if self.kind == "leak" and self.second_part == "train":
+            return [self.first]
+        return [self.second]
+
+
+@dataclass(frozen=True)
+class Oddity:
+    path: str
+    reason: str
+
+
+@dataclass
+class AuditReport:
+    """What ``audit`` found; ``to_json`` for scripts, ``exclusions`` for ``search --exclude``."""
+
+    root: str
+    images: int
+    class_counts: dict[str, int]
+    part_counts: dict[str, int] | None
+    pairs: list[Pair] = field(default_factory=list)
+    oddities: list[Oddity] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+
+    def of_kind(self, kind: str) -> list[Pair]:
+        return [pair for pair in self.pairs if pair.kind == kind]
+
+    def exclusions(self) -> list[str]:
+        """Files to leave out of a search, in order: the copies' and the unreadable ones are not needed."""
+        return list(dict.fromkeys(path for pair in self.pairs for path in pair.excluded))
+
+    def to_json(self) -> str:
+        found = asdict(self)
+        found["pairs"] = [{**asdict(pair), "kind": pair.kind} for pair in self.pairs]
+        found["counts"] = {kind: len(self.of_kind(kind)) for kind in KINDS} | {"oddities": len(self.oddities)}
+        found["method"] = (
+            f"perceptual hash (64-bit DCT sign hash at {HASH_SIZE} px); pairs within {self.near_duplicate_bits} "
+            "bits are copies"
+        )
+        return json.dumps(found, indent=2)
+
+    def write_exclusions(self, path: Path) -> None:
+        lines = [
+            f"# automl-img audit of {self.root}: files to leave out of a search, relative to that folder.",
+            "# Delete a line to keep its file; pass this file to `automl-img search DATA_DIR --exclude FILE`.",
+        ]
+        reasons: dict[str, str] = {}
+        for pair in self.pairs:
+            for path_ in pair.excluded:
+                other = pair.second if path_ == pair.first else pair.first
+                reasons.setdefault(path_, f"{pair.kind} of {other} ({pair.distance} bits)")
+        lines += [f"{path_}  # {reasons[path_]}" for path_ in self.exclusions()]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class _Facts:
+    hash: int
+    height: int
+    width: int
+    colour: bool
+    std: float
+
+
+def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS) -> AuditReport:
+    """Hash and measure every image of the set, then compare every pair."""
+    started = time.monotonic()
+    # OpenCV releases the GIL while it decodes; a broken file's complaint is in the report, not on the screen
+    with native_stderr_muted(), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        facts = list(pool.map(_facts, [image_set.absolute(path) for path in image_set.paths]))
+    readable = [row for row, found in enumerate(facts) if isinstance(found, _Facts)]
+    unreadable = [(image_set.paths[row], found) for row, found in enumerate(facts) if isinstance(found, str)]
+    good = [found for found in facts if isinstance(found, _Facts)]
+    hashes = np.array([found.hash for found in good], dtype=np.uint64)
+    parts = image_set.parts
+    names = image_set.class_names
+
+    def describe(index: int) -> tuple[str, str, str | None]:
+        row = readable[index]
+        return image_set.paths[row], names[image_set.labels[row]], parts[row] if parts else None
+
+    pairs = []
+    for first, second, distance in near_pairs(hashes, max_bits):
+        (a, a_class, a_part), (b, b_class, b_part) = describe(first), describe(second)
+        pairs.append(Pair(a, b, a_class, b_class, a_part, b_part, distance))
+    pairs.sort(key=lambda pair: (KINDS.index(pair.kind), pair.distance, pair.first))
+    return AuditReport(
+        root=str(image_set.root),
+        images=len(image_set),
+        class_counts={name: int(n) for name, n in zip(names, np.bincount(image_set.labels, minlength=len(names)))},
+        part_counts=dict(Counter(parts)) if parts else None,
+        pairs=pairs,
+        oddities=_oddities([image_set.paths[row] for row in readable], good),
+        unreadable=[*image_set.skipped, *unreadable],
+        seconds=time.monotonic() - started,
+        near_duplicate_bits=max_bits,
+    )
+
+
+def perceptual_hash(image: np.ndarray) -> int:
+    """64 bits: the signs of the lowest 8x8 DCT frequencies of the grayscale image at 32 px, against their median."""
+    gray = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(gray, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low[1:])  # the constant term left out of the median: brightness does not move it
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
+    """``(i, j, bits)`` for every pair i < j whose hashes differ in at most ``max_bits`` bits."""
+    found = []
+    for start in range(0, len(hashes), BLOCK):
+        rows = hashes[start : start + BLOCK]
+        distances = np.bitwise_count(rows[:, None] ^ hashes[None, start:])
+        first, second = np.nonzero(distances <= max_bits)
+        keep = second > first  # each pair once, no image with itself
+        for i, j in zip(first[keep], second[keep]):
+            found.append((start + int(i), start + int(j), int(distances[i, j])))
+    return found
+
+
+def _facts(path: Path) -> _Facts | str:
+    try:
+        image = read_image(path)
+    except UnreadableImage as exc:
+        return str(exc)
+    colour = image.shape[2] == 3 and not (
+        np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 1], image[:, :, 2])
+    )
+    small = cv2.resize(image, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA)
+    return _Facts(perceptual_hash(image), image.shape[0], image.shape[1], colour, float(small.std()))
+
+
+def _oddities(paths: list[str], facts: list[_Facts]) -> list[Oddity]:
+    if not facts:
+        return []
+    area = float(np.median([f.height * f.width for f in facts]))
+    aspect = float(np.median([f.width / f.height for f in facts]))
+    side = math.sqrt(area)
+    colour_share = sum(f.colour for f in facts) / len(facts)
+    found = []
+    for path, f in zip(paths, facts):
+        if f.std < UNIFORM_STD:
+            found.append(Oddity(path, f"nearly uniform (its pixels vary by {f.std:.1f} grey levels)"))
+        if not 1 / SIZE_FACTOR <= f.height * f.width / area <= SIZE_FACTOR:
+            found.append(Oddity(path, f"{f.width}x{f.height} px, far from the usual {side:.0f} px a side"))
+        if not 1 / ASPECT_FACTOR <= (f.width / f.height) / aspect <= ASPECT_FACTOR:
+            found.append(Oddity(path, f"shaped {f.width}x{f.height}, unlike the others (width/height {aspect:.2f})"))
+        if f.colour and 0 < colour_share < COLOUR_MINORITY:
+            found.append(Oddity(path, f"in colour among {1 - colour_share:.0%} grayscale images"))
+    return found

@@ -1,0 +1,131 @@
+"""automl-img audit: planted copies, leaks, conflicts and odd images in small real folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import run
+
+import automl_img
+from automl_img.data import list_image_folder
+from automl_img.data.audit import audit, near_pairs, perceptual_hash
+
+
+def texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A smooth random grayscale texture: no two alike."""
+    noise = rng.normal(0, 1, (size // 8, size // 8)).astype(np.float32)
+    smooth = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(128 + 40 * smooth, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def planted(tmp_path) -> Path:
+    """train/test folders of two classes, 20 distinct textures each, then: a re-encoded copy of a training image
+    in test (a leak), a brightened copy under the other class (a conflict), a resized copy in the same class (a
+    duplicate), a cropped copy in test (a leak), a uniform image, a wide one and a broken file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "planted"
+    images = {}
+    for part, count in (("train", 14), ("test", 6)):
+        for name in ("a", "b"):
+            (root / part / name).mkdir(parents=True)
+            for n in range(count):
+                images[f"{part}/{name}/{n}.png"] = image = texture(rng)
+                cv2.imwrite(str(root / part / name / f"{n}.png"), image)
+    source = images["train/a/0.png"]
+    cv2.imwrite(str(root / "test/a/leak.jpg"), source, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    brighter = np.clip(images["train/a/1.png"].astype(np.float32) * 1.1, 0, 255).astype(np.uint8)
+    cv2.imwrite(str(root / "train/b/conflict.png"), brighter)
+    cv2.imwrite(str(root / "train/a/resized.png"), cv2.resize(images["train/a/2.png"], (58, 58), cv2.INTER_AREA))
+    cv2.imwrite(str(root / "test/b/cropped.png"), images["train/b/3.png"][2:-1, 1:-2])
+    cv2.imwrite(str(root / "train/b/blank.png"), np.full((64, 64), 200, np.uint8))
+    cv2.imwrite(str(root / "train/b/wide.png"), cv2.resize(texture(rng), (200, 40)))
+    (root / "train/a/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def test_planted_copies_are_found_and_named_by_kind(planted):
+    report = audit(list_image_folder(planted))
+    found = {(pair.kind, frozenset((pair.first, pair.second))) for pair in report.pairs}
+    assert found == {
+        ("leak", frozenset(("train/a/0.png", "test/a/leak.jpg"))),
+        ("leak", frozenset(("train/b/3.png", "test/b/cropped.png"))),
+        ("conflict", frozenset(("train/a/1.png", "train/b/conflict.png"))),
+        ("duplicate", frozenset(("train/a/2.png", "train/a/resized.png"))),
+    }, report.pairs
+    assert [pair.kind for pair in report.pairs] == ["leak", "leak", "conflict", "duplicate"]  # most serious first
+    # A leak leaves out its copy outside train, a conflict both images (which label is right?), a duplicate one.
+    assert set(report.exclusions()) == {
+        "test/a/leak.jpg",
+        "test/b/cropped.png",
+        "train/a/1.png",
+        "train/b/conflict.png",
+        "train/a/resized.png",
+    } or set(report.exclusions()) == {
+        "test/a/leak.jpg",
+        "test/b/cropped.png",
+        "train/a/1.png",
+        "train/b/conflict.png",
+        "train/a/2.png",
+    }
+    odd = {oddity.path: oddity.reason for oddity in report.oddities}
+    assert "nearly uniform" in odd["train/b/blank.png"] and "unlike the others" in odd["train/b/wide.png"]
+    assert [path for path, _ in report.unreadable] == ["train/a/broken.png"]
+    assert report.part_counts == {"train": 33, "test": 14} and report.class_counts == {"a": 23, "b": 24}
+
+
+def test_distinct_images_are_not_copies_and_the_hash_survives_small_changes():
+    rng = np.random.default_rng(1)
+    images = [texture(rng)[:, :, None] for _ in range(300)]
+    hashes = np.array([perceptual_hash(image) for image in images], dtype=np.uint64)
+    assert near_pairs(hashes, 10) == []  # 44,850 pairs of different textures
+    original = images[0]
+    changed = [
+        np.clip(original.astype(np.float32) * 0.9, 0, 255).astype(np.uint8),
+        cv2.resize(original, (70, 70))[:, :, None],
+        original[3:, 2:-1],
+    ]
+    for image in changed:
+        distance = int(np.bitwise_count(np.uint64(perceptual_hash(image)) ^ hashes[0]))
+        assert distance <= 10, distance
+
+
+def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, planted):
+    result = run("audit", planted)
+    folder = workdir / "studies" / "planted" / "audit"
+    found = json.loads((folder / "audit.json").read_text())
+    assert found["counts"] == {"leak": 2, "conflict": 1, "duplicate": 1, "oddities": 2}
+    assert "2 pair(s) of copies across train/val/test" in result.output and "train/a/broken.png" in result.output
+    exclusions = (folder / "exclusions.txt").read_text().splitlines()
+    assert exclusions[0].startswith("# automl-img audit of") and any(
+        line.startswith("test/a/leak.jpg  # leak of train/a/0.png") for line in exclusions
+    )
+    assert "--exclude studies/planted/audit/exclusions.txt" in " ".join(result.output.split())
+    listed = automl_img.audit(planted, out=workdir / "again").report
+    assert len(listed.pairs) == 4 and (workdir / "again" / "exclusions.txt").exists()
+
+
+def test_a_bad_folder_gets_the_search_s_message(workdir, tmp_path):
+    audited = run("audit", tmp_path / "nope", expect=1)
+    searched = run("search", tmp_path / "nope", expect=1)
+    assert audited.output == searched.output and "Traceback" not in audited.output
+
+
+@pytest.mark.slow
+def test_search_leaves_out_the_excluded_files_and_keeps_them_out_on_resume(workdir, planted):
+    run("audit", planted)
+    exclusions = workdir / "studies" / "planted" / "audit" / "exclusions.txt"
+    run("search", planted, "--exclude", exclusions, "--trials", 1, "--epochs", 1, "-p", "image_size=16")
+    split = json.loads((workdir / "studies" / "planted" / "split.json").read_text())
+    listed = str(split)
+    assert "leak.jpg" not in listed and "conflict.png" not in listed and "cropped.png" not in listed
+    resumed = run("search", planted, "--trials", 2, "--epochs", 1, "-p", "image_size=16")
+    assert "added after this study fixed its split" not in resumed.output
+    other = exclusions.with_name("other.txt")
+    other.write_text("train/a/3.png\n")
+    refused = run("search", planted, "--exclude", other, "--trials", 3, expect=1)
+    assert "fixed its files when it was created" in refused.output
