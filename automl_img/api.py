@@ -360,14 +360,17 @@ def load_bundle(folder: PathLike, *, format: str = "keras", unsafe: bool = False
     return Bundle(folder, _registry(), format, safe_mode=not unsafe)
 
 
-def audit(data_dir: PathLike | None = None, *, dataset: str = "folder", out: PathLike | None = None) -> AuditResult:
+def audit(
+    data_dir: PathLike | None = None, *, dataset: str = "folder", out: PathLike | None = None, labels: bool = True
+) -> AuditResult:
     """Check a folder before a search, as ``automl-img audit``: copies (``.report.pairs``, each a duplicate,
-    a label conflict or a leak across train/val/test), odd and unreadable images; writes audit.json and
-    exclusions.txt (for ``search(exclude=...)``) into ``out`` (default studies/NAME/audit)."""
+    a label conflict or a leak across train/val/test), likely label errors (``labels``), odd and unreadable
+    images; writes audit.json and exclusions.txt (for ``search(exclude=...)``) into ``out`` (default
+    studies/NAME/audit)."""
     from automl_img.outputs.audit_report import run_audit
 
     source = os.fspath(data_dir) if data_dir is not None else None
-    return run_audit(_registry(), source, dataset, Path(out) if out is not None else None)
+    return run_audit(_registry(), source, dataset, Path(out) if out is not None else None, labels)
 
 
 def report(study: str | None = None, *, storage: str | None = None, out: PathLike | None = None) -> Report:

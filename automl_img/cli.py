@@ -163,12 +163,16 @@ def audit(
     out: Annotated[
         Path | None, typer.Option(help="Folder for audit.json and exclusions.txt (default studies/NAME/audit).")
     ] = None,
+    labels: Annotated[
+        bool,
+        typer.Option(help="Look for likely label errors (a probe on pretrained features; needs the pretrained extra)."),
+    ] = True,
 ) -> None:
-    """Check a folder before a search: copies, leaks across train/val/test, label conflicts, odd images."""
+    """Check a folder before a search: copies, leaks, label conflicts and errors, odd images."""
     from automl_img.display.console import audit_lines, console
     from automl_img.outputs.audit_report import run_audit
 
-    for line in audit_lines(run_audit(_registry(), data_dir, dataset, out)):
+    for line in audit_lines(run_audit(_registry(), data_dir, dataset, out, labels)):
         console.print(line)
 
 

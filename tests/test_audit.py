@@ -95,29 +95,29 @@ def test_distinct_images_are_not_copies_and_the_hash_survives_small_changes():
 
 
 def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, planted):
-    result = run("audit", planted)
+    result = run("audit", planted, "--no-labels")
     folder = workdir / "studies" / "planted" / "audit"
     found = json.loads((folder / "audit.json").read_text())
-    assert found["counts"] == {"leak": 2, "conflict": 1, "duplicate": 1, "oddities": 2}
+    assert found["counts"] == {"leak": 2, "conflict": 1, "duplicate": 1, "oddities": 2, "label_suspects": 0}
     assert "2 pair(s) of copies across train/val/test" in result.output and "train/a/broken.png" in result.output
     exclusions = (folder / "exclusions.txt").read_text().splitlines()
     assert exclusions[0].startswith("# automl-img audit of") and any(
         line.startswith("test/a/leak.jpg  # leak of train/a/0.png") for line in exclusions
     )
     assert "--exclude studies/planted/audit/exclusions.txt" in " ".join(result.output.split())
-    listed = automl_img.audit(planted, out=workdir / "again").report
+    listed = automl_img.audit(planted, out=workdir / "again", labels=False).report
     assert len(listed.pairs) == 4 and (workdir / "again" / "exclusions.txt").exists()
 
 
 def test_a_bad_folder_gets_the_search_s_message(workdir, tmp_path):
-    audited = run("audit", tmp_path / "nope", expect=1)
+    audited = run("audit", tmp_path / "nope", "--no-labels", expect=1)
     searched = run("search", tmp_path / "nope", expect=1)
     assert audited.output == searched.output and "Traceback" not in audited.output
 
 
 @pytest.mark.slow
 def test_search_leaves_out_the_excluded_files_and_keeps_them_out_on_resume(workdir, planted):
-    run("audit", planted)
+    run("audit", planted, "--no-labels")
     exclusions = workdir / "studies" / "planted" / "audit" / "exclusions.txt"
     run("search", planted, "--exclude", exclusions, "--trials", 1, "--epochs", 1, "-p", "image_size=16")
     split = json.loads((workdir / "studies" / "planted" / "split.json").read_text())
@@ -129,3 +129,39 @@ def test_search_leaves_out_the_excluded_files_and_keeps_them_out_on_resume(workd
     other.write_text("train/a/3.png\n")
     refused = run("search", planted, "--exclude", other, "--trials", 3, expect=1)
     assert "fixed its files when it was created" in refused.output
+
+
+def test_confident_learning_flags_the_image_whose_label_another_class_claims():
+    from automl_img.models.label_errors import suspects
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array(
+        [[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7], [0.6, 0.4]]  # rows 2 and 5 look mislabelled
+    )
+    # Thresholds: class 0, mean of 0.9, 0.8, 0.2 = 0.633; class 1, mean of 0.9, 0.7, 0.4 = 0.667.
+    found = suspects(probabilities, labels)
+    assert [(s.row, s.given, s.likely) for s in found] == [(2, 0, 1)]  # row 5's 0.6 is under class 0's 0.633
+    assert found[0].given_probability == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_flipped_labels_rank_first_among_the_suspects(workdir, digits_dir, tmp_path):
+    import shutil
+
+    data = Path(shutil.copytree(digits_dir, tmp_path / "digits"))
+    rng = np.random.default_rng(0)
+    files = sorted(data.rglob("*.png"))
+    flipped = set()
+    for index in rng.choice(len(files), size=40, replace=False):
+        source = files[int(index)]
+        other = str((int(source.parent.name) + int(rng.integers(1, 10))) % 10)
+        source.rename(data / other / source.name)
+        flipped.add(f"{other}/{source.name}")
+    result = automl_img.audit(data, out=tmp_path / "audit")
+    report = result.report
+    assert report.label_check.startswith("out-of-fold"), report.label_check
+    top = [suspect.path for suspect in report.label_suspects[: len(flipped)]]
+    precision = len(set(top) & flipped) / len(flipped)
+    assert precision >= 0.6, (precision, top[:10])
+    exclusions = (tmp_path / "audit" / "exclusions.txt").read_text()
+    assert f"# {top[0]}  # labelled" in exclusions

@@ -75,6 +75,17 @@ class Oddity:
     reason: str
 
 
+@dataclass(frozen=True)
+class LabelSuspect:
+    """A file whose label a quick model, which never saw it, doubts."""
+
+    path: str
+    given: str
+    likely: str
+    given_probability: float
+    likely_probability: float
+
+
 @dataclass
 class AuditReport:
     """What ``audit`` found; ``to_json`` for scripts, ``exclusions`` for ``search --exclude``."""
@@ -88,6 +99,8 @@ class AuditReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+    label_suspects: list[LabelSuspect] = field(default_factory=list)
+    label_check: str = "not run"  #: how the labels were checked, or why they were not
 
     def of_kind(self, kind: str) -> list[Pair]:
         return [pair for pair in self.pairs if pair.kind == kind]
@@ -99,7 +112,10 @@ class AuditReport:
     def to_json(self) -> str:
         found = asdict(self)
         found["pairs"] = [{**asdict(pair), "kind": pair.kind} for pair in self.pairs]
-        found["counts"] = {kind: len(self.of_kind(kind)) for kind in KINDS} | {"oddities": len(self.oddities)}
+        found["counts"] = {kind: len(self.of_kind(kind)) for kind in KINDS} | {
+            "oddities": len(self.oddities),
+            "label_suspects": len(self.label_suspects),
+        }
         found["method"] = (
             f"perceptual hash (64-bit DCT sign hash at {HASH_SIZE} px); pairs within {self.near_duplicate_bits} "
             "bits are copies"
@@ -117,6 +133,13 @@ class AuditReport:
                 other = pair.second if path_ == pair.first else pair.first
                 reasons.setdefault(path_, f"{pair.kind} of {other} ({pair.distance} bits)")
         lines += [f"{path_}  # {reasons[path_]}" for path_ in self.exclusions()]
+        if self.label_suspects:
+            lines += ["", "# Likely label errors: move each file to its class, or remove the '# ' to leave it out."]
+            lines += [
+                f"# {s.path}  # labelled {s.given} ({s.given_probability:.2f}), looks like {s.likely} "
+                f"({s.likely_probability:.2f})"
+                for s in self.label_suspects
+            ]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -374,13 +374,22 @@ def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
                 f"({p.second_class}{', ' + p.second_part if p.second_part else ''}), {p.distance} bits apart"
                 for p in pairs[:shown]
             ]
+    if report.label_suspects:
+        lines.append(f"[yellow]{len(report.label_suspects)} likely label error(s)[/] ({report.label_check}), e.g.:")
+        lines += [
+            f"  {s.path}: labelled {s.given} ({s.given_probability:.2f}), looks like {s.likely} "
+            f"({s.likely_probability:.2f})"
+            for s in report.label_suspects[:shown]
+        ]
+    elif report.label_check.startswith("not run"):
+        lines.append(f"labels {report.label_check}")
     if report.oddities:
         lines.append(f"[yellow]{len(report.oddities)} odd image(s)[/], e.g.:")
         lines += [f"  {o.path}: {o.reason}" for o in report.oddities[:shown]]
     if report.unreadable:
         lines.append(f"[yellow]unreadable or skipped: {describe_skips(list(report.unreadable))}[/]")
-    if not (report.pairs or report.oddities or report.unreadable):
-        lines.append("[green]no copies, label conflicts, leaks, odd or unreadable images found[/]")
+    if not (report.pairs or report.oddities or report.unreadable or report.label_suspects):
+        lines.append("[green]no copies, label conflicts, leaks, suspect labels, odd or unreadable images found[/]")
     lines.append(f"everything in {result.folder / AUDIT_FILE}")
     excluded = report.exclusions()
     if excluded:
