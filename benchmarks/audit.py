@@ -64,13 +64,41 @@ def flip(folder: Path, share: float, keep: set[str], rng: np.random.Generator) -
     return flipped
 
 
+def timing(folder: Path) -> None:
+    """The whole audit (hashes, pairs, oddities, labels) of one folder, twice, as `automl-img audit` runs it."""
+    import resource
+
+    from automl_img.outputs.audit_report import run_audit
+    from automl_img.plugins import PluginSource
+
+    registry = PluginSource().load()
+    runs = []
+    for _ in range(2):
+        started = time.monotonic()
+        result = run_audit(registry, str(folder), out=Path(tempfile.mkdtemp(prefix="audit-timing-")))
+        runs.append(round(time.monotonic() - started, 1))
+    figures = {
+        "folder": str(folder.relative_to(DATA)),
+        "images": result.report.images,
+        "seconds": runs,
+        "peak_resident_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "pairs": {kind: len(result.report.of_kind(kind)) for kind in ("leak", "conflict", "duplicate")},
+        "label_suspects": len(result.report.label_suspects),
+    }
+    print(figures)
+    write_result(f"audit-timing-{folder.parent.name}", figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion-mnist-6k")
     parser.add_argument("--copies", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flip", type=float, default=0.05, help="share of training labels flipped")
+    parser.add_argument("--timing", action="store_true", help="only time the whole audit of DATA/test, twice")
     args = parser.parse_args()
+    if args.timing:
+        return timing(DATA / args.data / "test")
     from automl_img.data import list_image_folder
     from automl_img.data.audit import audit
     from automl_img.outputs.audit_report import check_labels
