@@ -109,6 +109,20 @@ def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, 
     assert len(listed.pairs) == 4 and (workdir / "again" / "exclusions.txt").exists()
 
 
+def test_byte_identical_copies_across_parts_and_classes_are_counted(planted):
+    import shutil
+
+    from automl_img.data.audit import exact_copies
+
+    shutil.copy(planted / "train/a/5.png", planted / "test/a/copy.png")  # a leak
+    shutil.copy(planted / "train/a/6.png", planted / "train/b/copy.png")  # a conflict
+    shutil.copy(planted / "train/b/7.png", planted / "train/b/again.png")  # neither
+    image_set = list_image_folder(planted)
+    assert image_set.parts is not None
+    copies = exact_copies(image_set, np.array(image_set.parts))
+    assert (copies.across_parts, copies.across_classes) == (2, 2)
+
+
 def test_a_bad_folder_gets_the_search_s_message(workdir, tmp_path):
     audited = run("audit", tmp_path / "nope", "--no-labels", expect=1)
     searched = run("search", tmp_path / "nope", expect=1)

@@ -14,6 +14,7 @@ folder's size, and the time grows with the square of the images (64-bit XOR and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -185,6 +186,32 @@ def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS) -> AuditRepo
         seconds=time.monotonic() - started,
         near_duplicate_bits=max_bits,
     )
+
+
+@dataclass(frozen=True)
+class ExactCopies:
+    """Byte-identical files that the split put in two parts, or that carry two labels: what a search checks
+    before its first trial (reading every file once, decoding none)."""
+
+    across_parts: int  #: files with an identical copy in another part of the split
+    across_classes: int  #: files with an identical copy in another class
+
+
+def exact_copies(image_set: ImageSet, parts: np.ndarray) -> ExactCopies:
+    """``parts``: each image's part of the split (any labels that tell parts apart)."""
+    groups: dict[bytes, list[int]] = {}
+    for row, path in enumerate(image_set.paths):
+        try:
+            digest = hashlib.blake2b(image_set.absolute(path).read_bytes(), digest_size=16).digest()
+        except OSError:
+            continue  # the search's decode reports it
+        groups.setdefault(digest, []).append(row)
+    across_parts = across_classes = 0
+    for rows in groups.values():
+        if len(rows) > 1:
+            across_parts += len(rows) * (len(set(parts[rows].tolist())) > 1)
+            across_classes += len(rows) * (len(set(image_set.labels[rows].tolist())) > 1)
+    return ExactCopies(across_parts, across_classes)
 
 
 def perceptual_hash(image: np.ndarray) -> int:

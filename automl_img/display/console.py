@@ -256,6 +256,13 @@ def study_lines(study: StoredStudy, data: StudyData, finished_before: int) -> li
         lines.append(
             f"[yellow]skipped {describe_skips(list(data.loader_skipped))} (every one listed in {study.skipped_file})[/]"
         )
+    copies = data.exact_copies
+    if copies and (copies.across_parts or copies.across_classes):
+        lines.append(
+            f"[yellow]{copies.across_parts} file(s) have an identical copy in another part of the split and "
+            f"{copies.across_classes} in another class: `automl-img audit` finds them and near copies, and "
+            "writes a list to leave out (--exclude)[/]"
+        )
     if data.not_in_split:
         lines.append(
             f"[yellow]{data.not_in_split} file(s) were added after this study fixed its split and "

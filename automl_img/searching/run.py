@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from automl_img.data.audit import exact_copies
 from automl_img.data.decode import probe_native_shape
 from automl_img.data.imageset import read_exclusions
 from automl_img.errors import StudyError
@@ -326,6 +327,7 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
         grades = options.grade_order or [] if options.is_ordinal else None
         excluded = read_exclusions(options.exclude) if options.exclude else []
         data = open_data(name, loader, options.source, options.seed or 0, grades=grades, excluded=excluded)
+        data.exact_copies = exact_copies(data.split.image_set, data.split.parts)
         config = _new_config(options, architectures, data, excluded)
         study = optuna.create_study(
             study_name=name,

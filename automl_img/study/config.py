@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 
 from automl_img.data import DecodedImages, ImageCache, ImageSet, Split, make_split
+from automl_img.data.audit import ExactCopies
 from automl_img.errors import StudyError
 from automl_img.hookspecs import DatasetLoader
 from automl_img.models import families
@@ -100,6 +101,7 @@ class StudyData:
     cache: ImageCache
     loader_skipped: tuple[tuple[str, str], ...] = ()
     not_in_split: int = 0  # files present now that the stored split predates
+    exact_copies: ExactCopies | None = None  # checked when the study is created
 
     @property
     def class_names(self) -> tuple[str, ...]:
