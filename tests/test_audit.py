@@ -133,7 +133,9 @@ def test_a_bad_folder_gets_the_search_s_message(workdir, tmp_path):
 def test_search_leaves_out_the_excluded_files_and_keeps_them_out_on_resume(workdir, planted):
     run("audit", planted, "--no-labels")
     exclusions = workdir / "studies" / "planted" / "audit" / "exclusions.txt"
-    run("search", planted, "--exclude", exclusions, "--trials", 1, "--epochs", 1, "-p", "image_size=16")
+    (planted / "test/a/copy.png").write_bytes((planted / "train/a/5.png").read_bytes())  # after the audit
+    searched = run("search", planted, "--exclude", exclusions, "--trials", 1, "--epochs", 1, "-p", "image_size=16")
+    assert "2 file(s) have an identical copy in another part of the split" in " ".join(searched.output.split())
     split = json.loads((workdir / "studies" / "planted" / "split.json").read_text())
     listed = str(split)
     assert "leak.jpg" not in listed and "conflict.png" not in listed and "cropped.png" not in listed
