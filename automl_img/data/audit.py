@@ -1,15 +1,17 @@
 """`automl-img audit`: what is wrong with a folder before a search trains on it.
 
-Copies of one image (re-saved, resized, slightly cropped or brightened) are found by a perceptual hash: the signs
-of the lowest 8x8 frequencies of the image's discrete cosine transform at 32 px, against their median (pHash,
-Zauner 2010), 64 bits per image. Two images whose hashes differ in at most ``NEAR_DUPLICATE_BITS`` bits are
-copies. A pair in one class is a duplicate, in two classes a label conflict (one image, two labels), and in
-two parts of a pre-split folder a leak (a test score that has seen its image). Then the odd ones: unreadable
-files (the list the search's skip report uses), near-uniform images, sizes and shapes far from the rest, a few
-colour images among grayscale ones, and the class balance.
+Copies of one image (re-saved, resized, brightened) are found by a perceptual hash: the signs of the lowest
+12x12 frequencies of the image's discrete cosine transform at 32 px, against their median (pHash, Zauner 2010,
+with more than twice the usual 64 bits: on Fashion-MNIST with planted copies those could not tell copies from the
+many look-alike products), 144 bits per image. Two images whose hashes differ in at most ``NEAR_DUPLICATE_BITS``
+bits are copies. Crops move too many bits and are missed. A pair in one class is a duplicate, in two classes a
+label conflict (one image, two labels), and in two parts of a pre-split folder a leak (a test score that has seen
+its image). Then the odd ones: unreadable files (the list the search's skip report uses), near-uniform images,
+sizes and shapes far from the rest, a few colour images among grayscale ones, and the class balance.
 
-All pairs are compared, a block of rows at a time: memory stays at about ``BLOCK`` x images bytes whatever the
-folder's size, and the time grows with the square of the images (64-bit XOR and popcount, fast in numpy).
+All pairs are compared, a block of rows at a time: memory stays at about 11 x ``BLOCK`` x images bytes whatever the
+folder's size (280 MB for 100,000 images), and the time grows with the square of the images (64-bit XOR and
+popcount, fast in numpy).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from automl_img.data.imageset import ImageSet
 from automl_img.native_output import native_stderr_muted
 
 HASH_SIZE = 32  # the image is shrunk to this many pixels a side before its transform
-NEAR_DUPLICATE_BITS = 10  # of 64; chosen on fashion-mnist-6k with planted copies (benchmarks/audit.py)
+HASH_FREQUENCIES = 12  # the lowest 12 x 12 frequencies: 144 bits, kept in three 64-bit words
+NEAR_DUPLICATE_BITS = 8  # of 144; chosen on fashion-mnist-6k with planted copies (benchmarks/audit.py)
 UNIFORM_STD = 2.0  # grey levels: below this an image is nearly one colour
 SIZE_FACTOR = 4.0  # an image whose area is this many times larger or smaller than the median's is odd
 ASPECT_FACTOR = 1.5  # ... or whose width / height is this far from the median's
@@ -51,7 +54,7 @@ class Pair:
     second_class: str
     first_part: str | None
     second_part: str | None
-    distance: int  #: bits of 64 in which their hashes differ (0: identical to the eye)
+    distance: int  #: bits of 144 in which their hashes differ (0: identical to the eye)
 
     @property
     def kind(self) -> str:
@@ -118,8 +121,8 @@ class AuditReport:
             "label_suspects": len(self.label_suspects),
         }
         found["method"] = (
-            f"perceptual hash (64-bit DCT sign hash at {HASH_SIZE} px); pairs within {self.near_duplicate_bits} "
-            "bits are copies"
+            f"perceptual hash ({HASH_FREQUENCIES**2}-bit DCT sign hash at {HASH_SIZE} px); pairs within "
+            f"{self.near_duplicate_bits} bits are copies"
         )
         return json.dumps(found, indent=2)
 
@@ -146,7 +149,7 @@ class AuditReport:
 
 @dataclass(frozen=True)
 class _Facts:
-    hash: int
+    hash: tuple[int, ...]  #: WORDS 64-bit words
     height: int
     width: int
     colour: bool
@@ -162,7 +165,7 @@ def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS) -> AuditRepo
     readable = [row for row, found in enumerate(facts) if isinstance(found, _Facts)]
     unreadable = [(image_set.paths[row], found) for row, found in enumerate(facts) if isinstance(found, str)]
     good = [found for found in facts if isinstance(found, _Facts)]
-    hashes = np.array([found.hash for found in good], dtype=np.uint64)
+    hashes = np.array([found.hash for found in good], dtype=np.uint64).reshape(len(good), WORDS)
     parts = image_set.parts
     names = image_set.class_names
 
@@ -214,21 +217,30 @@ def exact_copies(image_set: ImageSet, parts: np.ndarray) -> ExactCopies:
     return ExactCopies(across_parts, across_classes)
 
 
-def perceptual_hash(image: np.ndarray) -> int:
-    """64 bits: the signs of the lowest 8x8 DCT frequencies of the grayscale image at 32 px, against their median."""
+WORDS = -(-(HASH_FREQUENCIES**2) // 64)
+
+
+def perceptual_hash(image: np.ndarray) -> tuple[int, ...]:
+    """144 bits as three 64-bit words (the last padded with zeros): the signs of the lowest 12x12 DCT frequencies
+    of the grayscale image at 32 px, against their median."""
     gray = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     small = cv2.resize(gray, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8].flatten()
+    low = cv2.dct(small)[:HASH_FREQUENCIES, :HASH_FREQUENCIES].flatten()
     bits = low > np.median(low[1:])  # the constant term left out of the median: brightness does not move it
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    packed = np.zeros(WORDS * 8, dtype=np.uint8)
+    packed[: -(-len(bits) // 8)] = np.packbits(bits)
+    return tuple(int(word) for word in packed.view(">u8"))
 
 
 def near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
-    """``(i, j, bits)`` for every pair i < j whose hashes differ in at most ``max_bits`` bits."""
+    """``(i, j, bits)`` for every pair i < j whose hashes ((images, words) uint64) differ in at most ``max_bits``
+    bits."""
     found = []
     for start in range(0, len(hashes), BLOCK):
         rows = hashes[start : start + BLOCK]
-        distances = np.bitwise_count(rows[:, None] ^ hashes[None, start:])
+        distances = np.zeros((len(rows), len(hashes) - start), dtype=np.uint16)
+        for word in range(hashes.shape[1]):
+            distances += np.bitwise_count(rows[:, None, word] ^ hashes[None, start:, word])
         first, second = np.nonzero(distances <= max_bits)
         keep = second > first  # each pair once, no image with itself
         for i, j in zip(first[keep], second[keep]):
