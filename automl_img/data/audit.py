@@ -110,7 +110,7 @@ class AuditReport:
         return [pair for pair in self.pairs if pair.kind == kind]
 
     def exclusions(self) -> list[str]:
-        """Files to leave out of a search, in order: the copies' and the unreadable ones are not needed."""
+        """Files to leave out of a search, most serious first: one of each pair of copies, both of a conflict."""
         return list(dict.fromkeys(path for pair in self.pairs for path in pair.excluded))
 
     def to_json(self) -> str:
