@@ -19,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 import automl_img
 from automl_img.data import list_image_folder
 from automl_img.data.decode import DECODE_VERSION, UnreadableImage, read_image
+from automl_img.outputs.bundle import BundleManifest
 from automl_img.study.handle import SKIPPED_FILE
 
 
@@ -155,7 +156,9 @@ def test_a_mixed_folder_searches_exports_and_predicts_on_the_same_pixels(workdir
 
     model = keras.saving.load_model(workdir / "studies" / "mixed" / "export" / "model.keras")
     readable = [i for i, path in enumerate(image_set.paths) if not path.endswith("broken.dcm")]
-    expected = model.predict(searched[readable], verbose=0)
+    calibration = BundleManifest.read(workdir / "studies" / "mixed" / "export").calibration
+    assert calibration is not None
+    expected = calibration.apply(model.predict(searched[readable], verbose=0))  # as predict calibrates
     for row, probabilities in zip(readable, expected):
         given = rows[str(data / image_set.paths[row])]["probabilities"]
         assert np.allclose([given[name] for name in ("left", "right")], probabilities, atol=1e-5)

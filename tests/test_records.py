@@ -72,6 +72,7 @@ def test_every_search_option_is_in_the_recorded_command_with_a_real_flag():
         objective="loss",
         ordinal=True,
         class_order="none,mild,severe",
+        exclude="audit/exclusions.txt",
         sampler="random",
         pruner="none",
         class_weights="on",
