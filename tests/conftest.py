@@ -41,6 +41,16 @@ def _process_state_is_restored(_process_state_at_start):
     assert (Path.cwd(), os.environ.get(STUDIES_ENV)) == _process_state_at_start, "left changed by this test"
 
 
+@pytest.fixture(autouse=True)
+def _in_process_plugins_are_removed() -> None:
+    """A plugin a test registers in-process (``automl_img.search(architecture=obj)`` does) is gone after it, so a
+    later test in the same worker sees only the built-ins."""
+    before = set(pm.get_plugins())
+    yield
+    for plugin in set(pm.get_plugins()) - before:
+        pm.unregister(plugin)
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """All 1,797 digits as 8x8 grayscale PNGs, one folder per class. Treat as read-only."""
