@@ -181,3 +181,41 @@ def test_flipped_labels_rank_first_among_the_suspects(workdir, digits_dir, tmp_p
     assert precision >= 0.6, (precision, top[:10])
     exclusions = (tmp_path / "audit" / "exclusions.txt").read_text()
     assert f"# {top[0]}  # labelled" in exclusions
+
+
+def test_a_second_audit_decodes_only_new_or_changed_files_and_finds_the_same(planted, tmp_path, monkeypatch):
+    from automl_img.data import audit as audit_module
+    from automl_img.models import label_errors
+
+    decoded: list[str] = []
+    extracted: list[int] = []
+    facts, extractor = audit_module._facts, label_errors.lite0_extractor
+
+    def counting_facts(path: Path):
+        decoded.append(path.name)
+        return facts(path)
+
+    def counting_extractor(shape):
+        extract = extractor(shape)
+        return lambda images: extracted.append(len(images)) or extract(images)
+
+    monkeypatch.setattr(audit_module, "_facts", counting_facts)
+    monkeypatch.setattr(label_errors, "lite0_extractor", counting_extractor)
+    first = automl_img.audit(planted, out=tmp_path / "audit").report
+    assert len(decoded) == 47 and extracted == [46]  # the broken file decodes to nothing
+    assert first.label_check.startswith("out-of-fold") and (tmp_path / "audit" / "audit-cache.npz").exists()
+    decoded.clear(), extracted.clear()
+    second = automl_img.audit(planted, out=tmp_path / "audit").report
+    assert decoded == ["broken.png"] and extracted == []  # an unreadable file is tried again: it may be fixed
+    assert (second.pairs, second.oddities, second.label_suspects) == (first.pairs, first.oddities, first.label_suspects)
+    cv2.imwrite(str(planted / "train/a/5.png"), cv2.imread(str(planted / "train/a/0.png")))  # now a copy of 0.png
+    decoded.clear()
+    third = automl_img.audit(planted, out=tmp_path / "audit").report
+    assert sorted(decoded) == ["5.png", "broken.png"] and extracted == [1]
+    assert ("duplicate", frozenset(("train/a/0.png", "train/a/5.png"))) in {
+        (pair.kind, frozenset((pair.first, pair.second))) for pair in third.pairs
+    }
+    (tmp_path / "audit" / "audit-cache.npz").write_bytes(b"not a cache")  # cut short: ignored, written again
+    decoded.clear()
+    assert automl_img.audit(planted, out=tmp_path / "audit", labels=False).report.pairs == third.pairs
+    assert len(decoded) == 47

