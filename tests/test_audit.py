@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -105,6 +107,15 @@ def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, 
         line.startswith("test/a/leak.jpg  # leak of train/a/0.png") for line in exclusions
     )
     assert "--exclude studies/planted/audit/exclusions.txt" in " ".join(result.output.split())
+    page = (folder / "audit.html").read_text()
+    assert "audit.html" in result.output and "Copies across train/val/test" in page
+    thumbnails = re.findall(r'src="data:image/png;base64,([^"]+)" alt="([^"]+)"', page)
+    assert sorted(alt for _, alt in thumbnails) == sorted(
+        ["0.png", "leak.jpg", "3.png", "larger.png", "1.png", "conflict.png", "2.png", "resized.png"]
+        + ["blank.png", "wide.png"]
+    )  # each pair side by side, each odd image; the broken file is named in the unreadable table
+    wide = cv2.imdecode(np.frombuffer(base64.b64decode(dict((a, t) for t, a in thumbnails)["wide.png"]), np.uint8), 0)
+    assert wide.shape == (22, 112) and "train/a/broken.png" in page
     listed = automl_img.audit(planted, out=workdir / "again", labels=False).report
     assert len(listed.pairs) == 4 and (workdir / "again" / "exclusions.txt").exists()
 

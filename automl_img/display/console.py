@@ -397,7 +397,7 @@ def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
         lines.append(f"[yellow]unreadable or skipped: {describe_skips(list(report.unreadable))}[/]")
     if not (report.pairs or report.oddities or report.unreadable or report.label_suspects):
         lines.append("[green]no copies, label conflicts, leaks, suspect labels, odd or unreadable images found[/]")
-    lines.append(f"everything in {result.folder / AUDIT_FILE}")
+    lines.append(f"everything in {result.folder / AUDIT_FILE}; to look at: {result.page}")
     excluded = report.exclusions()
     if excluded:
         data = result.source or "DATA_DIR"

@@ -19,6 +19,7 @@ from automl_img.study.config import default_study_name, study_dir
 
 AUDIT_FILE = "audit.json"
 EXCLUSIONS_FILE = "exclusions.txt"
+AUDIT_PAGE = "audit.html"
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,17 @@ class AuditResult:
     def exclusions_file(self) -> Path:
         return self.folder / EXCLUSIONS_FILE
 
+    @property
+    def page(self) -> Path:
+        """audit.html: the pairs, suspects and odd images as thumbnails."""
+        return self.folder / AUDIT_PAGE
+
 
 def run_audit(
     registry: Registry, source: str | None, dataset: str = "folder", out: Path | None = None, labels: bool = True
 ) -> AuditResult:
     """List the folder as the search would (same loader, same messages for a bad path or an empty class), audit
-    every image (``labels``: their labels too), write ``audit.json`` and ``exclusions.txt`` (default:
+    every image (``labels``: their labels too), write ``audit.json``, ``audit.html`` and ``exclusions.txt`` (default:
     studies/NAME/audit/)."""
     started = time.monotonic()
     loader = registry.get("dataset", dataset)
@@ -54,6 +60,9 @@ def run_audit(
     cache.save(folder / CACHE_FILE)
     (folder / AUDIT_FILE).write_text(report.to_json(), encoding="utf-8")
     report.write_exclusions(folder / EXCLUSIONS_FILE)
+    from automl_img.outputs.audit_page import write_audit_page  # here: it reaches display/, whose console imports us
+
+    write_audit_page(report, folder / AUDIT_PAGE)
     return AuditResult(folder, report, source)
 
 

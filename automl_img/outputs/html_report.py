@@ -62,11 +62,7 @@ def write_report(
             _figure("Where the model looked (Grad-CAM on test images)", lambda: _explained(bundle_dir, registry))
         )
     sections.append(_trials_table(stored))
-    page = _PAGE.format(
-        title=html.escape(f"automl-img: {stored.name}"),
-        body="\n".join(sections),
-        created=time.strftime("%Y-%m-%d %H:%M"),
-    )
+    page = html_page(f"automl-img: {stored.name}", "\n".join(sections))
     target = Path(out) if out else stored.folder / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
@@ -381,6 +377,11 @@ def html_table(columns: list[str], rows: list[list], css_class: str = "") -> str
     return f"<table{f' class={css_class!r}' if css_class else ''}><tr>{header}</tr>{body}</table>"
 
 
+def html_page(title: str, body: str) -> str:
+    """A whole self-contained page in the report's style."""
+    return _PAGE.format(title=html.escape(title), body=body, created=time.strftime("%Y-%m-%d %H:%M"))
+
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -389,6 +390,8 @@ h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; border-botto
 table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ padding: 2px 10px; text-align: left; }}
 table.trials tr:nth-child(even), table.facts tr:nth-child(even) {{ background: #f5f5f5; }}
 img {{ max-width: 100%; }} .note {{ color: #777; font-style: italic; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 12px; }} .card {{ margin: 0; max-width: 250px; font-size: 0.8em; }}
+.card img {{ margin-right: 4px; image-rendering: pixelated; }}
 </style></head>
 <body>
 {body}
