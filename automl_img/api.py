@@ -365,8 +365,8 @@ def audit(
 ) -> AuditResult:
     """Check a folder before a search, as ``automl-img audit``: copies (``.report.pairs``, each a duplicate,
     a label conflict or a leak across train/val/test), likely label errors (``labels``), odd and unreadable
-    images; writes audit.json and exclusions.txt (for ``search(exclude=...)``) into ``out`` (default
-    studies/NAME/audit)."""
+    images; writes audit.json, audit.html (``.page``), exclusions.txt (for ``search(exclude=...)``) and a cache
+    that makes the next audit of the folder quick into ``out`` (default studies/NAME/audit)."""
     from automl_img.outputs.audit_report import run_audit
 
     source = os.fspath(data_dir) if data_dir is not None else None

@@ -161,7 +161,8 @@ def audit(
     ] = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader plugin, as search takes it.")] = "folder",
     out: Annotated[
-        Path | None, typer.Option(help="Folder for audit.json and exclusions.txt (default studies/NAME/audit).")
+        Path | None,
+        typer.Option(help="Folder for audit.json, audit.html and exclusions.txt (default studies/NAME/audit)."),
     ] = None,
     labels: Annotated[
         bool,

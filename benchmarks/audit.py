@@ -1,6 +1,8 @@
 """`automl-img audit` on folders with planted copies: recall and precision of the leaks it finds, by threshold.
 
     python benchmarks/audit.py [--data fashion-mnist-6k] [--copies 200] [--seed 0]
+    python benchmarks/audit.py --data fashion-mnist --timing     # 10,000 images, twice: the second reads the cache
+    python benchmarks/audit.py --scale 100000                     # time and memory without the label check
 
 Copies DATA (pre-split train/test PNG folders) to a temporary folder and plants COPIES copies of training
 images into test, each changed one way: re-encoded as JPEG (quality 85), resized by 90-110 %, cropped by up to
@@ -65,17 +67,19 @@ def flip(folder: Path, share: float, keep: set[str], rng: np.random.Generator) -
 
 
 def timing(folder: Path) -> None:
-    """The whole audit (hashes, pairs, oddities, labels) of one folder, twice, as `automl-img audit` runs it."""
+    """The whole audit (hashes, pairs, oddities, labels) of one folder, twice into one folder (the second run
+    reads the first one's cache), as `automl-img audit` runs it."""
     import resource
 
     from automl_img.outputs.audit_report import run_audit
     from automl_img.plugins import PluginSource
 
     registry = PluginSource().load()
+    out = Path(tempfile.mkdtemp(prefix="audit-timing-"))  # the second run finds the first one's cache there
     runs = []
     for _ in range(2):
         started = time.monotonic()
-        result = run_audit(registry, str(folder), out=Path(tempfile.mkdtemp(prefix="audit-timing-")))
+        result = run_audit(registry, str(folder), out=out)
         runs.append(round(time.monotonic() - started, 1))
     figures = {
         "folder": str(folder.relative_to(DATA)),
@@ -89,6 +93,39 @@ def timing(folder: Path) -> None:
     write_result(f"audit-timing-{folder.parent.name}", figures)
 
 
+def scale(images: int) -> None:
+    """Time and peak memory of the audit without its label check on a generated folder of ``images`` images:
+    Fashion-MNIST's 70,000 (linked, not copied) and as many of their mirror images as it takes."""
+    import os
+    import resource
+
+    from automl_img.outputs.audit_report import run_audit
+    from automl_img.plugins import PluginSource
+
+    source = DATA / "fashion-mnist"
+    folder = Path(tempfile.mkdtemp(prefix="audit-scale-")) / "data"
+    files = sorted(source.rglob("*.png"))
+    for n in range(images):
+        original = files[n % len(files)]
+        target = folder / original.relative_to(source).parent / f"{n // len(files)}-{original.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if n < len(files):
+            os.link(original, target)
+        else:
+            cv2.imwrite(str(target), cv2.imread(str(original), cv2.IMREAD_GRAYSCALE)[:, ::-1])
+    started = time.monotonic()
+    result = run_audit(PluginSource().load(), str(folder), out=folder.parent / "audit", labels=False)
+    figures = {
+        "images": result.report.images,
+        "seconds": round(time.monotonic() - started, 1),
+        "peak_resident_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "pairs": {kind: len(result.report.of_kind(kind)) for kind in ("leak", "conflict", "duplicate")},
+    }
+    print(figures)
+    write_result(f"audit-scale-{images}", figures)
+    shutil.rmtree(folder.parent)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion-mnist-6k")
@@ -96,9 +133,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flip", type=float, default=0.05, help="share of training labels flipped")
     parser.add_argument("--timing", action="store_true", help="only time the whole audit of DATA/test, twice")
+    parser.add_argument("--scale", type=int, help="only time the audit without labels of a generated folder this big")
     args = parser.parse_args()
     if args.timing:
         return timing(DATA / args.data / "test")
+    if args.scale:
+        return scale(args.scale)
     from automl_img.data import list_image_folder
     from automl_img.data.audit import audit
     from automl_img.outputs.audit_report import check_labels
