@@ -289,6 +289,9 @@ def test_workers_on_one_machine_share_the_trials_and_ctrl_c_stops_them_all(workd
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # as from a terminal, even where pytest runs in the background of a script, whose shell ignores SIGINT
+        # for its children
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 180
     while time.time() < deadline:
