@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -121,7 +122,6 @@ def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, 
 
 
 def test_byte_identical_copies_across_parts_and_classes_are_counted(planted):
-    import shutil
 
     from automl_img.data.audit import exact_copies
 
@@ -134,10 +134,17 @@ def test_byte_identical_copies_across_parts_and_classes_are_counted(planted):
     assert (copies.across_parts, copies.across_classes) == (2, 2)
 
 
-def test_a_bad_folder_gets_the_search_s_message(workdir, tmp_path):
+def test_a_bad_folder_gets_the_search_s_message(workdir, tmp_path, planted):
     audited = run("audit", tmp_path / "nope", "--no-labels", expect=1)
     searched = run("search", tmp_path / "nope", expect=1)
     assert audited.output == searched.output and "Traceback" not in audited.output
+    one_class = tmp_path / "one-class"
+    shutil.copytree(planted / "train" / "a", one_class / "a")
+    (one_class / "b").mkdir()  # an empty class folder: left out, which leaves one class
+    audited = run("audit", one_class, "--no-labels", expect=1)
+    assert audited.output == run("search", one_class, expect=1).output and "single class (a)" in audited.output
+    (planted / "train" / "c").mkdir()  # left out, and named as the search's skip report names it
+    assert "train/c/ (empty class folder, left out)" in " ".join(run("audit", planted, "--no-labels").output.split())
 
 
 @pytest.mark.slow
@@ -173,7 +180,6 @@ def test_confident_learning_flags_the_image_whose_label_another_class_claims():
 
 @pytest.mark.slow
 def test_flipped_labels_rank_first_among_the_suspects(workdir, digits_dir, tmp_path):
-    import shutil
 
     data = Path(shutil.copytree(digits_dir, tmp_path / "digits"))
     rng = np.random.default_rng(0)
