@@ -200,6 +200,7 @@ def test_flipped_labels_rank_first_among_the_suspects(workdir, digits_dir, tmp_p
     assert f"# {top[0]}  # labelled" in exclusions
 
 
+@pytest.mark.slow  # builds Lite0
 def test_a_second_audit_decodes_only_new_or_changed_files_and_finds_the_same(planted, tmp_path, monkeypatch):
     from automl_img.data import audit as audit_module
     from automl_img.models import label_errors
