@@ -43,6 +43,11 @@ ASPECT_FACTOR = 1.5  # ... or whose width / height is this far from the median's
 COLOUR_MINORITY = 0.05  # colour images are odd when fewer than this share of a mostly grayscale folder
 BLOCK = 256  # rows of the pair comparison at a time
 KINDS = ("leak", "conflict", "duplicate")  # a pair's kind, most serious first
+KIND_TITLES = {
+    "leak": "copies across train/val/test (the test score has seen them)",
+    "conflict": "copies with different labels (label conflicts)",
+    "duplicate": "copies within a class",
+}
 
 
 @dataclass(frozen=True)

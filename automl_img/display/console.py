@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from automl_img.data.audit import KIND_TITLES
 from automl_img.data.imageset import all_numbered
 from automl_img.models.metrics import OBJECTIVES
 from automl_img.outputs.audit_report import AUDIT_FILE, AuditResult
@@ -366,12 +367,7 @@ def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
         f"classes: {', '.join(f'{name} {n}' for name, n in counts.items())}"
         + (f" (largest/smallest {max(counts.values()) / min(counts.values()):.1f})" if min(counts.values()) else ""),
     ]
-    titles = {
-        "leak": "copies across train/val/test (the test score has seen them)",
-        "conflict": "copies with different labels (label conflicts)",
-        "duplicate": "copies within a class",
-    }
-    for kind, title in titles.items():
+    for kind, title in KIND_TITLES.items():
         pairs = report.of_kind(kind)
         colour = "red" if kind != "duplicate" else "yellow"
         if pairs:

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import cv2
 
-from automl_img.data.audit import KINDS, AuditReport
+from automl_img.data.audit import KIND_TITLES, KINDS, AuditReport
 from automl_img.data.decode import UnreadableImage, read_image
 from automl_img.outputs.html_report import html_page, html_table
 
 SHOWN = 60  # of each list; audit.json holds them all
 THUMBNAIL = 112  # px, the longer side
-TITLES = {
-    "leak": "Copies across train/val/test (the test score has seen them)",
-    "conflict": "Copies with different labels (label conflicts)",
-    "duplicate": "Copies within a class",
-}
 
 
 def write_audit_page(report: AuditReport, target: Path) -> Path:
@@ -43,7 +38,7 @@ def write_audit_page(report: AuditReport, target: Path) -> Path:
             )
             for pair in pairs[:SHOWN]
         ]
-        sections.append(_section(TITLES[kind], len(pairs), cards))
+        sections.append(_section(KIND_TITLES[kind].capitalize(), len(pairs), cards))
     cards = [
         _card(
             [root / s.path],
