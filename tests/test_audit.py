@@ -237,3 +237,21 @@ def test_a_second_audit_decodes_only_new_or_changed_files_and_finds_the_same(pla
     decoded.clear()
     assert automl_img.audit(planted, out=tmp_path / "audit", labels=False).report.pairs == third.pairs
     assert len(decoded) == 47
+
+
+def test_the_terminal_prints_names_and_messages_with_brackets_as_they_are(tmp_path):
+    from rich.console import Console
+
+    from automl_img.data.audit import AuditReport, Oddity
+    from automl_img.display.console import audit_lines
+    from automl_img.outputs.audit_report import AuditResult
+
+    report = AuditReport(root=str(tmp_path), images=4, class_counts={"a[1]": 2, "b": 2}, part_counts=None)
+    report.oddities = [Oddity("a[1]/x[red].png", "nearly uniform")]
+    report.label_check = "not run: pip install 'automl-img[pretrained]', then audit again"
+    screen = Console(record=True, width=400)
+    for line in audit_lines(AuditResult(tmp_path / "audit[2]", report, str(tmp_path))):
+        screen.print(line)
+    shown = screen.export_text()
+    assert "classes: a[1] 2, b 2" in shown and "a[1]/x[red].png: nearly uniform" in shown
+    assert "'automl-img[pretrained]'" in shown and "audit[2]/audit.html" in shown

@@ -9,6 +9,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -358,13 +359,14 @@ def _sizes_text(config: StudyConfig) -> str:
 
 
 def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
-    """What the audit found, most serious first, a few examples of each (rich markup)."""
+    """What the audit found, most serious first, a few examples of each (rich markup; names and paths escaped, so
+    a file called ``x[1].png`` or a message naming ``automl-img[pretrained]`` prints as it is)."""
     report = result.report
     counts = report.class_counts
     parts = f" ({', '.join(f'{part} {n}' for part, n in report.part_counts.items())})" if report.part_counts else ""
     lines = [
-        f"audited {report.images} images in {len(counts)} classes{parts} in {format_seconds(report.seconds)}",
-        f"classes: {', '.join(f'{name} {n}' for name, n in counts.items())}"
+        f"audited {report.images} images in {len(counts)} classes{escape(parts)} in {format_seconds(report.seconds)}",
+        escape(f"classes: {', '.join(f'{name} {n}' for name, n in counts.items())}")
         + (f" (largest/smallest {max(counts.values()) / min(counts.values()):.1f})" if min(counts.values()) else ""),
     ]
     for kind, title in KIND_TITLES.items():
@@ -373,32 +375,40 @@ def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
         if pairs:
             lines.append(f"[{colour}]{len(pairs)} pair(s) of {title}[/], e.g.:")
             lines += [
-                f"  {p.first} ({p.first_class}{', ' + p.first_part if p.first_part else ''}) ~ {p.second} "
-                f"({p.second_class}{', ' + p.second_part if p.second_part else ''}), {p.distance} bits apart"
+                escape(
+                    f"  {p.first} ({p.first_class}{', ' + p.first_part if p.first_part else ''}) ~ {p.second} "
+                    f"({p.second_class}{', ' + p.second_part if p.second_part else ''}), {p.distance} bits apart"
+                )
                 for p in pairs[:shown]
             ]
     if report.label_suspects:
-        lines.append(f"[yellow]{len(report.label_suspects)} likely label error(s)[/] ({report.label_check}), e.g.:")
+        lines.append(
+            f"[yellow]{len(report.label_suspects)} likely label error(s)[/] ({escape(report.label_check)}), e.g.:"
+        )
         lines += [
-            f"  {s.path}: labelled {s.given} ({s.given_probability:.2f}), looks like {s.likely} "
-            f"({s.likely_probability:.2f})"
+            escape(
+                f"  {s.path}: labelled {s.given} ({s.given_probability:.2f}), looks like {s.likely} "
+                f"({s.likely_probability:.2f})"
+            )
             for s in report.label_suspects[:shown]
         ]
     elif report.label_check.startswith("not run"):
-        lines.append(f"labels {report.label_check}")
+        lines.append(escape(f"labels {report.label_check}"))
     if report.oddities:
         lines.append(f"[yellow]{len(report.oddities)} odd image(s)[/], e.g.:")
-        lines += [f"  {o.path}: {o.reason}" for o in report.oddities[:shown]]
+        lines += [escape(f"  {o.path}: {o.reason}") for o in report.oddities[:shown]]
     if report.unreadable:
-        lines.append(f"[yellow]unreadable or skipped: {describe_skips(list(report.unreadable))}[/]")
+        lines.append(f"[yellow]unreadable or skipped: {escape(describe_skips(list(report.unreadable)))}[/]")
     if not (report.pairs or report.oddities or report.unreadable or report.label_suspects):
         lines.append("[green]no copies, label conflicts, leaks, suspect labels, odd or unreadable images found[/]")
-    lines.append(f"everything in {result.folder / AUDIT_FILE}; to look at: {result.page}")
+    lines.append(escape(f"everything in {result.folder / AUDIT_FILE}; to look at: {result.page}"))
     excluded = report.exclusions()
     if excluded:
         data = result.source or "DATA_DIR"
         lines.append(
-            f"{len(excluded)} file(s) to leave out are listed in {result.exclusions_file}; edit it, then: "
-            f"automl-img search {data} --exclude {result.exclusions_file}"
+            escape(
+                f"{len(excluded)} file(s) to leave out are listed in {result.exclusions_file}; edit it, then: "
+                f"automl-img search {data} --exclude {result.exclusions_file}"
+            )
         )
     return lines
