@@ -328,9 +328,11 @@ def predict(
         written = model.write_explanations(files, explain)
         console.print(f"explanations: {len(written)} Grad-CAM overlays in {explain}/")
     if unreadable:
+        from rich.markup import escape
+
         from automl_img.study.config import describe_skips
 
-        console.print(f"[yellow]skipped unreadable {describe_skips(unreadable)}[/]")
+        console.print(f"[yellow]skipped unreadable {escape(describe_skips(unreadable))}[/]")
 
 
 @command_with_one_line_errors()

@@ -302,14 +302,15 @@ def test_pre_split_layout_is_used_as_given(workdir, digits_dir, tmp_path):
 
 
 def test_unreadable_files_are_reported_by_name_and_count(workdir, digits_copy):
-    (digits_copy / "0" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    # names with brackets print as they are, not as the terminal's markup
+    (digits_copy / "0" / "corrupt[1].png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
     (digits_copy / "1" / "empty.png").write_bytes(b"")
-    (digits_copy / "2" / "notes.txt").write_text("not an image")
+    (digits_copy / "2" / "notes[red].txt").write_text("not an image")
     result = run("search", digits_copy, "--trials", 1, "--epochs", 1)
     assert "skipped unreadable 2 files" in result.output
-    assert "0/corrupt.png (not a readable image" in result.output
+    assert "0/corrupt[1].png (not a readable image" in result.output
     assert "1/empty.png (empty file)" in result.output
-    assert "2/notes.txt (not an image file extension)" in result.output
+    assert "2/notes[red].txt (not an image file extension)" in result.output
     assert load_study("digits-copy").trials[0].state == optuna.trial.TrialState.COMPLETE
 
 

@@ -256,7 +256,8 @@ def study_lines(study: StoredStudy, data: StudyData, finished_before: int) -> li
         )
     if data.loader_skipped:
         lines.append(
-            f"[yellow]skipped {describe_skips(list(data.loader_skipped))} (every one listed in {study.skipped_file})[/]"
+            f"[yellow]skipped {escape(describe_skips(list(data.loader_skipped)))} "
+            f"(every one listed in {escape(str(study.skipped_file))})[/]"
         )
     copies = data.exact_copies
     if copies and (copies.across_parts or copies.across_classes):
@@ -326,8 +327,8 @@ def summary_lines(summary: SearchSummary, again: str, next_step: str) -> list[st
     ]
     if summary.unreadable:
         lines.append(
-            f"[yellow]skipped unreadable {describe_skips(summary.unreadable)} "
-            f"(every one listed in {summary.skipped_file})[/]"
+            f"[yellow]skipped unreadable {escape(describe_skips(summary.unreadable))} "
+            f"(every one listed in {escape(str(summary.skipped_file))})[/]"
         )
     if summary.interrupted:
         lines.append(
