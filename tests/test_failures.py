@@ -24,7 +24,7 @@ class BuggyPlugins:
 
         units = hp.Int("units", 1, 1000, default=1)
         if units == 1:  # the first trial is every parameter's default: it meets the bug
-            raise ValueError("plugin bug with units=1")
+            raise ValueError("plugin bug with units=1 [see its docs]")  # brackets: printed as they are
         inputs = keras.Input(input_shape)
         hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
         return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(hidden))
@@ -50,11 +50,11 @@ def buggy_plugins(register_plugin):
 @pytest.mark.slow
 def test_a_raising_plugin_fails_one_trial_and_the_search_goes_on(workdir, digits_dir, buggy_plugins):
     result = run("search", digits_dir, "--architecture", "buggy-at-default", "--trials", 2, "--epochs", 1, "--seed", 0)
-    assert "trial #0 failed: ValueError: plugin bug with units=1" in result.output
+    assert "trial #0 failed: ValueError: plugin bug with units=1 [see its docs]" in result.output
     assert "2 completed, 0 pruned, 1 failed" in result.output
     recorded = trials_of("digits")
     assert [t.state for t in recorded] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
-    assert recorded[0].user_attrs["fail_reason"] == "ValueError: plugin bug with units=1"
+    assert recorded[0].user_attrs["fail_reason"] == "ValueError: plugin bug with units=1 [see its docs]"
     assert recorded[0].params["units"] == 1 and all(t.params["units"] != 1 for t in recorded[1:])
 
 

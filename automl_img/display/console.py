@@ -301,7 +301,7 @@ def trial_line(trial: TrialRecord, tally: _Tally) -> str:
     elif trial.state == TrialState.PRUNED:
         outcome = f"[yellow]pruned[/] after epoch {len(trial.intermediate_values)}"
     else:
-        outcome = f"[red]failed[/]: {trial.fail_reason or 'see the log'}"
+        outcome = f"[red]failed[/]: {escape(trial.fail_reason or 'see the log')}"  # "pip install 'x[extra]'"
     return (
         f"trial #{trial.number} {outcome}, {format_seconds(trial.seconds or 0)}"
         f" | {tally.done}/{tally.trials} finished ({tally.pruned} pruned this run)"
