@@ -26,7 +26,7 @@ def searched_once(tmp_path_factory, digits_dir):
     """One short, seeded search on the digits and its export, shared by the tests below."""
     studies = tmp_path_factory.mktemp("searched") / "studies"
     with studies_at(studies):
-        search = run("search", digits_dir, "--trials", 4, "--epochs", 15, "--seed", 7)
+        search = run("search", digits_dir, "--trials", 4, "--epochs", 9, "--seed", 7)
         export = run("export-best", "--ensemble", 3)
     return {
         "studies": studies,
