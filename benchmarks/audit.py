@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from _common import DATA, write_result
 
+CHANGES = ("jpeg", "resize", "crop", "brightness")  # planted copy n is changed the way CHANGES[n % 4] says
+
 
 def plant(folder: Path, copies: int, rng: np.random.Generator) -> set[tuple[str, str]]:
     """Copy training images into test, changed; returns the (train path, test path) pairs, relative."""
@@ -34,7 +36,7 @@ def plant(folder: Path, copies: int, rng: np.random.Generator) -> set[tuple[str,
     for n, source in enumerate(rng.choice(len(train), size=copies, replace=False)):
         path = train[int(source)]
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        change = n % 4
+        change = n % len(CHANGES)
         height, width = image.shape
         if change == 1:
             scale = rng.uniform(0.9, 1.1)
@@ -126,6 +128,21 @@ def scale(images: int) -> None:
     shutil.rmtree(folder.parent)
 
 
+def _change_of(pair: tuple[str, str]) -> str:
+    return CHANGES[int(Path(pair[1]).stem.removeprefix("planted-")) % len(CHANGES)]
+
+
+def _scores(found: list, planted: set[tuple[str, str]]) -> dict[str, float]:
+    """Planted copies found as leaks, and the planted share of the leaks reported."""
+    leaks = {(p.first, p.second) for p in found if p.kind == "leak"}
+    leaks |= {(b, a) for a, b in leaks}
+    true_reported = sum((p.first, p.second) in planted or (p.second, p.first) in planted for p in found)
+    return {
+        "leak_recall": round(sum(pair in leaks for pair in planted) / len(planted), 4),
+        "precision_of_cross_split_pairs": round(true_reported / max(1, sum(p.kind == "leak" for p in found)), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion-mnist-6k")
@@ -149,28 +166,37 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     planted = plant(planted_folder, args.copies, rng)
     flipped = flip(planted_folder, args.flip, {source for source, _ in planted}, rng)
-    figures: dict = {"data": args.data, "copies": args.copies, "flipped": len(flipped), "by_threshold": {}}
-    widest = 16
+    figures: dict = {"data": args.data, "copies": args.copies, "flipped": len(flipped)}
     for name, folder in (("clean", clean), ("planted", planted_folder)):
-        started = time.monotonic()
-        report = audit(list_image_folder(folder), max_bits=widest)
-        figures[f"{name}_images"] = report.images
-        figures[f"{name}_seconds"] = round(time.monotonic() - started, 1)
-        for bits in range(0, widest + 1, 2):
-            found = [pair for pair in report.pairs if pair.distance <= bits]
-            row = figures["by_threshold"].setdefault(str(bits), {})
-            row[f"{name}_pairs"] = {
-                kind: sum(p.kind == kind for p in found) for kind in ("leak", "conflict", "duplicate")
-            }
-            if name == "planted":
-                leaks = {(p.first, p.second) for p in found if p.kind == "leak"}
-                leaks |= {(b, a) for a, b in leaks}
-                hit = sum(pair in leaks for pair in planted)
-                true_reported = sum((p.first, p.second) in planted or (p.second, p.first) in planted for p in found)
-                row["leak_recall"] = round(hit / len(planted), 4)
-                row["precision_of_cross_split_pairs"] = round(
-                    true_reported / max(1, sum(p.kind == "leak" for p in found)), 4
-                )
+        # The hash alone at every threshold up to 16 bits; then the defaults' hash with aligned leaks up to 12 bits.
+        for sweep, options, limit in (
+            ("by_threshold", {"max_bits": 16, "aligned_bits": None}, 16),
+            ("by_aligned_threshold", {"aligned_bits": 12}, 12),
+        ):
+            started = time.monotonic()
+            report = audit(list_image_folder(folder), **options)
+            figures[f"{name}_images"] = report.images
+            figures[f"{name}_seconds_{sweep}"] = round(time.monotonic() - started, 1)
+            for bits in range(0, limit + 1, 2):
+                if sweep == "by_threshold":
+                    found = [pair for pair in report.pairs if pair.distance <= bits]
+                else:
+                    found = [pair for pair in report.pairs if not pair.aligned or pair.distance <= bits]
+                row = figures.setdefault(sweep, {}).setdefault(str(bits), {})
+                row[f"{name}_pairs"] = {
+                    kind: sum(p.kind == kind for p in found) for kind in ("leak", "conflict", "duplicate")
+                }
+                if name == "planted":
+                    row.update(_scores(found, planted))
+    started = time.monotonic()
+    report = audit(list_image_folder(planted_folder))
+    figures["planted_seconds_at_defaults"] = round(time.monotonic() - started, 1)
+    found = {frozenset((p.first, p.second)) for p in report.pairs}
+    figures["at_defaults"] = _scores(report.pairs, planted) | {
+        f"{change}_recall": round(float(np.mean([frozenset(pair) in found for pair in of_change])), 4)
+        for change in CHANGES
+        if (of_change := [pair for pair in planted if _change_of(pair) == change])
+    }
     image_set = list_image_folder(planted_folder)
     report = audit(image_set)
     started = time.monotonic()

@@ -29,7 +29,7 @@ def texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
 def planted(tmp_path) -> Path:
     """train/test folders of two classes, 20 distinct textures each, then: a re-encoded copy of a training image
     in test (a leak), a brightened copy under the other class (a conflict), a resized copy in the same class (a
-    duplicate), an enlarged copy in test (a leak), a uniform image, a wide one and a broken file."""
+    duplicate), an enlarged and a cropped copy in test (leaks), a uniform image, a wide one and a broken file."""
     rng = np.random.default_rng(0)
     root = tmp_path / "planted"
     images = {}
@@ -45,6 +45,7 @@ def planted(tmp_path) -> Path:
     cv2.imwrite(str(root / "train/b/conflict.png"), brighter)
     cv2.imwrite(str(root / "train/a/resized.png"), cv2.resize(images["train/a/2.png"], (58, 58), cv2.INTER_AREA))
     cv2.imwrite(str(root / "test/b/larger.png"), cv2.resize(images["train/b/3.png"], (70, 70)))
+    cv2.imwrite(str(root / "test/b/cropped.png"), images["train/b/4.png"][3:61, 1:62])  # up to 5 % off each side
     cv2.imwrite(str(root / "train/b/blank.png"), np.full((64, 64), 200, np.uint8))
     cv2.imwrite(str(root / "train/b/wide.png"), cv2.resize(texture(rng), (200, 40)))
     (root / "train/a/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -57,20 +58,27 @@ def test_planted_copies_are_found_and_named_by_kind(planted):
     assert found == {
         ("leak", frozenset(("train/a/0.png", "test/a/leak.jpg"))),
         ("leak", frozenset(("train/b/3.png", "test/b/larger.png"))),
+        ("leak", frozenset(("train/b/4.png", "test/b/cropped.png"))),
         ("conflict", frozenset(("train/a/1.png", "train/b/conflict.png"))),
         ("duplicate", frozenset(("train/a/2.png", "train/a/resized.png"))),
     }, report.pairs
-    assert [pair.kind for pair in report.pairs] == ["leak", "leak", "conflict", "duplicate"]  # most serious first
+    assert [pair.kind for pair in report.pairs] == ["leak"] * 3 + ["conflict", "duplicate"]  # most serious first
+    # The crop is found only once aligned onto its source: the hash alone misses it.
+    assert [pair.second for pair in report.pairs if pair.aligned] == ["test/b/cropped.png"]
+    by_hash = audit(list_image_folder(planted), aligned_bits=None).pairs
+    assert len(by_hash) == 4 and "test/b/cropped.png" not in {pair.second for pair in by_hash}
     # A leak leaves out its copy outside train, a conflict both images (which label is right?), a duplicate one.
     assert set(report.exclusions()) == {
         "test/a/leak.jpg",
         "test/b/larger.png",
+        "test/b/cropped.png",
         "train/a/1.png",
         "train/b/conflict.png",
         "train/a/resized.png",
     } or set(report.exclusions()) == {
         "test/a/leak.jpg",
         "test/b/larger.png",
+        "test/b/cropped.png",
         "train/a/1.png",
         "train/b/conflict.png",
         "train/a/2.png",
@@ -78,7 +86,7 @@ def test_planted_copies_are_found_and_named_by_kind(planted):
     odd = {oddity.path: oddity.reason for oddity in report.oddities}
     assert "nearly uniform" in odd["train/b/blank.png"] and "unlike the others" in odd["train/b/wide.png"]
     assert [path for path, _ in report.unreadable] == ["train/a/broken.png"]
-    assert report.part_counts == {"train": 33, "test": 14} and report.class_counts == {"a": 23, "b": 24}
+    assert report.part_counts == {"train": 33, "test": 15} and report.class_counts == {"a": 23, "b": 25}
 
 
 def test_distinct_images_are_not_copies_and_the_hash_survives_small_changes():
@@ -91,7 +99,7 @@ def test_distinct_images_are_not_copies_and_the_hash_survives_small_changes():
         np.clip(original.astype(np.float32) * 0.9, 0, 255).astype(np.uint8),
         cv2.resize(original, (70, 70))[:, :, None],
         cv2.imdecode(cv2.imencode(".jpg", original, [cv2.IMWRITE_JPEG_QUALITY, 80])[1], 0)[:, :, None],
-    ]  # a crop, even of one row, moves more bits: copies by cropping are not found
+    ]  # a crop, even of one row, moves more bits: such copies are found only once aligned (a pre-split folder)
     for image in changed:
         distance = int(np.bitwise_count(np.array(perceptual_hash(image), dtype=np.uint64) ^ hashes[0]).sum())
         assert distance <= NEAR_DUPLICATE_BITS, distance
@@ -101,8 +109,8 @@ def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, 
     result = run("audit", planted, "--no-labels")
     folder = workdir / "studies" / "planted" / "audit"
     found = json.loads((folder / "audit.json").read_text())
-    assert found["counts"] == {"leak": 2, "conflict": 1, "duplicate": 1, "oddities": 2, "label_suspects": 0}
-    assert "2 pair(s) of copies across train/val/test" in result.output and "train/a/broken.png" in result.output
+    assert found["counts"] == {"leak": 3, "conflict": 1, "duplicate": 1, "oddities": 2, "label_suspects": 0}
+    assert "3 pair(s) of copies across train/val/test" in result.output and "train/a/broken.png" in result.output
     exclusions = (folder / "exclusions.txt").read_text().splitlines()
     assert exclusions[0].startswith("# automl-img audit of") and any(
         line.startswith("test/a/leak.jpg  # leak of train/a/0.png") for line in exclusions
@@ -112,13 +120,17 @@ def test_the_command_writes_json_and_exclusions_that_search_leaves_out(workdir, 
     assert "audit.html" in result.output and "Copies across train/val/test" in page
     thumbnails = re.findall(r'src="data:image/png;base64,([^"]+)" alt="([^"]+)"', page)
     assert sorted(alt for _, alt in thumbnails) == sorted(
-        ["0.png", "leak.jpg", "3.png", "larger.png", "1.png", "conflict.png", "2.png", "resized.png"]
+        ["0.png", "leak.jpg", "3.png", "larger.png", "4.png", "cropped.png", "1.png", "conflict.png", "2.png"]
+        + ["resized.png"]
         + ["blank.png", "wide.png"]
     )  # each pair side by side, each odd image; the broken file is named in the unreadable table
     wide = cv2.imdecode(np.frombuffer(base64.b64decode(dict((a, t) for t, a in thumbnails)["wide.png"]), np.uint8), 0)
     assert wide.shape == (22, 112) and "train/a/broken.png" in page
     listed = automl_img.audit(planted, out=workdir / "again", labels=False).report
-    assert len(listed.pairs) == 4 and (workdir / "again" / "exclusions.txt").exists()
+    assert len(listed.pairs) == 5 and (workdir / "again" / "exclusions.txt").exists()
+    assert "test/b/cropped.png  # leak of train/b/4.png (" in "\n".join(exclusions) and " once aligned)" in "\n".join(
+        exclusions
+    )
 
 
 def test_byte_identical_copies_across_parts_and_classes_are_counted(planted):
@@ -202,29 +214,38 @@ def test_flipped_labels_rank_first_among_the_suspects(workdir, digits_dir, tmp_p
 
 @pytest.mark.slow  # builds Lite0
 def test_a_second_audit_decodes_only_new_or_changed_files_and_finds_the_same(planted, tmp_path, monkeypatch):
+    from automl_img.data import aligned as aligned_module
     from automl_img.data import audit as audit_module
     from automl_img.models import label_errors
 
     decoded: list[str] = []
+    aligned: list[str] = []  # images decoded again to be aligned
     extracted: list[int] = []
-    facts, extractor = audit_module._facts, label_errors.lite0_extractor
+    facts, gray, extractor = audit_module._facts, aligned_module._gray, label_errors.lite0_extractor
 
     def counting_facts(path: Path):
         decoded.append(path.name)
         return facts(path)
+
+    def counting_gray(path: Path):
+        aligned.append(path.name)
+        return gray(path)
 
     def counting_extractor(shape):
         extract = extractor(shape)
         return lambda images: extracted.append(len(images)) or extract(images)
 
     monkeypatch.setattr(audit_module, "_facts", counting_facts)
+    monkeypatch.setattr(aligned_module, "_gray", counting_gray)
     monkeypatch.setattr(label_errors, "lite0_extractor", counting_extractor)
     first = automl_img.audit(planted, out=tmp_path / "audit").report
-    assert len(decoded) == 47 and extracted == [46]  # the broken file decodes to nothing
+    assert len(decoded) == 48 and extracted == [47]  # the broken file decodes to nothing
     assert first.label_check.startswith("out-of-fold") and (tmp_path / "audit" / "audit-cache.npz").exists()
-    decoded.clear(), extracted.clear()
+    assert "cropped.png" in aligned
+    decoded.clear(), extracted.clear(), aligned.clear()
     second = automl_img.audit(planted, out=tmp_path / "audit").report
     assert decoded == ["broken.png"] and extracted == []  # an unreadable file is tried again: it may be fixed
+    assert aligned == []  # nor are the leaks found by alignment looked for again
     assert (second.pairs, second.oddities, second.label_suspects) == (first.pairs, first.oddities, first.label_suspects)
     cv2.imwrite(str(planted / "train/a/5.png"), cv2.imread(str(planted / "train/a/0.png")))  # now a copy of 0.png
     decoded.clear()
@@ -236,7 +257,7 @@ def test_a_second_audit_decodes_only_new_or_changed_files_and_finds_the_same(pla
     (tmp_path / "audit" / "audit-cache.npz").write_bytes(b"not a cache")  # cut short: ignored, written again
     decoded.clear()
     assert automl_img.audit(planted, out=tmp_path / "audit", labels=False).report.pairs == third.pairs
-    assert len(decoded) == 47
+    assert len(decoded) == 48
 
 
 def test_the_terminal_prints_names_and_messages_with_brackets_as_they_are(tmp_path):

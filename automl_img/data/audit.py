@@ -4,7 +4,8 @@ Copies of one image (re-saved, resized, brightened) are found by a perceptual ha
 12x12 frequencies of the image's discrete cosine transform at 32 px, against their median (pHash, Zauner 2010,
 with more than twice the usual 64 bits: on Fashion-MNIST with planted copies those could not tell copies from the
 many look-alike products), 144 bits per image. Two images whose hashes differ in at most ``NEAR_DUPLICATE_BITS``
-bits are copies. Crops move too many bits and are missed. A pair in one class is a duplicate, in two classes a
+bits are copies. Crops move too many bits: in a pre-split folder, val and test images are also aligned onto their
+nearest training images and hashed again (``aligned``). A pair in one class is a duplicate, in two classes a
 label conflict (one image, two labels), and in two parts of a pre-split folder a leak (a test score that has seen
 its image). Then the odd ones: unreadable files (the list the search's skip report uses), near-uniform images,
 sizes and shapes far from the rest, a few colour images among grayscale ones, and the class balance.
@@ -29,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from automl_img.data.aligned import ALIGN_SIZE, CANDIDATES, aligned_leaks, thumbnail
 from automl_img.data.audit_cache import AuditCache, ImageFacts
 from automl_img.data.decode import UnreadableImage, read_image
 from automl_img.data.imageset import ImageSet
@@ -37,6 +39,7 @@ from automl_img.native_output import native_stderr_muted
 HASH_SIZE = 32  # the image is shrunk to this many pixels a side before its transform
 HASH_FREQUENCIES = 12  # the lowest 12 x 12 frequencies: 144 bits, kept in three 64-bit words
 NEAR_DUPLICATE_BITS = 8  # of 144; chosen on fashion-mnist-6k with planted copies (benchmarks/audit.py)
+ALIGNED_BITS = 6  # of 144, once aligned (aligning brings look-alikes closer too); chosen likewise
 UNIFORM_STD = 2.0  # grey levels: below this an image is nearly one colour
 SIZE_FACTOR = 4.0  # an image whose area is this many times larger or smaller than the median's is odd
 ASPECT_FACTOR = 1.5  # ... or whose width / height is this far from the median's
@@ -61,6 +64,11 @@ class Pair:
     first_part: str | None
     second_part: str | None
     distance: int  #: bits of 144 in which their hashes differ (0: identical to the eye)
+    aligned: bool = False  #: found after aligning the two (a crop or a shift): ``distance`` is then once aligned
+
+    @property
+    def apart(self) -> str:
+        return f"{self.distance} bits apart" + (" once aligned" if self.aligned else "")
 
     @property
     def kind(self) -> str:
@@ -128,7 +136,9 @@ class AuditReport:
         }
         found["method"] = (
             f"perceptual hash ({HASH_FREQUENCIES**2}-bit DCT sign hash at {HASH_SIZE} px); pairs within "
-            f"{self.near_duplicate_bits} bits are copies"
+            f"{self.near_duplicate_bits} bits are copies; each val or test image is also aligned (ECC, affine, "
+            f"{ALIGN_SIZE} px) onto its {CANDIDATES} nearest training images, and a pair within {ALIGNED_BITS} bits "
+            "once aligned is a leak"
         )
         return json.dumps(found, indent=2)
 
@@ -141,7 +151,7 @@ class AuditReport:
         for pair in self.pairs:
             for path_ in pair.excluded:
                 other = pair.second if path_ == pair.first else pair.first
-                reasons.setdefault(path_, f"{pair.kind} of {other} ({pair.distance} bits)")
+                reasons.setdefault(path_, f"{pair.kind} of {other} ({pair.apart})")
         lines += [f"{path_}  # {reasons[path_]}" for path_ in self.exclusions()]
         if self.label_suspects:
             lines += ["", "# Likely label errors: move each file to its class, or remove the '# ' to leave it out."]
@@ -153,9 +163,15 @@ class AuditReport:
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS, cache: AuditCache | None = None) -> AuditReport:
-    """Hash and measure every image of the set (those ``cache`` knows are not decoded again), then compare every
-    pair."""
+def audit(
+    image_set: ImageSet,
+    max_bits: int = NEAR_DUPLICATE_BITS,
+    cache: AuditCache | None = None,
+    aligned_bits: int | None = ALIGNED_BITS,
+) -> AuditReport:
+    """Hash and measure every image of the set (those ``cache`` knows are not decoded again), compare every pair,
+    then align each val and test image not yet paired onto its nearest training images (a pre-split folder; not
+    with ``aligned_bits=None``)."""
     started = time.monotonic()
     cache = cache or AuditCache([None] * len(image_set))
     known = [cache.facts.get(key) if key is not None else None for key in cache.keys]
@@ -180,10 +196,19 @@ def audit(image_set: ImageSet, max_bits: int = NEAR_DUPLICATE_BITS, cache: Audit
         row = readable[index]
         return image_set.paths[row], names[image_set.labels[row]], parts[row] if parts else None
 
+    matches = [(first, second, distance, False) for first, second, distance in near_pairs(hashes, max_bits)]
+    if parts and aligned_bits is not None:
+        good_parts = [parts[row] for row in readable]
+        matches += [
+            (first, second, distance, True)
+            for first, second, distance in _aligned(
+                cache, image_set, readable, good, good_parts, matches, max_bits, aligned_bits
+            )
+        ]
     pairs = []
-    for first, second, distance in near_pairs(hashes, max_bits):
+    for first, second, distance, aligned in matches:
         (a, a_class, a_part), (b, b_class, b_part) = describe(first), describe(second)
-        pairs.append(Pair(a, b, a_class, b_class, a_part, b_part, distance))
+        pairs.append(Pair(a, b, a_class, b_class, a_part, b_part, distance, aligned))
     pairs.sort(key=lambda pair: (KINDS.index(pair.kind), pair.distance, pair.first))
     return AuditReport(
         root=str(image_set.root),
@@ -255,6 +280,42 @@ def near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
     return found
 
 
+def _aligned(
+    cache: AuditCache,
+    image_set: ImageSet,
+    readable: list[int],
+    good: list[ImageFacts],
+    parts: list[str],
+    matches: list[tuple[int, int, int, bool]],
+    max_bits: int,
+    aligned_bits: int,
+) -> list[tuple[int, int, int]]:
+    """The leaks found by alignment (``aligned.aligned_leaks``), or those the cache holds for the same files, parts
+    and thresholds."""
+    names = sorted(set(parts))
+    codes = np.array([names.index(part) for part in parts])
+    digest = f"{cache.digest(readable, codes)}:{max_bits}:{aligned_bits}"
+    if cache.aligned is not None and cache.aligned[0] == digest and None not in cache.keys:
+        return [(int(a), int(b), int(bits)) for a, b, bits in cache.aligned[1]]
+    paired = {row for first, second, _, _ in matches if parts[first] != parts[second] for row in (first, second)}
+    leaks = aligned_leaks(
+        [image_set.absolute(image_set.paths[row]) for row in readable],
+        parts,
+        np.stack([f.thumbnail for f in good]),
+        paired,
+        aligned_bits,
+        _bits_apart,
+    )
+    cache.aligned = (digest, np.array(leaks, dtype=np.int64).reshape(len(leaks), 3))
+    return leaks
+
+
+def _bits_apart(first: np.ndarray, second: np.ndarray) -> int:
+    """Bits between the hashes of two grayscale images (2-D arrays of any number type)."""
+    words = [np.array(perceptual_hash(image[:, :, None]), dtype=np.uint64) for image in (first, second)]
+    return int(np.bitwise_count(words[0] ^ words[1]).sum())
+
+
 def _facts(path: Path) -> ImageFacts | str:
     try:
         image = read_image(path)
@@ -264,7 +325,10 @@ def _facts(path: Path) -> ImageFacts | str:
         np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 1], image[:, :, 2])
     )
     small = cv2.resize(image, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA)
-    return ImageFacts(perceptual_hash(image), image.shape[0], image.shape[1], colour, float(small.std()))
+    gray = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return ImageFacts(
+        perceptual_hash(image), image.shape[0], image.shape[1], colour, float(small.std()), thumbnail(gray)
+    )
 
 
 def _oddities(paths: list[str], facts: list[ImageFacts]) -> list[Oddity]:

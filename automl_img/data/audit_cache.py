@@ -1,10 +1,11 @@
 """What an audit computed for each file, kept beside its audit.json so that the next audit of the same folder only
-decodes the files that are new or changed: the hash and measures of each image, its pretrained features, and the
-label check's out-of-fold probabilities (reused while no file and no label changed).
+decodes the files that are new or changed: the hash, measures and 16 px thumbnail of each image, its pretrained
+features, the label check's out-of-fold probabilities (reused while no file and no label changed) and the leaks
+found by alignment (reused while no file and no part changed).
 
 A file is known by its path in the folder, its size and its modification time; an edit, a re-save or a move makes it
-new. The cache is one ``.npz`` file (features as float16: 2.5 KB an image, 256 MB for 100,000), written whole at
-the end of an audit; a cache that cannot be read is ignored and written again.
+new. The cache is one ``.npz`` file (features as float16: 2.5 KB an image, 256 MB for 100,000; thumbnails 256
+bytes), written whole at the end of an audit; a cache that cannot be read is ignored and written again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ImageFacts:
     width: int
     colour: bool
     std: float  #: grey levels, at the hash's size
+    thumbnail: np.ndarray = field(compare=False)  #: 16 x 16 grayscale, uint8: how leaks' candidates are chosen
 
 
 @dataclass
@@ -42,6 +44,7 @@ class AuditCache:
     facts: dict[str, ImageFacts] = field(default_factory=dict)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     probabilities: tuple[str, np.ndarray] | None = None  #: (digest of the files and labels, out-of-fold)
+    aligned: tuple[str, np.ndarray] | None = None  #: (digest of the files, parts and thresholds, leaks found aligned)
 
     @classmethod
     def open(cls, path: Path | None, image_set: ImageSet) -> AuditCache:
@@ -52,14 +55,17 @@ class AuditCache:
         try:
             with np.load(path, allow_pickle=False) as stored:
                 keys = [str(key) for key in stored["keys"]]
-                for key, words, (height, width, colour, std) in zip(keys, stored["hashes"], stored["measures"]):
+                rows = zip(keys, stored["hashes"], stored["measures"], stored["thumbnails"])
+                for key, words, (height, width, colour, std), small in rows:
                     cache.facts[key] = ImageFacts(
-                        tuple(int(w) for w in words), int(height), int(width), bool(colour), float(std)
+                        tuple(int(w) for w in words), int(height), int(width), bool(colour), float(std), small
                     )
                 feature_keys = [str(key) for key in stored["feature_keys"]]
                 cache.features = dict(zip(feature_keys, stored["features"]))
                 if "probabilities" in stored:
                     cache.probabilities = (str(stored["probabilities_digest"]), stored["probabilities"])
+                if "aligned" in stored:
+                    cache.aligned = (str(stored["aligned_digest"]), stored["aligned"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return cls(cache.keys)  # written by another version, or cut short: start again
         return cache
@@ -75,17 +81,24 @@ class AuditCache:
             "measures": np.array(
                 [[f.height, f.width, f.colour, f.std] for f in (self.facts[key] for key in known)], dtype=np.float64
             ).reshape(len(known), 4),
+            "thumbnails": np.array([self.facts[key].thumbnail for key in known], dtype=np.uint8).reshape(
+                len(known), 16, 16
+            ),
             "feature_keys": np.array(featured, dtype=str),
             "features": np.array([self.features[key] for key in featured], dtype=np.float16),
         }
         if self.probabilities is not None:
             arrays["probabilities_digest"] = np.array(self.probabilities[0])
             arrays["probabilities"] = self.probabilities[1]
+        if self.aligned is not None:
+            arrays["aligned_digest"] = np.array(self.aligned[0])
+            arrays["aligned"] = self.aligned[1]
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
             np.savez(file, **arrays)
 
     def digest(self, rows: list[int], labels: np.ndarray) -> str:
-        """What the label check's probabilities depend on: these files, in this order, with these labels."""
+        """What the label check's probabilities depend on: these files, in this order, with these labels (or parts:
+        any numbers per file)."""
         text = "\n".join(str(self.keys[row]) for row in rows) + "\n" + ",".join(str(int(label)) for label in labels)
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

@@ -378,7 +378,7 @@ def audit_lines(result: AuditResult, shown: int = 3) -> list[str]:
             lines += [
                 escape(
                     f"  {p.first} ({p.first_class}{', ' + p.first_part if p.first_part else ''}) ~ {p.second} "
-                    f"({p.second_class}{', ' + p.second_part if p.second_part else ''}), {p.distance} bits apart"
+                    f"({p.second_class}{', ' + p.second_part if p.second_part else ''}), {p.apart}"
                 )
                 for p in pairs[:shown]
             ]

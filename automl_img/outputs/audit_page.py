@@ -34,7 +34,7 @@ def write_audit_page(report: AuditReport, target: Path) -> Path:
             _card(
                 [root / pair.first, root / pair.second],
                 f"{_where(pair.first, pair.first_class, pair.first_part)} ~ "
-                f"{_where(pair.second, pair.second_class, pair.second_part)}, {pair.distance} bits apart",
+                f"{_where(pair.second, pair.second_class, pair.second_part)}, {pair.apart}",
             )
             for pair in pairs[:SHOWN]
         ]
