@@ -3,6 +3,7 @@
     python benchmarks/audit.py [--data fashion-mnist-6k] [--copies 200] [--seed 0]
     python benchmarks/audit.py --data fashion-mnist --timing     # 10,000 images, twice: the second reads the cache
     python benchmarks/audit.py --scale 100000                     # time and memory without the label check
+    python benchmarks/audit.py --larger                           # cropped and resized leaks on 112-160 px images
 
 Copies DATA (pre-split train/test PNG folders) to a temporary folder and plants COPIES copies of training
 images into test, each changed one way: re-encoded as JPEG (quality 85), resized by 90-110 %, cropped by up to
@@ -128,6 +129,68 @@ def scale(images: int) -> None:
     shutil.rmtree(folder.parent)
 
 
+def larger() -> None:
+    """Leaks by cropping and resizing together, on images larger than Fashion-MNIST's 28 px: 400 training images of
+    fashion-mnist-6k-b enlarged to 112 px and 220 patches of 160 px from scikit-image's photographs; every other one
+    copied into test, cropped by 0-5 % on each side at random, then resized by 90-110 %."""
+    from skimage import data as photographs
+
+    from automl_img.data import list_image_folder
+    from automl_img.data.audit import audit
+
+    rng = np.random.default_rng(3)
+    fashion = sorted((DATA / "fashion-mnist-6k-b" / "train").rglob("*.png"))
+    sources = [
+        ("fashion", cv2.resize(cv2.imread(str(fashion[int(i)]), cv2.IMREAD_GRAYSCALE), (112, 112), cv2.INTER_CUBIC))
+        for i in rng.choice(len(fashion), 400, replace=False)
+    ]
+    for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "page", "moon", "horse", "brick", "grass"):
+        photo = np.asarray(getattr(photographs, name)())
+        photo = (photo * 255).astype(np.uint8) if photo.dtype == bool else photo
+        gray = photo if photo.ndim == 2 else cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+        for _ in range(22):
+            top, left = (int(rng.integers(0, side - 160)) for side in gray.shape[:2])
+            sources.append(("photo", gray[top : top + 160, left : left + 160]))
+    root = Path(tempfile.mkdtemp(prefix="audit-larger-"))
+    planted = set()
+    for n, (kind, image) in enumerate(sources):
+        for part in ("train", "test"):
+            (root / part / kind).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "train" / kind / f"{n}.png"), image)
+        if n % 2 == 0:
+            height, width = image.shape
+            top, bottom, left, right = (
+                int(rng.integers(0, round(0.05 * side) + 1)) for side in (height,) * 2 + (width,) * 2
+            )
+            crop = image[top : height - bottom, left : width - right]
+            scale = rng.uniform(0.9, 1.1)
+            size = (round(crop.shape[1] * scale), round(crop.shape[0] * scale))
+            cv2.imwrite(
+                str(root / "test" / kind / f"copy-{n}.png"), cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+            )
+            planted.add((f"train/{kind}/{n}.png", f"test/{kind}/copy-{n}.png"))
+    figures: dict = {"images": len(sources) + len(planted), "planted": len(planted)}
+    for name, options in (("hash_alone", {"aligned_bits": None}), ("hash_and_aligned", {})):
+        started = time.monotonic()
+        report = audit(list_image_folder(root), **options)
+        found = {frozenset((p.first, p.second)) for p in report.pairs if p.kind == "leak"}
+        figures[name] = {
+            "seconds": round(time.monotonic() - started, 1),
+            "leak_recall": round(float(np.mean([frozenset(pair) in found for pair in planted])), 4),
+            **{
+                f"{kind}_recall": round(
+                    float(np.mean([frozenset(p) in found for p in planted if f"/{kind}/" in p[0]])), 4
+                )
+                for kind in ("fashion", "photo")
+            },
+            "leaks_reported": len(found),
+            "false_leaks": len(found) - sum(frozenset(pair) in found for pair in planted),
+        }
+    print(figures)
+    write_result("audit-larger", figures)
+    shutil.rmtree(root)
+
+
 def _change_of(pair: tuple[str, str]) -> str:
     return CHANGES[int(Path(pair[1]).stem.removeprefix("planted-")) % len(CHANGES)]
 
@@ -151,11 +214,14 @@ def main() -> None:
     parser.add_argument("--flip", type=float, default=0.05, help="share of training labels flipped")
     parser.add_argument("--timing", action="store_true", help="only time the whole audit of DATA/test, twice")
     parser.add_argument("--scale", type=int, help="only time the audit without labels of a generated folder this big")
+    parser.add_argument("--larger", action="store_true", help="only leaks cropped and resized on 112-160 px images")
     args = parser.parse_args()
     if args.timing:
         return timing(DATA / args.data / "test")
     if args.scale:
         return scale(args.scale)
+    if args.larger:
+        return larger()
     from automl_img.data import list_image_folder
     from automl_img.data.audit import audit
     from automl_img.outputs.audit_report import check_labels
