@@ -9,7 +9,7 @@ import platform
 import shlex
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,10 +27,15 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "memory_gb": round(memory_gb, 1),
         "python": platform.python_version(),
-        "tensorflow": version("tensorflow"),
-        "keras": version("keras"),
-        "optuna": version("optuna"),
+        **{name: _version(name) for name in ("tensorflow", "keras", "optuna")},
     }
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def write_result(name: str, figures: dict) -> Path:
