@@ -272,7 +272,8 @@ def predict(
     explain: Annotated[
         Path | None,
         typer.Option(
-            "--explain", help="Also write a Grad-CAM overlay per image into this folder: where the model looked."
+            "--explain",
+            help="Also write an overlay per image into this folder: where the evidence for its class lies (occlusion).",
         ),
     ] = None,
 ) -> None:
@@ -324,12 +325,13 @@ def predict(
             )
     if json_out:
         json_out.write_text(json.dumps([p.__dict__ for p in predictions], indent=2), encoding="utf-8")
+    from rich.markup import escape
+
     if explain:
         written = model.write_explanations(files, explain)
-        console.print(f"explanations: {len(written)} Grad-CAM overlays in {explain}/")
+        red = "red: covering it lowers the predicted class most"
+        console.print(f"explanations: {len(written)} overlays in {escape(str(explain))}/ ({red})")
     if unreadable:
-        from rich.markup import escape
-
         from automl_img.study.config import describe_skips
 
         console.print(f"[yellow]skipped unreadable {escape(describe_skips(unreadable))}[/]")

@@ -249,9 +249,34 @@ def test_a_mixed_family_study_starts_with_each_familys_defaults_fine_tunes_refit
     run("report", "digits", "--out", workdir / "report.html")
     page = (workdir / "report.html").read_text()
     assert "blog-cnn</th>" in page and "efficientnet-lite0</th>" in page and "behind the best" in page
-    # Grad-CAM through both members, the CNN and the fine-tuned backbone, drawn in the report
-    looked = page.split("<h2>Where the model looked (Grad-CAM on test images)</h2>")[1].split("<h2>")[0]
+    # occlusion maps of the averaged CNN and fine-tuned backbone, drawn in the report
+    looked = page.split("<h2>Where the model looked (occlusion on test images)</h2>")[1].split("<h2>")[0]
     assert looked.startswith("<img") and "data:image/png;base64," in looked, looked[:300]
+
+
+def test_occlusion_peaks_where_the_class_is_decided():
+    """A model whose class 1 grows with the brightness of one 8 x 8 region: the map is highest inside it and zero
+    wherever covering the image cannot reach the region."""
+    from automl_img.outputs.explain import occlusion
+    from automl_img.tf_runtime import keras
+
+    inputs = keras.Input((32, 32, 1), dtype="uint8")
+    scaled = keras.layers.Rescaling(1 / 255)(inputs)
+    region = keras.layers.Cropping2D(((20, 4), (8, 16)))(scaled)  # rows 20-27, columns 8-15
+    dense = keras.layers.Dense(2, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(region)))
+    dense.set_weights([np.array([[-4.0, 4.0]]), np.array([2.0, -2.0])])
+    images = np.full((2, 32, 32, 1), 30, dtype=np.uint8)
+    images[:, 20:28, 8:16] = 255
+    images[1, :4, :4] = 255  # a bright corner the model ignores
+    maps = occlusion(model, images)
+    assert maps.shape == (2, 32, 32) and np.allclose(maps.max(axis=(1, 2)), 1.0)
+    for cam in maps:
+        row, col = np.unravel_index(np.argmax(cam), cam.shape)
+        assert 20 <= row < 28 and 8 <= col < 16
+        outside = np.ones_like(cam, dtype=bool)
+        outside[16:32, 4:20] = False  # a 4 px patch reaches the region from up to 3 px away
+        assert cam[outside].max() == 0
 
 
 @pytest.mark.slow  # builds Lite0

@@ -224,8 +224,8 @@ def test_predict_files_and_folders_writes_csv_and_json(searched, digits_dir, tmp
 
 
 def test_predict_explain_writes_an_overlay_per_image_and_the_api_returns_the_maps(searched, digits_dir, tmp_path):
-    """Grad-CAM of the averaged bundle: an overlay per image at the image's own size, and (N, size, size) maps in
-    [0, 1] from the Python API; predictions without it never load the model a second time."""
+    """Occlusion maps of the averaged bundle: an overlay per image at the image's own size, and (N, size, size)
+    maps in [0, 1] from the Python API, Grad-CAM's too; predictions without it never load the model a second time."""
     import cv2
 
     from automl_img.outputs import explain
@@ -233,7 +233,7 @@ def test_predict_explain_writes_an_overlay_per_image_and_the_api_returns_the_map
     files = sorted((digits_dir / "3").glob("*.png"))
     result = run("predict", searched["bundle"], digits_dir / "3", "--explain", tmp_path / "why")
     overlays = sorted((tmp_path / "why").glob("*.png"))
-    assert len(overlays) == len(files) and f"{len(files)} Grad-CAM overlays" in result.output
+    assert len(overlays) == len(files) and f"{len(files)} overlays" in result.output
     assert {cv2.imread(str(path)).shape for path in overlays} == {(8, 8, 3)}  # the digits' own size, in colour
     bundle = automl_img.load_bundle(searched["bundle"])
     bundle.predict(files[:3])
@@ -241,7 +241,11 @@ def test_predict_explain_writes_an_overlay_per_image_and_the_api_returns_the_map
     maps = bundle.explain(files[:5])
     size = bundle.image_size
     assert maps.shape == (5, size, size) and maps.min() >= 0 and np.allclose(maps.max(axis=(1, 2)), 1.0)
-    assert len(explain.members(bundle.keras_model)) == 3  # the three averaged trials' maps, combined
+    assert len(explain.members(bundle.keras_model)) == 3  # the three averaged trials, explained as they predict
+    cams = bundle.explain(files[:5], method="grad-cam")  # the members' Grad-CAM maps, combined
+    assert cams.shape == maps.shape and np.allclose(cams.max(axis=(1, 2)), 1.0)
+    with pytest.raises(automl_img.DataError, match="unknown explanation method 'lime'; choose from occlusion"):
+        bundle.explain(files[:1], method="lime")
 
 
 def test_search_creates_then_resumes_the_study(workdir, digits_dir):

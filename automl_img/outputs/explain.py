@@ -1,6 +1,12 @@
-"""Grad-CAM (Selvaraju et al. 2017): where in the image a bundle's model looked for the class it predicts.
+"""Where in the image a bundle's model found the evidence for the class it predicts, two ways.
 
-For each averaged member (a model ``build_model`` wrapped: it holds a ``scale_to_unit`` layer), a map is the
+``occlusion`` (the default everywhere: ``predict --explain``, the report, ``Bundle.explain``) covers each part of
+the image in turn and measures how far the class's probability falls. It asks the model itself, so it fits every
+architecture and an average of members as it predicts, and it found the deciding mark in 86 % of test images
+where Grad-CAM found it in 54 % (benchmarks/explain.py); it costs about 230 forward passes an image.
+
+``grad_cam`` (Selvaraju et al. 2017, ``Bundle.explain(images, method="grad-cam")``) costs one backward pass. For
+each averaged member (a model ``build_model`` wrapped: it holds a ``scale_to_unit`` layer), a map is the
 ReLU of a spatial feature map weighted by the gradient of the predicted class's probability, averaged over the
 positions. It is taken at the end of every stage of the network (the last feature map at each resolution), each
 scaled to [0, 1] and averaged: the classic single map of the last stage is too coarse for a detail a few pixels
@@ -142,6 +148,49 @@ def grad_cam(model: Any, images: np.ndarray, classes: np.ndarray | None = None, 
             cams = _member_maps(member, chunk, wanted)
             maps[start : start + batch] += np.stack([_resized(cam, size, cv2.INTER_LINEAR) for cam in cams])
     return np.stack([_unit(cam) for cam in maps])
+
+
+def occlusion(model: Any, images: np.ndarray, classes: np.ndarray | None = None, grid: int = 16) -> np.ndarray:
+    """(N, size, size) maps in [0, 1] by occlusion (Zeiler & Fergus 2014): how far the explained class's probability
+    falls when a square an eighth of the image wide, moved in steps of ``size / grid``, covers each pixel with the
+    image's mean grey (a map of zeros: no part lowers it). It asks the whole model, so an average of members is
+    explained as it predicts. ``classes``: which class each map explains (default: the predicted one)."""
+    size = model.input_shape[1]
+    patch, stride = max(1, size // 8), max(1, size // grid)
+    starts = sorted({*range(0, size - patch + 1, stride), size - patch})
+    corners = [(top, left) for top in starts for left in starts]
+    rows = max(32, min(512, 2**22 // (size * size)))  # occluded copies per call of the model: memory stays bounded
+
+    def copies() -> Any:
+        for image in images:
+            fill = np.round(image.mean(axis=(0, 1))).astype(image.dtype)
+            yield image
+            for top, left in corners:
+                copy = image.copy()
+                copy[top : top + patch, left : left + patch] = fill
+                yield copy
+
+    outputs, waiting = [], []
+    for copy in copies():
+        waiting.append(copy)
+        if len(waiting) == rows:
+            outputs.append(np.asarray(model(np.stack(waiting), training=False), np.float32))
+            waiting = []
+    if waiting:
+        outputs.append(np.asarray(model(np.stack(waiting), training=False), np.float32))
+    probabilities = np.concatenate(outputs).reshape(len(images), len(corners) + 1, -1)
+    maps = np.zeros((len(images), size, size), dtype=np.float32)
+    for index, found in enumerate(probabilities):
+        wanted = int(np.argmax(found[0])) if classes is None else int(classes[index])
+        drops, covered = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
+        for drop, (top, left) in zip(found[0, wanted] - found[1:, wanted], corners):
+            drops[top : top + patch, left : left + patch] += drop
+            covered[top : top + patch, left : left + patch] += 1
+        maps[index] = _unit(np.maximum(drops / covered, 0))
+    return maps
+
+
+METHODS = {"occlusion": occlusion, "grad-cam": grad_cam}
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, strength: float = 0.45) -> np.ndarray:

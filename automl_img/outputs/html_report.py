@@ -23,7 +23,7 @@ from automl_img.study.handle import REPORT_FILE, StoredStudy, TrialCounts
 from automl_img.study.records import TrialRecord, completed_value, ranked
 from automl_img.study.storage import redact
 
-EXPLAINED_MISTAKES, EXPLAINED_PER_CLASS, EXPLAINED_SHOWN = 6, 2, 24  # the report's Grad-CAM overlays
+EXPLAINED_MISTAKES, EXPLAINED_PER_CLASS, EXPLAINED_SHOWN = 6, 2, 24  # the report's occlusion overlays
 MISCLASSIFIED_SHOWN = 24
 PARAMETER_PLOTS_MIN_TRIALS = 5  # parallel coordinates and slices of fewer completed trials are noise
 
@@ -59,7 +59,7 @@ def write_report(
         sections.append(reliability_section(bundle))
         sections.append(_figure("Misclassified test images", lambda: _misclassified(bundle_dir)))
         sections.append(
-            _figure("Where the model looked (Grad-CAM on test images)", lambda: _explained(bundle_dir, registry))
+            _figure("Where the model looked (occlusion on test images)", lambda: _explained(bundle_dir, registry))
         )
     sections.append(_trials_table(stored))
     page = html_page(f"automl-img: {stored.name}", "\n".join(sections))

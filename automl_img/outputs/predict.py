@@ -122,22 +122,26 @@ class Bundle:
         held = np.isin(self.class_names, prediction.prediction_set)
         return set_text(self.class_names, held, calibration is not None and calibration.ordinal)
 
-    def explain(self, images: Any) -> np.ndarray:
-        """Grad-CAM maps of the predicted class: (N, size, size) float arrays in [0, 1] at the bundle's image size,
-        for files, folders, arrays or PIL images as ``predict`` takes them (unreadable files raise). An averaged
-        bundle's map is the mean of its members'. Uses the bundle's Keras model, whatever ``format`` predicts."""
-        from automl_img.outputs.explain import grad_cam
+    def explain(self, images: Any, method: str = "occlusion") -> np.ndarray:
+        """Maps of where the evidence for the predicted class lies: (N, size, size) float arrays in [0, 1] at the
+        bundle's image size, for files, folders, arrays or PIL images as ``predict`` takes them (unreadable files
+        raise). ``method``: "occlusion" (the whole model asked, about 230 forward passes an image) or "grad-cam"
+        (one backward pass; an averaged bundle's map is the mean of its members'). Uses the bundle's Keras model,
+        whatever ``format`` predicts."""
+        from automl_img.outputs.explain import METHODS
 
+        if method not in METHODS:
+            raise DataError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
         decoded = [(name, self._decode(image)) for name, image in _named_images(images)]
         bad = [f"{name}: {reason}" for name, reason in decoded if isinstance(reason, str)]
         if bad:
             raise DataError(f"cannot explain unreadable images: {'; '.join(bad)}")
-        return grad_cam(self.keras_model, np.stack([image for _, image in decoded]))
+        return METHODS[method](self.keras_model, np.stack([image for _, image in decoded]))
 
     def write_explanations(self, files: list[Path], folder: Path) -> list[Path]:
         """An overlay per readable file (the map over the image at its own size), named after it, in ``folder``."""
         from automl_img.data.decode import read_image
-        from automl_img.outputs.explain import grad_cam, overlay
+        from automl_img.outputs.explain import occlusion, overlay
 
         folder.mkdir(parents=True, exist_ok=True)
         written = []
@@ -151,7 +155,7 @@ class Bundle:
             if not originals:
                 continue
             fitted = np.stack([fit_image(image, self.image_size, self.channels) for _, image in originals])
-            for (path, image), cam in zip(originals, grad_cam(self.keras_model, fitted)):
+            for (path, image), cam in zip(originals, occlusion(self.keras_model, fitted)):
                 target = folder / f"{_flat_name(path)}.png"
                 cv2.imwrite(str(target), cv2.cvtColor(overlay(image, cam), cv2.COLOR_RGB2BGR))
                 written.append(target)
