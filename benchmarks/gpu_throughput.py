@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -27,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import numpy as np
 from _common import write_result
-from throughput import MODELS
+from throughput import MODELS, over_float32
 
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -138,11 +137,7 @@ def main() -> None:
                     row[precision] = [round(v, 1) for v in values]
                     if peak:  # training costs about three forward passes
                         row[f"{precision}_share_of_bf16_peak"] = round(3 * gflop * max(values) / (peak * 1e3), 4)
-                for precision in speeds:
-                    if precision != "float32" and "float32" in speeds:
-                        row[f"{precision}_over_float32"] = round(
-                            statistics.median(speeds[precision]) / statistics.median(speeds["float32"]), 2
-                        )
+                row.update(over_float32(speeds))
                 print(row, flush=True)
                 rows.append(row)
     write_result(

@@ -66,6 +66,14 @@ def matmul_peak_gflops(seconds: float = 3.0) -> float:
     return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
 
 
+def over_float32(speeds: dict[str, list[float]]) -> dict[str, float]:
+    """Each low precision's median images/s over float32's, as "<precision>_over_float32" (none without float32)."""
+    if "float32" not in speeds:
+        return {}
+    base = statistics.median(speeds["float32"])
+    return {f"{p}_over_float32": round(statistics.median(v) / base, 2) for p, v in speeds.items() if p != "float32"}
+
+
 def measure(model_name: str, size: int, precision: str, batch: int, steps: int) -> tuple[float, float]:
     """Images/s of training for ``steps`` batches after one warm-up epoch; forward GFLOP per image."""
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
@@ -137,12 +145,7 @@ def main() -> None:
                     # training costs about three forward passes (forward, two backward products)
                     "share_of_fp32_matmul_peak": round(3 * gflop * best / peak, 3),
                 }
-            if "float32" in speeds and len(speeds) > 1:
-                for precision in speeds:
-                    if precision != "float32":
-                        row[f"{precision}_over_float32"] = round(
-                            statistics.median(speeds[precision]) / statistics.median(speeds["float32"]), 2
-                        )
+            row.update(over_float32(speeds))
             print(row, flush=True)
             rows.append(row)
     write_result(
