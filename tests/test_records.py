@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import optuna
@@ -24,7 +25,7 @@ def test_trial_record_reads_back_what_a_trial_wrote_and_refuses_unknown_fields()
     trial = study.ask({"image_size": optuna.distributions.CategoricalDistribution([8, 16])})
     records.write(
         trial,
-        worker=Worker.this_process(),
+        worker=Worker.this_process(search_pid=os.getppid()),
         seed=3,
         history=[EpochRow(1, 0.7, {"accuracy": 0.5, "loss": 0.7})],
         best_epoch=1,
@@ -45,12 +46,13 @@ def test_trial_record_reads_back_what_a_trial_wrote_and_refuses_unknown_fields()
     assert study.trials[0].user_attrs["history"] == [
         {"epoch": 1, "train_loss": 0.7, "val_accuracy": 0.5, "val_loss": 0.7}
     ]
-    assert record.worker == Worker.this_process() and not record.worker.ended_on_this_machine()
+    assert record.worker == Worker.this_process(search_pid=os.getppid()) and not record.worker.ended_on_this_machine()
     assert TrialRecord.of(study.trials[1]).surplus
 
 
 def test_a_worker_whose_process_is_gone_is_recognised():
-    gone = dataclasses.replace(Worker.this_process(), pid_started="0")  # this pid, but another process's start
+    # this pid, but another process's start
+    gone = dataclasses.replace(Worker.this_process(search_pid=os.getppid()), pid_started="0")
     assert gone.ended_on_this_machine()
     elsewhere = dataclasses.replace(gone, host="another-machine")
     assert not elsewhere.ended_on_this_machine()  # Optuna's heartbeat judges other machines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 
 from automl_img import errors
@@ -23,6 +24,7 @@ class TrialSpec:
     sampler_seed: int | None = None  # reseeded per trial, so a resumed study never replays its trials
     deadline: float | None = None  # time.time() after which no epoch starts (the search's --timeout)
     device: str | None = None  # the one GPU this trial process sees (CUDA_VISIBLE_DEVICES), where there are GPUs
+    search_pid: int = field(default_factory=os.getpid)  # the search process that made this spec
 
 
 @dataclass(frozen=True)

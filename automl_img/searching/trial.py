@@ -39,7 +39,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_number = trial.number
-        records.write(trial, worker=Worker.this_process())
+        records.write(trial, worker=Worker.this_process(self.spec.search_pid))
         if self._surplus(trial):
             records.write(trial, surplus=True)
             raise TrialFailed(

@@ -25,9 +25,9 @@ class Worker:
     search_pid: int
 
     @classmethod
-    def this_process(cls) -> Worker:
+    def this_process(cls, search_pid: int) -> Worker:
         return cls(
-            host=socket.gethostname(), pid=os.getpid(), pid_started=_process_start(os.getpid()), search_pid=os.getppid()
+            host=socket.gethostname(), pid=os.getpid(), pid_started=_process_start(os.getpid()), search_pid=search_pid
         )
 
     def ended_on_this_machine(self) -> bool:
