@@ -21,6 +21,19 @@ from automl_img.searching.runners import RUNNER_ENV
 os.environ.setdefault(RUNNER_ENV, "here")
 
 
+# The longest modules first (measured: each takes 1-3 minutes of a worker), so that the two workers of ``-n auto``
+# end together instead of one running the last long module alone while the other waits.
+_LONGEST_FIRST = ("test_workers.py", "test_backbones.py", "test_ecosystem.py", "test_core.py", "test_crash.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module and among the rest stays as collected
+
+
 @pytest.fixture(autouse=True)
 def _trial_processes_for_system_tests(request, monkeypatch) -> None:
     if request.node.get_closest_marker("system"):
@@ -64,6 +77,18 @@ def few_digits(tmp_path_factory, digits_dir) -> Path:
     for digit in range(10):
         (data / str(digit)).mkdir(parents=True)
         for file in sorted((digits_dir / str(digit)).glob("*.png"))[:12]:
+            shutil.copy(file, data / str(digit) / file.name)
+    return data
+
+
+@pytest.fixture(scope="session")
+def some_digits(tmp_path_factory, digits_dir) -> Path:
+    """The first 80 digits of each class: 800 images, for searches that must learn but need not learn well.
+    Treat as read-only."""
+    data = tmp_path_factory.mktemp("some") / "some-digits"
+    for digit in range(10):
+        (data / str(digit)).mkdir(parents=True)
+        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:80]:
             shutil.copy(file, data / str(digit) / file.name)
     return data
 
