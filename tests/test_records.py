@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 
 import optuna
 import pytest
 from helpers import run
 
-from automl_img.errors import AutomlImgError
+from automl_img.errors import AutomlImgError, StudyError
 from automl_img.models.metrics import report
 from automl_img.outputs.bundle import BundleManifest, FormatCheck, Member, Preprocessing
 from automl_img.searching.options import SearchOptions
 from automl_img.space import Range
 from automl_img.study import records
+from automl_img.study.config import StudyConfig
+from automl_img.study.handle import stored_config
 from automl_img.study.records import EpochRow, TrialRecord, Worker, trial_records
 from automl_img.study.storage import default_storage_url
 
@@ -136,3 +139,15 @@ def test_a_study_another_program_made_is_refused_in_one_line(workdir, digits_dir
     ):
         result = run(*command, expect=1)
         assert "was not made by automl-img search" in result.output and "Traceback" not in result.output, command
+
+
+def test_a_worker_waits_for_the_configuration_of_a_study_created_at_the_same_moment(tmp_path):
+    """Workers started together: one creates the study, then stores its configuration; another that finds the study
+    in between waits for it instead of calling the study foreign."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    created = optuna.create_study(study_name="together", storage=storage)
+    config = StudyConfig("folder", None, "blog-cnn", "accuracy", 1, [8], 0, "hash", ["a", "b"])
+    with pytest.raises(StudyError, match="not made by automl-img search"):
+        stored_config(optuna.load_study(study_name="together", storage=storage))
+    threading.Timer(1.0, config.save, [created]).start()
+    assert stored_config(optuna.load_study(study_name="together", storage=storage), wait=20) == config

@@ -36,6 +36,7 @@ from automl_img.study.handle import TRIALS_LOG, StoredStudy, TrialCounts, stored
 from automl_img.study.records import TrialRecord
 from automl_img.study.storage import open_storage, redact, study_names
 
+_CREATION_SECONDS = 30  # a worker that finds the study just created waits this long for its creator's configuration
 IMBALANCE_THRESHOLD = 1.5  # largest / smallest class in train: class weights switch on from here
 
 
@@ -305,7 +306,7 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
     name = options.study or default_study_name(options.dataset, options.source)
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        config = stored_config(study)
+        config = stored_config(study, wait=_CREATION_SECONDS)
         config.check_same_search(
             name,
             dataset=options.dataset,

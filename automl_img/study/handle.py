@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,9 +36,14 @@ def trial_weights(number: int) -> str:
     return f"trials/{number}/best.weights.h5"
 
 
-def stored_config(study: optuna.Study) -> StudyConfig:
-    """The study's configuration; a study that another program made gets a clear message."""
+def stored_config(study: optuna.Study, wait: float = 0.0) -> StudyConfig:
+    """The study's configuration; a study that another program made gets a clear message. ``wait``: seconds to
+    give a search that has just created the study (another worker started at the same moment) to store it."""
     config = StudyConfig.of(study)
+    give_up = time.monotonic() + wait
+    while config is None and time.monotonic() < give_up:
+        time.sleep(0.5)
+        config = StudyConfig.of(study)  # user_attrs are read from the storage on each access
     if config is None:
         raise StudyError(
             f"study {study.study_name!r} was not made by automl-img search (no configuration stored); "
