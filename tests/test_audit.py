@@ -276,3 +276,34 @@ def test_the_terminal_prints_names_and_messages_with_brackets_as_they_are(tmp_pa
     shown = screen.export_text()
     assert "classes: a[1] 2, b 2" in shown and "a[1]/x[red].png: nearly uniform" in shown
     assert "'automl-img[pretrained]'" in shown and "audit[2]/audit.html" in shown
+
+
+@pytest.mark.slow  # builds Lite0 for the audit and for a trial
+def test_a_head_only_search_takes_the_audits_features(workdir, planted):
+    """The audit's Lite0 features at 64 px are what a frozen Lite0 trial at 64 px computes (bfloat16 here): the
+    search stores the audit's float16 vectors instead of computing its own."""
+    from automl_img.data.audit_cache import features_by_row
+
+    automl_img.audit(planted)  # kept where a search of the folder looks: studies/planted/audit
+    known = features_by_row(workdir / "studies" / "planted" / "audit" / "audit-cache.npz", list_image_folder(planted))
+    assert len(known) == 47  # every readable file
+    search = ("search", planted, "--architecture", "efficientnet-lite0", "--trials", 1, "--epochs", 1)
+    run(*search, "-p", "fine_tune_share=0,image_size=64")
+    [stored] = [np.load(file) for file in workdir.rglob("*-features-*.npy")]
+    assert all(np.array_equal(stored[row], vector.astype(np.float32)) for row, vector in known.items())
+
+
+def test_features_from_elsewhere_are_taken_only_where_the_extractor_agrees():
+    from automl_img.data.features import reusable
+    from automl_img.tf_runtime import keras
+
+    extractor = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D()])
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    own = {row: images[row].mean(axis=(0, 1)).astype(np.float16) for row in range(20)}
+    assert reusable(extractor, images, own) is own
+    assert reusable(extractor, images, {}) == {}
+    others = {row: own[(row + 1) % 20] for row in own}  # another file's vector
+    assert reusable(extractor, images, others) == {}
+    scaled = {row: vector * 1.4 for row, vector in own.items()}  # as far as another size's features
+    assert reusable(extractor, images, scaled) == {}
+    assert reusable(extractor, images, {row: own[row][:2] for row in own}) == {}  # another backbone's shape

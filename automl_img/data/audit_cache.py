@@ -103,6 +103,12 @@ class AuditCache:
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def features_by_row(path: Path, image_set: ImageSet) -> dict[int, np.ndarray]:
+    """The features an audit cached at ``path`` for ``image_set``'s files as they are now, by row (float16)."""
+    cache = AuditCache.open(path, image_set)
+    return {row: cache.features[key] for row, key in enumerate(cache.keys) if key is not None and key in cache.features}
+
+
 def _key(image_set: ImageSet, row: int) -> str | None:
     path = image_set.paths[row]
     try:

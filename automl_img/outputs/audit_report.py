@@ -15,7 +15,7 @@ from automl_img.data.decode import load_image
 from automl_img.data.imageset import ImageSet
 from automl_img.errors import AutomlImgError, StudyError
 from automl_img.plugins import Registry
-from automl_img.study.config import default_study_name, study_dir
+from automl_img.study.config import audit_dir
 
 AUDIT_FILE = "audit.json"
 EXCLUSIONS_FILE = "exclusions.txt"
@@ -50,7 +50,7 @@ def run_audit(
     if not isinstance(image_set, ImageSet):
         raise StudyError(f"dataset loader {dataset!r} returned {type(image_set).__name__}, not an ImageSet")
     image_set.check_usable()
-    folder = Path(out) if out else study_dir(default_study_name(dataset, source)) / "audit"
+    folder = Path(out) if out else audit_dir(dataset, source)
     cache = AuditCache.open(folder / CACHE_FILE, image_set)
     report = audit(image_set, cache=cache)
     if labels:

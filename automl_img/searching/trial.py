@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from automl_img.data.audit_cache import CACHE_FILE as AUDIT_CACHE
+from automl_img.data.audit_cache import features_by_row
 from automl_img.data.features import load_features
 from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.models.families import Families
@@ -18,7 +20,7 @@ from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEve
 from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters, starting_image_sizes
 from automl_img.study import records
 from automl_img.study.artifacts import upload_weights
-from automl_img.study.config import StudyConfig, study_dir
+from automl_img.study.config import StudyConfig, audit_dir, study_dir
 from automl_img.study.handle import trial_weights
 from automl_img.study.records import FINISHED, Worker
 
@@ -161,6 +163,9 @@ class Objective:
                     decoded.images,
                     data.cache.path_for(params.image_size, config.channels),
                     lambda done, total: self.emit(DecodeProgress(params.image_size, done, total, "computing features")),
+                    known=lambda: features_by_row(
+                        audit_dir(config.dataset, config.source) / AUDIT_CACHE, data.split.image_set
+                    ),
                 )
                 result = fit(
                     parts.head,

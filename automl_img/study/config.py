@@ -93,6 +93,11 @@ def study_dir(study_name: str) -> Path:
     return studies_dir() / study_name
 
 
+def audit_dir(dataset: str, source: str | None) -> Path:
+    """Where ``automl-img audit`` keeps a folder's report and cache by default (a search reads its features)."""
+    return study_dir(default_study_name(dataset, source)) / "audit"
+
+
 @dataclass
 class StudyData:
     """The study's split of the images and the per-size cache of their pixels."""
