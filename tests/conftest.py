@@ -23,7 +23,15 @@ os.environ.setdefault(RUNNER_ENV, "here")
 
 # The longest modules first (measured: each takes 1-3 minutes of a worker), so that the two workers of ``-n auto``
 # end together instead of one running the last long module alone while the other waits.
-_LONGEST_FIRST = ("test_workers.py", "test_backbones.py", "test_ecosystem.py", "test_core.py", "test_crash.py")
+_LONGEST_FIRST = (
+    "test_workers.py",
+    "test_backbones.py",
+    "test_ecosystem.py",
+    "test_core.py",
+    "test_notebook.py",
+    "test_crash.py",
+    "test_kerastuner.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
