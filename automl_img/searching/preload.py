@@ -2,12 +2,21 @@
 TensorFlow already loaded instead of importing it again (about 5 s of CPU a trial on a two-core machine).
 
 Only the import happens here: no device is discovered, no thread pool or session is made, because what a
-process has initialised (CUDA above all) does not survive a fork. ``tf_runtime`` does that in each trial."""
+process has initialised (CUDA above all) does not survive a fork. ``tf_runtime`` does that in each trial.
+"""
 
 from __future__ import annotations
+
+import atexit
+import os
 
 from automl_img.native_output import muted_stderr
 
 with muted_stderr():  # TensorFlow's start-up notes, as tf_runtime mutes them
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
+
+# The server ends when the search and its trials are gone, with nothing to save. The interpreter's usual teardown
+# of TensorFlow took seconds there (tens under load), while the server still held the search's output open: a
+# program reading that output to its end waited for it. Its trial processes leave through os._exit, never here.
+atexit.register(os._exit, 0)
