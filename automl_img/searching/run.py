@@ -36,7 +36,9 @@ from automl_img.study.handle import TRIALS_LOG, StoredStudy, TrialCounts, stored
 from automl_img.study.records import TrialRecord
 from automl_img.study.storage import open_storage, redact, study_names
 
-_CREATION_SECONDS = 30  # a worker that finds the study just created waits this long for its creator's configuration
+# A worker that finds the study just created (no trial yet) waits this long for its creator's configuration, which
+# follows the creation at once (the creator read the data before).
+_CREATION_SECONDS = 5
 IMBALANCE_THRESHOLD = 1.5  # largest / smallest class in train: class weights switch on from here
 
 
@@ -306,7 +308,7 @@ def prepare_study(options: SearchOptions, registry: Registry) -> tuple[StoredStu
     name = options.study or default_study_name(options.dataset, options.source)
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        config = stored_config(study, wait=_CREATION_SECONDS)
+        config = stored_config(study, wait=0 if study.get_trials(deepcopy=False) else _CREATION_SECONDS)
         config.check_same_search(
             name,
             dataset=options.dataset,
