@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -223,3 +224,24 @@ print(model.output_shape)
     broken = PluginSource(shipped=pickle.dumps([("gone", "x")])[:-3])
     with pytest.raises(PluginError, match="could not be rebuilt in the trial process"):
         broken.load()
+
+
+def test_trial_starts_from_several_threads_leave_the_main_module_in_place():
+    """--workers start trial processes from several threads at once; each hides ``__main__`` while its child starts,
+    and the caller's own module (a notebook's namespace) is in place once they are done."""
+    from automl_img.searching.runners import _main_module_left_out
+
+    main = sys.modules["__main__"]
+    seen = []
+
+    def start() -> None:
+        with _main_module_left_out():
+            seen.append(sys.modules["__main__"] is main)
+            time.sleep(0.2)  # a child starting; another thread's start comes in meanwhile
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [False, False] and sys.modules["__main__"] is main

@@ -158,17 +158,22 @@ def _trial_context() -> multiprocessing.context.ForkServerContext | multiprocess
     return multiprocessing.get_context("spawn")
 
 
+_MAIN_SWAP = threading.Lock()  # --workers start trial processes from several threads
+
+
 @contextlib.contextmanager
 def _main_module_left_out() -> Iterator[None]:
     """Spawn re-runs the parent's main script in the child, so a script or notebook without an
     ``if __name__ == "__main__":`` guard would start its search again there. The child needs nothing from it
-    (plugins defined there cross by value), so it is shown an empty ``__main__`` while it starts."""
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
+    (plugins defined there cross by value), so it is shown an empty ``__main__`` while it starts. One thread at a
+    time: two interleaved swaps would leave the empty module in place of a notebook's own."""
+    with _MAIN_SWAP:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 def _receive(message: ProgressEvent | TrialReport, run: TrialRun, listener: SearchListener) -> None:
