@@ -78,27 +78,25 @@ def digits_dir(tmp_path_factory) -> Path:
     return write_digits(tmp_path_factory.mktemp("data") / "digits")
 
 
+def _first_of_each_class(digits_dir: Path, data: Path, count: int) -> Path:
+    for digit in range(10):
+        (data / str(digit)).mkdir(parents=True)
+        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:count]:
+            shutil.copy(file, data / str(digit) / file.name)
+    return data
+
+
 @pytest.fixture(scope="session")
 def few_digits(tmp_path_factory, digits_dir) -> Path:
     """The first dozen digits of each class: 120 images, for one quick trial. Treat as read-only."""
-    data = tmp_path_factory.mktemp("few") / "few-digits"
-    for digit in range(10):
-        (data / str(digit)).mkdir(parents=True)
-        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:12]:
-            shutil.copy(file, data / str(digit) / file.name)
-    return data
+    return _first_of_each_class(digits_dir, tmp_path_factory.mktemp("few") / "few-digits", 12)
 
 
 @pytest.fixture(scope="session")
 def some_digits(tmp_path_factory, digits_dir) -> Path:
     """The first 80 digits of each class: 800 images, for searches that must learn but need not learn well.
     Treat as read-only."""
-    data = tmp_path_factory.mktemp("some") / "some-digits"
-    for digit in range(10):
-        (data / str(digit)).mkdir(parents=True)
-        for file in sorted((digits_dir / str(digit)).glob("*.png"))[:80]:
-            shutil.copy(file, data / str(digit) / file.name)
-    return data
+    return _first_of_each_class(digits_dir, tmp_path_factory.mktemp("some") / "some-digits", 80)
 
 
 @pytest.fixture
