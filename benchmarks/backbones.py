@@ -71,8 +71,10 @@ def main() -> None:
             images = rng.integers(0, 256, (args.images // 2, size, size, 1), dtype=np.uint8)
             labels = rng.integers(0, 10, len(images))
             training.compile_for(model, params, 2, len(images) // params.batch_size, params.fine_tune_learning_rate)
-            dataset = training._one_hot(
-                training.batches(images, labels, np.arange(len(images)), params.batch_size, params, shuffle_seed=0), 10
+            dataset = training._targets(
+                training.batches(images, labels, np.arange(len(images)), params.batch_size, params, shuffle_seed=0),
+                10,
+                params,
             )
             model.fit(dataset.take(2), epochs=1, verbose=0)  # warm-up: tracing
             started = time.perf_counter()

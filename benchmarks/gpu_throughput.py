@@ -17,6 +17,7 @@ Compare with ``results/throughput.json`` (this project's CPU, TensorFlow, the re
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import numpy as np
 from _common import write_result
-from throughput import MODELS, over_float32
+from throughput import MODELS, interleaved, over_float32
 
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -126,12 +127,11 @@ def main() -> None:
     for batch in map(int, args.batches.split(",")):
         for model_name in args.models.split(","):
             for size in map(int, args.sizes.split(",")):
-                speeds: dict[str, list[float]] = {p: [] for p in args.precisions.split(",")}
-                gflop = 0.0
-                for _ in range(args.repeats):
-                    for precision in speeds:  # interleaved: a ratio compares runs seconds apart
-                        speed, gflop = measure(model_name, size, precision, batch, args.steps)
-                        speeds[precision].append(speed)
+                speeds, gflop = interleaved(
+                    functools.partial(measure, model_name, size, batch=batch, steps=args.steps),
+                    args.precisions,
+                    args.repeats,
+                )
                 row: dict = {"model": model_name, "image_size": size, "batch": batch, "forward_gflop": round(gflop, 3)}
                 for precision, values in speeds.items():
                     row[precision] = [round(v, 1) for v in values]

@@ -13,8 +13,10 @@ a ratio compares runs a few seconds apart. ``--models`` picks from MODELS (blog-
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 from _common import write_result
@@ -74,6 +76,20 @@ def over_float32(speeds: dict[str, list[float]]) -> dict[str, float]:
     return {f"{p}_over_float32": round(statistics.median(v) / base, 2) for p, v in speeds.items() if p != "float32"}
 
 
+def interleaved(
+    measure_one: Callable[[str], tuple[float, float]], precisions: str, repeats: int
+) -> tuple[dict[str, list[float]], float]:
+    """Images/s per precision (comma-separated), ``repeats`` each, the precisions interleaved so that a ratio
+    compares runs seconds apart; and the forward GFLOP per image that ``measure_one`` reports."""
+    speeds: dict[str, list[float]] = {p: [] for p in precisions.split(",")}
+    gflop = 0.0
+    for _ in range(repeats):
+        for precision in speeds:
+            speed, gflop = measure_one(precision)
+            speeds[precision].append(speed)
+    return speeds, gflop
+
+
 def measure(model_name: str, size: int, precision: str, batch: int, steps: int) -> tuple[float, float]:
     """Images/s of training for ``steps`` batches after one warm-up epoch; forward GFLOP per image."""
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
@@ -91,7 +107,8 @@ def measure(model_name: str, size: int, precision: str, batch: int, steps: int) 
     images = np.random.default_rng(0).integers(0, 256, (rows, size, size, 1), dtype=np.uint8)
     labels = np.random.default_rng(1).integers(0, 5, rows)
     training.compile_for(model, params, 2, steps)
-    data = training._one_hot(training.batches(images, labels, np.arange(rows), batch, params, shuffle_seed=0), 5)
+    batches = training.batches(images, labels, np.arange(rows), batch, params, shuffle_seed=0)
+    data = training._targets(batches, 5, params)
     model.fit(data, epochs=1, verbose=0)  # tracing, oneDNN's kernel choice
     ends: list[float] = []
     timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
@@ -131,12 +148,11 @@ def main() -> None:
     rows = []
     for model_name in args.models.split(","):
         for size in map(int, args.sizes.split(",")):
-            speeds: dict[str, list[float]] = {p: [] for p in args.precisions.split(",")}
-            gflop = 0.0
-            for _ in range(args.repeats):
-                for precision in speeds:  # interleaved: a ratio compares runs seconds apart
-                    speed, gflop = measure(model_name, size, precision, args.batch, args.steps)
-                    speeds[precision].append(speed)
+            speeds, gflop = interleaved(
+                functools.partial(measure, model_name, size, batch=args.batch, steps=args.steps),
+                args.precisions,
+                args.repeats,
+            )
             row = {"model": model_name, "image_size": size, "forward_gflop_per_image": round(gflop, 3)}
             for precision, values in speeds.items():
                 best = max(values)
