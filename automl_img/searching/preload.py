@@ -8,6 +8,7 @@ process has initialised (CUDA above all) does not survive a fork. ``tf_runtime``
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 
 from automl_img.native_output import muted_stderr
@@ -15,6 +16,7 @@ from automl_img.native_output import muted_stderr
 with muted_stderr():  # TensorFlow's start-up notes, as tf_runtime mutes them
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
+gc.freeze()  # as tf_runtime does: a trial's garbage collections skip what the import made
 
 # The server ends when the search and its trials are gone, with nothing to save. The interpreter's usual teardown
 # of TensorFlow took seconds there (tens under load), while the server still held the search's output open: a
