@@ -8,7 +8,8 @@
    Occlusion's patch, an eighth of the image moved by a sixteenth, is the first and only setting tried.)
 3. The shortcut (a model that learned the hospital's marker instead of the joint is only caught by looking): the
    same folder, but every "square" image also carries a 4 px marker in its top-left corner. Reported: the share of
-   the "square" test images whose map peaks within 8 px of the marker, the map's mean there over its mean, and
+   the "square" test images whose map peaks within 8 px of the marker, the share whose map reaches half its peak
+   there (the overlay shows the corner as a second hot spot at least), the map's mean there over its mean, and
    whether the model uses the marker (the share of all test images called "square" once the marker is added).
 2. The sanity check (Adebayo et al. 2018): the maps of the trained bundle against those of the same model with
    re-initialised weights; the Spearman rank correlation of each pair, median over test images, must be below 0.5.
@@ -134,6 +135,7 @@ def main() -> None:
             "sanity_median_spearman": float(np.median(correlations)),
             "shortcut_maps_peaking_on_the_marker": float(np.mean([np.all(peak < near) for peak in peaks])),
             "shortcut_map_on_the_marker_over_its_mean": float(square_maps[:, :near, :near].mean() / square_maps.mean()),
+            "shortcut_maps_hot_on_the_marker": float(np.mean(square_maps[:, :near, :near].max(axis=(1, 2)) >= 0.5)),
             "seconds_per_image": round((time.time() - began) / (2 * len(images) + len(squares)), 3),
         }
         print(method, figures[method], flush=True)

@@ -282,6 +282,29 @@ def test_occlusion_peaks_where_the_class_is_decided():
         assert cam[outside].max() == 0
 
 
+def test_occlusion_shows_both_signs_of_a_model_too_sure_for_its_probability_to_move():
+    """Two bright regions each add 60 to class 1's logit: with both, or with either one covered, its float32
+    probability is exactly 1.0, yet each region is evidence; the map is hot on both (log-odds against the other
+    class's probability, which stays above zero)."""
+    from automl_img.outputs.explain import occlusion
+    from automl_img.tf_runtime import keras
+
+    inputs = keras.Input((32, 32, 1), dtype="uint8")
+    scaled = keras.layers.Rescaling(1 / 255)(inputs)
+    pooled = [
+        keras.layers.GlobalAveragePooling2D()(keras.layers.Cropping2D(crop)(scaled))
+        for crop in (((4, 20), (4, 20)), ((20, 4), (20, 4)))  # rows and columns 4-11, and 20-27
+    ]
+    dense = keras.layers.Dense(2, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.Concatenate()(pooled)))
+    dense.set_weights([np.array([[0.0, 60.0], [0.0, 60.0]]), np.array([0.0, -30.0])])
+    image = np.full((1, 32, 32, 1), 30, dtype=np.uint8)
+    image[:, 4:12, 4:12] = image[:, 20:28, 20:28] = 255
+    assert float(model(image)[0, 1]) == 1.0
+    [cam] = occlusion(model, image)
+    assert cam[4:12, 4:12].max() >= 0.5 and cam[20:28, 20:28].max() >= 0.5, (cam[4:12, 4:12].max(), cam.max())
+
+
 @pytest.mark.slow  # builds Lite0
 def test_grad_cam_follows_a_pretrained_backbone_nested_in_features():
     """The maps come from the backbone's own stages, inside the ``features`` sub-model, one per resolution."""
