@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -66,6 +68,16 @@ def wait_for_trial_in_progress(number: int, timeout: float = 180) -> optuna.tria
     raise AssertionError(f"trial {number} never got going")
 
 
+def _forkserver_of(pid: int) -> bool:
+    """Whether process ``pid`` has a child running multiprocessing's fork server (Linux's /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        with contextlib.suppress(OSError):
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return True
+    return False
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -93,6 +105,28 @@ def test_sigkill_mid_trial_loses_only_that_trial_and_the_rerun_completes(workdir
     assert after[0].state.name == "COMPLETE" and after[0].value == before[0].value
     assert after[1].state.name == "FAIL" and "ended during the trial" in after[1].user_attrs["fail_reason"]
     assert [t.state.name for t in after[2:]] == ["COMPLETE"]  # the failed trial is not counted: one more runs
+
+
+def test_ctrl_c_while_the_first_trial_process_starts_ends_without_a_traceback(workdir, digits_dir):
+    """Ctrl-C reaches the whole process group: the search, the server its trial processes fork from (importing
+    TensorFlow for the first seconds) and a trial process being started. Each printed a traceback there."""
+    search = subprocess.Popen(
+        [sys.executable, "-m", "automl_img", "search", str(digits_dir), "--trials", "1", "-p", "image_size=8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 60
+    while not _forkserver_of(search.pid) and search.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert _forkserver_of(search.pid), "the search started no fork server"
+    time.sleep(1)  # it is importing TensorFlow (seconds), while the search waits for its first trial process
+    os.killpg(search.pid, signal.SIGINT)
+    output = search.communicate(timeout=60)[0]
+    assert search.returncode == 130, output
+    assert "interrupted (Ctrl-C)" in output and "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
 
 def test_ctrl_c_saves_everything_says_how_to_resume_and_the_study_stays_usable(workdir, digits_dir, tmp_path):

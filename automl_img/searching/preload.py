@@ -10,12 +10,21 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import signal
 
 from automl_img.native_output import muted_stderr
 
-with muted_stderr():  # TensorFlow's start-up notes, as tf_runtime mutes them
-    import keras  # noqa: F401
-    import tensorflow  # noqa: F401
+# Ctrl-C reaches the whole process group, this server included, and it may come while the server still imports
+# (the first seconds of a search): it printed a KeyboardInterrupt traceback beside the search's own clean summary.
+# The search handles Ctrl-C; the server ignores it while importing, as multiprocessing makes it do afterwards, and
+# then puts back the handler its trial processes inherit (they do stop on Ctrl-C, and save).
+_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    with muted_stderr():  # TensorFlow's start-up notes, as tf_runtime mutes them
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+finally:
+    signal.signal(signal.SIGINT, _handler)
 gc.freeze()  # as tf_runtime does: a trial's garbage collections skip what the import made
 
 # The server ends when the search and its trials are gone, with nothing to save. The interpreter's usual teardown

@@ -121,7 +121,7 @@ def run_trial_process(spec: TrialSpec, listener: SearchListener, stop: threading
     run = TrialRun()
     started = time.time()
     try:
-        with _main_module_left_out():
+        with _main_module_left_out(), _ctrl_c_held():
             child.start()  # the first start of a forkserver waits for its import of TensorFlow
         while True:
             try:
@@ -174,6 +174,25 @@ def _main_module_left_out() -> Iterator[None]:
             yield
         finally:
             sys.modules["__main__"] = main
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C waits until the child has started, then interrupts as usual (and the child is stopped as usual).
+    Interrupted half-way, ``start`` left a child the search no longer knew: it printed a traceback when the
+    search, exiting, removed the queue the child was still unpacking. (Blocking SIGINT in this thread does not
+    hold it: the signal is taken by another thread and raised here all the same.)"""
+    if threading.current_thread() is not threading.main_thread():  # Ctrl-C reaches the main thread only
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed and callable(previous):
+        previous(signal.SIGINT, None)  # Python's own handler raises KeyboardInterrupt; a notebook's, its own
 
 
 def _receive(message: ProgressEvent | TrialReport, run: TrialRun, listener: SearchListener) -> None:
