@@ -147,7 +147,11 @@ def search(
     if registry.loaded_from() and not (quiet or json_lines):
         console.print(f"plugins: {'; '.join(registry.loaded_from())}")
     display = search_display(search_options, quiet, json_lines)
-    summary = run_search(search_options, registry, display)
+    try:
+        summary = run_search(search_options, registry, display)
+    except KeyboardInterrupt:  # once trials run, the search itself stops them, saves and sums up
+        typer.echo("interrupted (Ctrl-C) before a trial started: nothing to save; run the same command again", err=True)
+        raise typer.Exit(130) from None
     display.summary(summary)
     if not summary.ok:
         raise typer.Exit(130 if summary.interrupted else 1)

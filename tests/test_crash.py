@@ -129,6 +129,20 @@ def test_ctrl_c_while_the_first_trial_process_starts_ends_without_a_traceback(wo
     assert "interrupted (Ctrl-C)" in output and "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
 
+def test_ctrl_c_before_a_trial_starts_says_so_in_one_line(workdir, digits_dir, monkeypatch):
+    """Ctrl-C while the study is being prepared (listing, decoding a large folder) is met where Python happens to
+    be; here, as the console prints the study's first lines."""
+    from automl_img.display import console
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(console.LiveDisplay, "study_ready", pressed)
+    result = run("search", digits_dir, "--trials", 1, expect=130)
+    assert "interrupted (Ctrl-C) before a trial started" in result.output and "Traceback" not in result.output
+    assert trials_of("digits") == []
+
+
 def test_ctrl_c_saves_everything_says_how_to_resume_and_the_study_stays_usable(workdir, digits_dir, tmp_path):
     search = start_search(digits_dir)
     wait_for_trial_in_progress(1)
