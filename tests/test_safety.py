@@ -10,6 +10,7 @@ from helpers import run
 
 
 def test_bundle_with_a_lambda_layer_is_refused_unless_unsafe(workdir, tmp_path):
+    from automl_img.data.decode import DECODE_VERSION
     from automl_img.tf_runtime import keras
 
     bundle = tmp_path / "bundle"
@@ -21,7 +22,11 @@ def test_bundle_with_a_lambda_layer_is_refused_unless_unsafe(workdir, tmp_path):
     keras.Model(inputs, outputs).save(bundle / "model.keras")
     (bundle / "bundle.json").write_text(
         json.dumps(
-            {"model": "model.keras", "class_names": ["a", "b"], "preprocessing": {"image_size": 8, "channels": 1}}
+            {
+                "model": "model.keras",
+                "class_names": ["a", "b"],
+                "preprocessing": {"image_size": 8, "channels": 1, "decode": DECODE_VERSION},  # today's pixels
+            }
         )
     )
     image = tmp_path / "x.png"
