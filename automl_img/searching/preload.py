@@ -16,8 +16,8 @@ from automl_img.native_output import muted_stderr
 
 # Ctrl-C reaches the whole process group, this server included, and it may come while the server still imports
 # (the first seconds of a search): it printed a KeyboardInterrupt traceback beside the search's own clean summary.
-# The search handles Ctrl-C; the server ignores it while importing, as multiprocessing makes it do afterwards, and
-# then puts back the handler its trial processes inherit (they do stop on Ctrl-C, and save).
+# The search handles Ctrl-C (it stops its trial processes with SIGTERM, and they save); the server ignores it while
+# importing, as multiprocessing makes it do afterwards, then puts the previous handler back.
 _handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
 try:
     with muted_stderr():  # TensorFlow's start-up notes, as tf_runtime mutes them
