@@ -89,6 +89,27 @@ def test_planted_copies_are_found_and_named_by_kind(planted):
     assert report.part_counts == {"train": 33, "test": 15} and report.class_counts == {"a": 23, "b": 25}
 
 
+def test_cropped_copies_within_one_part_are_found_once_aligned(tmp_path):
+    """A folder of class folders (no parts: the search would split it): a copy cropped by up to 5 % a side in its
+    own class is a duplicate, in the other class a label conflict; the hash alone misses both."""
+    rng = np.random.default_rng(2)
+    images = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for n in range(25):
+            images[f"{name}/{n}.png"] = image = texture(rng)
+            cv2.imwrite(str(tmp_path / name / f"{n}.png"), image)
+    cv2.imwrite(str(tmp_path / "a/cropped.png"), images["a/5.png"][2:62, 3:61])
+    cv2.imwrite(str(tmp_path / "b/cropped.png"), images["a/6.png"][0:61, 2:64])
+    report = audit(list_image_folder(tmp_path))
+    found = {(pair.kind, frozenset((pair.first, pair.second)), pair.aligned) for pair in report.pairs}
+    assert found == {
+        ("duplicate", frozenset(("a/5.png", "a/cropped.png")), True),
+        ("conflict", frozenset(("a/6.png", "b/cropped.png")), True),
+    }, report.pairs
+    assert audit(list_image_folder(tmp_path), aligned_bits=None).pairs == []
+
+
 def test_distinct_images_are_not_copies_and_the_hash_survives_small_changes():
     rng = np.random.default_rng(1)
     images = [texture(rng)[:, :, None] for _ in range(300)]
@@ -99,7 +120,7 @@ def test_distinct_images_are_not_copies_and_the_hash_survives_small_changes():
         np.clip(original.astype(np.float32) * 0.9, 0, 255).astype(np.uint8),
         cv2.resize(original, (70, 70))[:, :, None],
         cv2.imdecode(cv2.imencode(".jpg", original, [cv2.IMWRITE_JPEG_QUALITY, 80])[1], 0)[:, :, None],
-    ]  # a crop, even of one row, moves more bits: such copies are found only once aligned (a pre-split folder)
+    ]  # a crop, even of one row, moves more bits: such copies are found only once aligned
     for image in changed:
         distance = int(np.bitwise_count(np.array(perceptual_hash(image), dtype=np.uint64) ^ hashes[0]).sum())
         assert distance <= NEAR_DUPLICATE_BITS, distance

@@ -4,11 +4,12 @@ Copies of one image (re-saved, resized, brightened) are found by a perceptual ha
 12x12 frequencies of the image's discrete cosine transform at 32 px, against their median (pHash, Zauner 2010,
 with more than twice the usual 64 bits: on Fashion-MNIST with planted copies those could not tell copies from the
 many look-alike products), 144 bits per image. Two images whose hashes differ in at most ``NEAR_DUPLICATE_BITS``
-bits are copies. Crops move too many bits: in a pre-split folder, val and test images are also aligned onto their
-nearest training images and hashed again (``aligned``). A pair in one class is a duplicate, in two classes a
-label conflict (one image, two labels), and in two parts of a pre-split folder a leak (a test score that has seen
-its image). Then the odd ones: unreadable files (the list the search's skip report uses), near-uniform images,
-sizes and shapes far from the rest, a few colour images among grayscale ones, and the class balance.
+bits are copies. Crops move too many bits: images are also aligned onto their nearest look-alikes (val and test
+images onto training images, and every image within its own part) and hashed again (``aligned``). A pair in one
+class is a duplicate, in two classes a label conflict (one image, two labels), and in two parts of a pre-split
+folder a leak (a test score that has seen its image). Then the odd ones: unreadable files (the list the search's
+skip report uses), near-uniform images, sizes and shapes far from the rest, a few colour images among grayscale
+ones, and the class balance.
 
 All pairs are compared, a block of rows at a time: memory stays at about 11 x ``BLOCK`` x images bytes whatever the
 folder's size (280 MB for 100,000 images), and the time grows with the square of the images (64-bit XOR and
@@ -30,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from automl_img.data.aligned import ALIGN_SIZE, CANDIDATES, aligned_leaks, thumbnail
+from automl_img.data.aligned import ALIGN_SIZE, CANDIDATES, NEIGHBOURS, aligned_pairs, thumbnail
 from automl_img.data.audit_cache import AuditCache, ImageFacts
 from automl_img.data.decode import UnreadableImage, read_image
 from automl_img.data.imageset import ImageSet
@@ -137,8 +138,8 @@ class AuditReport:
         found["method"] = (
             f"perceptual hash ({HASH_FREQUENCIES**2}-bit DCT sign hash at {HASH_SIZE} px); pairs within "
             f"{self.near_duplicate_bits} bits are copies; each val or test image is also aligned (ECC, affine, "
-            f"{ALIGN_SIZE} px) onto its {CANDIDATES} nearest training images, and a pair within {ALIGNED_BITS} bits "
-            "once aligned is a leak"
+            f"{ALIGN_SIZE} px) onto its {CANDIDATES} nearest training images and each image onto its {NEIGHBOURS} "
+            f"nearest in its own part, and a pair within {ALIGNED_BITS} bits once aligned is a copy"
         )
         return json.dumps(found, indent=2)
 
@@ -170,8 +171,7 @@ def audit(
     aligned_bits: int | None = ALIGNED_BITS,
 ) -> AuditReport:
     """Hash and measure every image of the set (those ``cache`` knows are not decoded again), compare every pair,
-    then align each val and test image not yet paired onto its nearest training images (a pre-split folder; not
-    with ``aligned_bits=None``)."""
+    then align each image onto its nearest look-alikes (``aligned.aligned_pairs``; not with ``aligned_bits=None``)."""
     started = time.monotonic()
     cache = cache or AuditCache([None] * len(image_set))
     known = [cache.facts.get(key) if key is not None else None for key in cache.keys]
@@ -197,8 +197,8 @@ def audit(
         return image_set.paths[row], names[image_set.labels[row]], parts[row] if parts else None
 
     matches = [(first, second, distance, False) for first, second, distance in near_pairs(hashes, max_bits)]
-    if parts and aligned_bits is not None:
-        good_parts = [parts[row] for row in readable]
+    if aligned_bits is not None:
+        good_parts = [parts[row] for row in readable] if parts else None
         matches += [
             (first, second, distance, True)
             for first, second, distance in _aligned(
@@ -285,29 +285,28 @@ def _aligned(
     image_set: ImageSet,
     readable: list[int],
     good: list[ImageFacts],
-    parts: list[str],
+    parts: list[str] | None,
     matches: list[tuple[int, int, int, bool]],
     max_bits: int,
     aligned_bits: int,
 ) -> list[tuple[int, int, int]]:
-    """The leaks found by alignment (``aligned.aligned_leaks``), or those the cache holds for the same files, parts
+    """The pairs found by alignment (``aligned.aligned_pairs``), or those the cache holds for the same files, parts
     and thresholds."""
-    names = sorted(set(parts))
-    codes = np.array([names.index(part) for part in parts])
-    digest = f"{cache.digest(readable, codes)}:{max_bits}:{aligned_bits}"
+    names = sorted(set(parts or []))
+    codes = np.array([names.index(part) for part in parts]) if parts else np.zeros(len(readable), dtype=np.int64)
+    digest = f"{cache.digest(readable, codes)}:{max_bits}:{aligned_bits}:{CANDIDATES}:{NEIGHBOURS}"
     if cache.aligned is not None and cache.aligned[0] == digest and None not in cache.keys:
         return [(int(a), int(b), int(bits)) for a, b, bits in cache.aligned[1]]
-    paired = {row for first, second, _, _ in matches if parts[first] != parts[second] for row in (first, second)}
-    leaks = aligned_leaks(
+    found = aligned_pairs(
         [image_set.absolute(image_set.paths[row]) for row in readable],
         parts,
-        np.stack([f.thumbnail for f in good]),
-        paired,
+        np.stack([f.thumbnail for f in good]) if good else np.zeros((0, 16, 16), np.uint8),
+        {frozenset((first, second)) for first, second, _, _ in matches},
         aligned_bits,
         _bits_apart,
     )
-    cache.aligned = (digest, np.array(leaks, dtype=np.int64).reshape(len(leaks), 3))
-    return leaks
+    cache.aligned = (digest, np.array(found, dtype=np.int64).reshape(len(found), 3))
+    return found
 
 
 def _bits_apart(first: np.ndarray, second: np.ndarray) -> int:

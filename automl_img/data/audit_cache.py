@@ -1,6 +1,6 @@
 """What an audit computed for each file, kept beside its audit.json so that the next audit of the same folder only
 decodes the files that are new or changed: the hash, measures and 16 px thumbnail of each image, its pretrained
-features, the label check's out-of-fold probabilities (reused while no file and no label changed) and the leaks
+features, the label check's out-of-fold probabilities (reused while no file and no label changed) and the copies
 found by alignment (reused while no file and no part changed).
 
 A file is known by its path in the folder, its size and its modification time; an edit, a re-save or a move makes it
@@ -44,7 +44,7 @@ class AuditCache:
     facts: dict[str, ImageFacts] = field(default_factory=dict)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     probabilities: tuple[str, np.ndarray] | None = None  #: (digest of the files and labels, out-of-fold)
-    aligned: tuple[str, np.ndarray] | None = None  #: (digest of the files, parts and thresholds, leaks found aligned)
+    aligned: tuple[str, np.ndarray] | None = None  #: (digest of the files, parts and thresholds, pairs found aligned)
 
     @classmethod
     def open(cls, path: Path | None, image_set: ImageSet) -> AuditCache:
