@@ -1,6 +1,6 @@
 """`automl-img audit` on folders with planted copies: recall and precision of the leaks it finds, by threshold.
 
-    python benchmarks/audit.py [--data fashion-mnist-6k] [--copies 200] [--seed 0]
+    python benchmarks/audit.py [--data fashion-mnist-6k] [--copies 200] [--within 200] [--seed 0]
     python benchmarks/audit.py --data fashion-mnist --timing     # 10,000 images, twice: the second reads the cache
     python benchmarks/audit.py --scale 100000                     # time and memory without the label check
     python benchmarks/audit.py --larger                           # cropped and resized leaks on 112-160 px images
@@ -9,8 +9,10 @@ Copies DATA (pre-split train/test PNG folders) to a temporary folder and plants 
 images into test, each changed one way: re-encoded as JPEG (quality 85), resized by 90-110 %, cropped by up to
 5 % on each side, or brightened or darkened by up to 10 %. Then audits it and counts, for every threshold in
 bits, the planted leaks found (recall) and the share of reported cross-split pairs that are planted
-(precision). The same audit of the clean folder (no copies planted) gives the pairs it reports there. Then
-FLIP (5 %) of the other training images are moved to another class, and the label check's suspects are scored:
+(precision). WITHIN more copies stay in train, changed the same ways, half in their own class (duplicates) and
+half in another (label conflicts): their recall, and the planted share of the pairs reported within a part. The
+same audit of the clean folder (no copies planted) gives the pairs it reports there. Then FLIP (5 %) of the
+other training images are moved to another class, and the label check's suspects are scored:
 precision among the top k for k = a quarter, half, all and twice the number flipped. The threshold was chosen
 on fashion-mnist-6k; fashion-mnist-6k-b reports.
 """
@@ -36,21 +38,42 @@ def plant(folder: Path, copies: int, rng: np.random.Generator) -> set[tuple[str,
     planted = set()
     for n, source in enumerate(rng.choice(len(train), size=copies, replace=False)):
         path = train[int(source)]
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        change = n % len(CHANGES)
-        height, width = image.shape
-        if change == 1:
-            scale = rng.uniform(0.9, 1.1)
-            image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        elif change == 2:
-            top, left, bottom, right = (int(rng.integers(0, max(1, round(0.05 * side)) + 1)) for side in (height,) * 4)
-            image = image[top : height - bottom or None, left : width - right or None]
-        elif change == 3:
-            image = np.clip(image.astype(np.float32) * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
-        suffix = ".jpg" if change == 0 else ".png"
+        image, suffix = change(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), n % len(CHANGES), rng)
         target = folder / "test" / path.parent.name / f"planted-{n}{suffix}"
-        params = [cv2.IMWRITE_JPEG_QUALITY, 85] if change == 0 else []
-        cv2.imwrite(str(target), image, params)
+        cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, 85] if suffix == ".jpg" else [])
+        planted.add((str(path.relative_to(folder)), str(target.relative_to(folder))))
+    return planted
+
+
+def change(image: np.ndarray, how: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """The image changed the way CHANGES[how] says, and the suffix to save it under (JPEG for "jpeg")."""
+    height, width = image.shape
+    if how == 1:
+        scale = rng.uniform(0.9, 1.1)
+        image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    elif how == 2:
+        top, left, bottom, right = (int(rng.integers(0, max(1, round(0.05 * side)) + 1)) for side in (height,) * 4)
+        image = image[top : height - bottom or None, left : width - right or None]
+    elif how == 3:
+        image = np.clip(image.astype(np.float32) * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+    return image, ".jpg" if how == 0 else ".png"
+
+
+def plant_within(folder: Path, copies: int, rng: np.random.Generator, keep: set[str]) -> set[tuple[str, str]]:
+    """Copy training images (not in ``keep``) into train, changed as ``change`` says; copy n goes to its own class
+    when (n // 4) is even, else to another. Returns the (source, copy) pairs, relative."""
+    if not copies:
+        return set()  # the random stream left as it was: the runs without them are repeated exactly
+    train = [p for p in sorted((folder / "train").rglob("*.png")) if str(p.relative_to(folder)) not in keep]
+    classes = sorted(p.name for p in (folder / "train").iterdir())
+    planted = set()
+    for n, source in enumerate(rng.choice(len(train), size=copies, replace=False)):
+        path = train[int(source)]
+        own = classes.index(path.parent.name)
+        target_class = classes[own if (n // 4) % 2 == 0 else (own + int(rng.integers(1, len(classes)))) % len(classes)]
+        image, suffix = change(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), n % len(CHANGES), rng)
+        target = folder / "train" / target_class / f"within-{n}{suffix}"
+        cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, 85] if suffix == ".jpg" else [])
         planted.add((str(path.relative_to(folder)), str(target.relative_to(folder))))
     return planted
 
@@ -192,24 +215,30 @@ def larger() -> None:
 
 
 def _change_of(pair: tuple[str, str]) -> str:
-    return CHANGES[int(Path(pair[1]).stem.removeprefix("planted-")) % len(CHANGES)]
+    return CHANGES[int(Path(pair[1]).stem.split("-")[-1]) % len(CHANGES)]
 
 
-def _scores(found: list, planted: set[tuple[str, str]]) -> dict[str, float]:
-    """Planted copies found as leaks, and the planted share of the leaks reported."""
-    leaks = {(p.first, p.second) for p in found if p.kind == "leak"}
-    leaks |= {(b, a) for a, b in leaks}
-    true_reported = sum((p.first, p.second) in planted or (p.second, p.first) in planted for p in found)
-    return {
-        "leak_recall": round(sum(pair in leaks for pair in planted) / len(planted), 4),
-        "precision_of_cross_split_pairs": round(true_reported / max(1, sum(p.kind == "leak" for p in found)), 4),
-    }
+def _scores(found: list, planted: set[tuple[str, str]], within: set[tuple[str, str]]) -> dict[str, float]:
+    """Planted copies found as leaks, and the planted share of the leaks reported; the same for the copies planted
+    within train (found as duplicates or conflicts)."""
+    pairs = {frozenset((p.first, p.second)): p.kind for p in found}
+    scores = {}
+    for name, copies, kinds in (("leak", planted, ("leak",)), ("within", within, ("conflict", "duplicate"))):
+        if not copies:
+            continue
+        reported = [pair for pair, kind in pairs.items() if kind in kinds]
+        true = sum(pair in {frozenset(c) for c in copies} for pair in reported)
+        scores[f"{name}_recall"] = round(sum(pairs.get(frozenset(c)) in kinds for c in copies) / len(copies), 4)
+        label = "cross_split" if name == "leak" else "within_part"
+        scores[f"precision_of_{label}_pairs"] = round(true / max(1, len(reported)), 4)
+    return scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion-mnist-6k")
     parser.add_argument("--copies", type=int, default=200)
+    parser.add_argument("--within", type=int, default=0, help="copies planted within train (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flip", type=float, default=0.05, help="share of training labels flipped")
     parser.add_argument("--timing", action="store_true", help="only time the whole audit of DATA/test, twice")
@@ -231,8 +260,10 @@ def main() -> None:
     planted_folder = Path(shutil.copytree(clean, work / "planted"))
     rng = np.random.default_rng(args.seed)
     planted = plant(planted_folder, args.copies, rng)
-    flipped = flip(planted_folder, args.flip, {source for source, _ in planted}, rng)
-    figures: dict = {"data": args.data, "copies": args.copies, "flipped": len(flipped)}
+    within = plant_within(planted_folder, args.within, rng, {source for source, _ in planted})
+    kept = {path for pair in planted | within for path in pair}
+    flipped = flip(planted_folder, args.flip, kept, rng)
+    figures: dict = {"data": args.data, "copies": args.copies, "within": args.within, "flipped": len(flipped)}
     for name, folder in (("clean", clean), ("planted", planted_folder)):
         # The hash alone at every threshold up to 16 bits; then the defaults' hash with aligned leaks up to 12 bits.
         for sweep, options, limit in (
@@ -253,15 +284,16 @@ def main() -> None:
                     kind: sum(p.kind == kind for p in found) for kind in ("leak", "conflict", "duplicate")
                 }
                 if name == "planted":
-                    row.update(_scores(found, planted))
+                    row.update(_scores(found, planted, within))
     started = time.monotonic()
     report = audit(list_image_folder(planted_folder))
     figures["planted_seconds_at_defaults"] = round(time.monotonic() - started, 1)
     found = {frozenset((p.first, p.second)) for p in report.pairs}
-    figures["at_defaults"] = _scores(report.pairs, planted) | {
-        f"{change}_recall": round(float(np.mean([frozenset(pair) in found for pair in of_change])), 4)
-        for change in CHANGES
-        if (of_change := [pair for pair in planted if _change_of(pair) == change])
+    figures["at_defaults"] = _scores(report.pairs, planted, within) | {
+        f"{prefix}{how}_recall": round(float(np.mean([frozenset(pair) in found for pair in of_change])), 4)
+        for prefix, copies in (("", planted), ("within_", within))
+        for how in CHANGES
+        if (of_change := [pair for pair in copies if _change_of(pair) == how])
     }
     image_set = list_image_folder(planted_folder)
     report = audit(image_set)
@@ -278,7 +310,7 @@ def main() -> None:
     }
     figures["label_recall_of_all_suspects"] = round(len(set(ranked) & flipped) / max(1, len(flipped)), 4)
     print(figures)
-    write_result(f"audit-{args.data}", figures)
+    write_result(f"audit-{args.data}" + (f"-within-{args.within}" if args.within else ""), figures)
 
 
 if __name__ == "__main__":
