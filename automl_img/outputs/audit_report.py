@@ -107,10 +107,10 @@ def check_labels(report: AuditReport, image_set: ImageSet, cache: AuditCache | N
     report.oddities += [
         Oddity(
             image_set.paths[rows[far.row]],
-            f"far from every class (cosine distance {far.score:.2f} to its {outliers.NEIGHBOURS} nearest images in the "
-            f"pretrained features; the folder's fence is {far.fence:.2f})",
+            f"far from every class (cosine distance {far.score:.2f} to the {outliers.NEIGHBOURS} nearest images of the "
+            f"class nearest to it, in the pretrained features; the folder's fence is {far.fence:.2f})",
         )
-        for far in outliers.outliers(features)
+        for far in outliers.outliers(features, labels)
     ]
 
 
