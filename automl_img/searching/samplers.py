@@ -99,10 +99,12 @@ class NearDefaults(optuna.samplers.BaseSampler):
 
 def defaults(study: optuna.Study) -> dict[str, object]:
     """Each parameter's value in the queued trials that are not promotions (``enqueue_defaults``: one trial per
-    architecture) and did not fail (a plugin's bug at its defaults), where they all agree (not ``architecture``)."""
+    architecture and starting size) nor the unwarped start, and did not fail (a plugin's bug at its defaults), where
+    they all agree (not ``architecture``, not the image size)."""
     found: dict[str, list] = {}
     for trial in study.get_trials(deepcopy=False):
-        if TrialRecord.of(trial).promoted_from is None and trial.state != optuna.trial.TrialState.FAIL:
+        record = TrialRecord.of(trial)
+        if record.promoted_from is None and not record.unwarped_start and trial.state != optuna.trial.TrialState.FAIL:
             for name, value in trial.system_attrs.get("fixed_params", {}).items():
                 found.setdefault(name, []).append(value)
     return {name: values[0] for name, values in found.items() if len(set(map(repr, values))) == 1}

@@ -17,7 +17,14 @@ from automl_img.errors import DataError, PluginError, StudyError, TrialFailed
 from automl_img.models.families import Families
 from automl_img.searching.fidelity import epoch_levels, estimated_seconds, level_rows
 from automl_img.searching.progress import DecodeProgress, EpochDone, ProgressEvent, TrialStarted
-from automl_img.space import DefaultHyperParameters, Stage, TrialHyperParameters, starting_image_sizes
+from automl_img.space import (
+    WARP_PARAMETERS,
+    DefaultHyperParameters,
+    Stage,
+    TrialHyperParameters,
+    starting_image_sizes,
+    unwarped_start_size,
+)
 from automl_img.study import records
 from automl_img.study.artifacts import upload_weights
 from automl_img.study.config import StudyConfig, audit_dir, study_dir
@@ -236,16 +243,21 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
     """A new study's first trial is every parameter's default: for the built-ins, a configuration that did
     well on our development data (docs/search.md, "The search space"), at the lowest epoch level. The same defaults at
     larger image sizes come next (``space.starting_image_sizes``), so the first rung says whether resolution
-    pays. With several architectures, each one's defaults come next, so the family is judged early and cheaply.
+    pays, then the first architecture's defaults without the affine warp (``space.WARP_PARAMETERS``), which
+    blurs details a pixel wide. With several architectures, each one's defaults come next, so the family is
+    judged early and cheaply.
 
     The search then starts from a known, strong model (exportable early) and improves on it.
     """
     from automl_img.models import training
 
     declared: set[str] = set()
-    for fixed, family in zip(architectures.default_overrides(), architectures.members):
+    level = epoch_levels(options.epochs, options.trials)[0]
+    for index, (fixed, family) in enumerate(zip(architectures.default_overrides(), architectures.members)):
         name = family.size_parameter
-        for size in starting_image_sizes(family.image_sizes, options.overrides.get(name), name):
+        sizes = starting_image_sizes(family.image_sizes, options.overrides.get(name), name)
+        values: dict[int, dict] = {}
+        for size in sizes:
             hp = DefaultHyperParameters({**options.overrides, **fixed, name: size})
             try:  # building declares the architecture's parameters, so their defaults are fixed too
                 training.build_for_trial(
@@ -258,9 +270,12 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
             finally:
                 training.keras.backend.clear_session()
             declared |= set(hp.values)
-            records.enqueue(
-                study, hp.values, skip_if_exists=True, epochs=epoch_levels(options.epochs, options.trials)[0]
-            )
+            values[size] = hp.values
+            records.enqueue(study, hp.values, skip_if_exists=True, epochs=level)
+        still = {parameter: 0.0 for parameter in WARP_PARAMETERS}
+        if index == 0 and not set(still) & set(options.overrides) and set(still) <= set(values[sizes[0]]):
+            unwarped = {**values[unwarped_start_size(sizes)], **still}  # the first architecture's, once
+            records.enqueue(study, unwarped, skip_if_exists=True, epochs=level, unwarped_start=True)
     unused = set(options.overrides) - declared
     if len(architectures.members) > 1 and unused:  # one family's trial cannot tell another family's parameters
         raise StudyError(

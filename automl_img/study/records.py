@@ -102,6 +102,7 @@ class TrialRecord:
     weights_artifact: str | None = None  #: their id in the study's artifact store, where it has one
     epochs: int | None = None  #: the epochs its learning-rate schedule spans: its fidelity level
     promoted_from: int | None = None  #: the shorter trial whose configuration it trains for longer
+    unwarped_start: bool = False  #: queued at the start: the defaults without the affine warp (space.WARP_PARAMETERS)
     train_images: int | None = None  #: images per epoch: a subset at the lowest level when there are many
     forward_gflop: float | None = None  #: one image's forward pass through its model: with images and epochs, its cost
     time_limited: bool = False  #: failed only because the study's time limit cut it short or left too little to start
