@@ -34,6 +34,28 @@ def test_defaults_start_at_each_resolution_the_data_allows(native, override, siz
     assert starting_image_sizes(default_image_sizes(native), override) == sizes
 
 
+@pytest.mark.slow
+def test_the_first_rung_also_trains_the_defaults_without_the_warp(workdir, some_digits):
+    """The defaults, then the same without rotation, zoom or shifts (a pixel-wide detail survives); the startup
+    sampler still centres on the warped defaults. A ``-p`` on the warp leaves that trial out."""
+    from helpers import load_study, run, trials_of
+
+    from automl_img.searching.samplers import defaults
+
+    short = ["--trials", 2, "--epochs", 1, "-p", "image_size=8"]
+    run("search", some_digits, *short)
+    first, second = trials_of("some-digits")
+    warp = ("rotation", "zoom", "width_shift", "height_shift")
+    assert all(first.params[name] > 0 for name in warp) and all(second.params[name] == 0 for name in warp)
+    assert {k: v for k, v in second.params.items() if k not in warp} == {
+        k: v for k, v in first.params.items() if k not in warp
+    }
+    assert second.user_attrs["unwarped_start"] is True and "unwarped_start" not in first.user_attrs
+    assert {name: defaults(load_study("some-digits"))[name] for name in warp} == {n: first.params[n] for n in warp}
+    run("search", some_digits, "--study", "warped", *short, "-p", "zoom=0.1")
+    assert not any(t.user_attrs.get("unwarped_start") for t in trials_of("warped"))
+
+
 def test_blog_cnn_trades_width_for_resolution_at_its_defaults():
     """Above 64 px the default has one convolution per block: a 128 px default trial costs about what the
     64 px one does, not four times as much."""
