@@ -37,14 +37,15 @@ def test_defaults_start_at_each_resolution_the_data_allows(native, override, siz
 @pytest.mark.slow
 def test_the_first_rung_also_trains_the_defaults_without_the_warp(workdir, some_digits):
     """The defaults, then the same without rotation, zoom or shifts (a pixel-wide detail survives); the startup
-    sampler still centres on the warped defaults. A ``-p`` on the warp leaves that trial out."""
+    sampler still centres on the warped defaults. A ``-p`` on the warp leaves that trial out, and so does a search
+    too short to run it after the starting sizes and one sampled trial."""
     from helpers import load_study, run, trials_of
 
     from automl_img.searching.samplers import defaults
 
-    short = ["--trials", 2, "--epochs", 1, "-p", "image_size=8"]
+    short = ["--trials", 3, "--epochs", 1, "-p", "image_size=8"]
     run("search", some_digits, *short)
-    first, second = trials_of("some-digits")
+    first, second, _ = trials_of("some-digits")
     warp = ("rotation", "zoom", "width_shift", "height_shift")
     assert all(first.params[name] > 0 for name in warp) and all(second.params[name] == 0 for name in warp)
     assert {k: v for k, v in second.params.items() if k not in warp} == {
@@ -54,6 +55,8 @@ def test_the_first_rung_also_trains_the_defaults_without_the_warp(workdir, some_
     assert {name: defaults(load_study("some-digits"))[name] for name in warp} == {n: first.params[n] for n in warp}
     run("search", some_digits, "--study", "warped", *short, "-p", "zoom=0.1")
     assert not any(t.user_attrs.get("unwarped_start") for t in trials_of("warped"))
+    run("search", some_digits, "--study", "short", "--trials", 2, "--epochs", 1, "-p", "image_size=8")
+    assert not any(t.user_attrs.get("unwarped_start") for t in trials_of("short"))
 
 
 def test_blog_cnn_trades_width_for_resolution_at_its_defaults():

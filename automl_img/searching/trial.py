@@ -273,7 +273,8 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
             values[size] = hp.values
             records.enqueue(study, hp.values, skip_if_exists=True, epochs=level)
         still = {parameter: 0.0 for parameter in WARP_PARAMETERS}
-        if index == 0 and not set(still) & set(options.overrides) and set(still) <= set(values[sizes[0]]):
+        room = options.trials >= len(sizes) + 2  # a short search keeps its trials for the sizes and one sampled
+        if index == 0 and room and not set(still) & set(options.overrides) and set(still) <= set(values[sizes[0]]):
             unwarped = {**values[unwarped_start_size(sizes)], **still}  # the first architecture's, once
             records.enqueue(study, unwarped, skip_if_exists=True, epochs=level, unwarped_start=True)
     unused = set(options.overrides) - declared
