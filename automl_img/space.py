@@ -423,14 +423,17 @@ def starting_image_sizes(
 
 def unwarped_start_size(starting_sizes: Sequence[int]) -> int:
     """The starting size the defaults are queued at without the warp: the largest up to STARTING_IMAGE_SIZE_STEPS[0]."""
-    cheap = [size for size in starting_sizes if size <= STARTING_IMAGE_SIZE_STEPS[0]]
-    return max(cheap) if cheap else min(starting_sizes)
+    return _largest_up_to(starting_sizes, STARTING_IMAGE_SIZE_STEPS[0])
 
 
 def first_trial_image_size(image_sizes: Sequence[int]) -> int:
     """The largest candidate up to FIRST_TRIAL_MAX_IMAGE_SIZE; the smallest when every candidate is larger."""
-    cheap = [size for size in image_sizes if size <= FIRST_TRIAL_MAX_IMAGE_SIZE]
-    return max(cheap) if cheap else min(image_sizes)
+    return _largest_up_to(image_sizes, FIRST_TRIAL_MAX_IMAGE_SIZE)
+
+
+def _largest_up_to(sizes: Sequence[int], limit: int) -> int:
+    cheap = [size for size in sizes if size <= limit]
+    return max(cheap) if cheap else min(sizes)
 
 
 def default_image_sizes(native_size: int, min_image_size: int | None = None) -> list[int]:

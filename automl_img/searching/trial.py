@@ -272,11 +272,11 @@ def enqueue_defaults(study: optuna.Study, options: SearchOptions, config: StudyC
             declared |= set(hp.values)
             values[size] = hp.values
             records.enqueue(study, hp.values, skip_if_exists=True, epochs=level)
-        still = {parameter: 0.0 for parameter in WARP_PARAMETERS}
+        unwarp = {parameter: 0.0 for parameter in WARP_PARAMETERS}
+        base = values[unwarped_start_size(sizes)]
         room = options.trials >= len(sizes) + 2  # a short search keeps its trials for the sizes and one sampled
-        if index == 0 and room and not set(still) & set(options.overrides) and set(still) <= set(values[sizes[0]]):
-            unwarped = {**values[unwarped_start_size(sizes)], **still}  # the first architecture's, once
-            records.enqueue(study, unwarped, skip_if_exists=True, epochs=level, unwarped_start=True)
+        if index == 0 and room and not set(unwarp) & set(options.overrides) and set(unwarp) <= set(base):
+            records.enqueue(study, {**base, **unwarp}, skip_if_exists=True, epochs=level, unwarped_start=True)
     unused = set(options.overrides) - declared
     if len(architectures.members) > 1 and unused:  # one family's trial cannot tell another family's parameters
         raise StudyError(
