@@ -194,6 +194,34 @@ def test_fused_batch_norm_trains_with_keras_arithmetic(dtype):
     assert inference.shape == x.shape
 
 
+def test_batch_norm_statistics_are_estimated_again_from_training_images_before_scoring():
+    """The moving mean and variance become the plain average of the batch statistics of whole batches of the
+    training rows, whatever they held; frozen batch norm and the layers' momentum are left as they were."""
+    from automl_img.models import training
+    from automl_img.tf_runtime import keras
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 4, 4, 1), dtype=np.uint8)
+    inputs = keras.Input((4, 4, 1), dtype="uint8")
+    scaled = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    trained = keras.layers.BatchNormalization(momentum=0.99)
+    frozen = keras.layers.BatchNormalization(trainable=False)
+    model = keras.Model(inputs, frozen(trained(scaled)))
+    for layer in (trained, frozen):
+        layer.moving_mean.assign([5.0])
+        layer.moving_variance.assign([9.0])
+    rows = np.arange(10, 90)  # a quarter of 80 rows: two whole batches of 8 (count floors to the batch)
+    training.reestimate_batch_norm(model, images, rows, batch_size=8)
+
+    picked = np.random.default_rng(0).permutation(rows)[:16]
+    pixels = images[picked].astype(np.float32) / 255.0
+    batches = pixels.reshape(2, 8, -1)
+    np.testing.assert_allclose(trained.moving_mean.numpy(), [batches.mean(axis=(1, 2)).mean()], rtol=1e-4)
+    np.testing.assert_allclose(trained.moving_variance.numpy(), [batches.var(axis=(1, 2)).mean()], rtol=1e-3)
+    assert trained.momentum == 0.99
+    assert frozen.moving_mean.numpy().tolist() == [5.0] and frozen.moving_variance.numpy().tolist() == [9.0]
+
+
 def test_a_cut_promotion_that_trained_longer_than_its_parent_is_kept():
     """The final phase's promotion is sized to the time left; when the machine slows down and the limit cuts it,
     it is still a longer training of a scored configuration: kept. A cut new configuration is not."""
