@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--only", default="abc", help="which of a (recipe), b (automl-img), c (KerasTuner)")
     parser.add_argument("--work", type=Path, help="continue in this work folder of an earlier run")
     parser.add_argument("--recipe-size", type=int, help="the recipe's image size (default: the images' own)")
+    parser.add_argument("--seed", type=int, default=0, help="automl-img's search seed (another seed: another run)")
     args = parser.parse_args()
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="compare-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -276,7 +277,7 @@ def main() -> None:
         results["recipe"] = run_recipe(data, args.budget, work, args.recipe_size)
         print("recipe", results["recipe"]["test_accuracy"], flush=True)
     if "b" in args.only:
-        results["automl_img"] = run_automl(data, args.budget, work)
+        results["automl_img"] = run_automl(data, args.budget, work, "automl", "--seed", str(args.seed))
         print("automl-img", results["automl_img"]["test_accuracy"], flush=True)
     if "c" in args.only:
         split_of = "automl" if "b" in args.only else "recipe"
@@ -293,8 +294,9 @@ def main() -> None:
             if isinstance(figures, dict) and "test_accuracy" in figures and name != "automl_img"
         }
     only = "" if sorted(args.only) == ["a", "b", "c"] else f"-only-{args.only}"  # a part never replaces a whole run
+    seed = f"-seed{args.seed}" if args.seed else ""
     write_result(
-        f"compare-{data.name}-{args.budget}s{only}", {"data": str(data), "budget_seconds": args.budget, **results}
+        f"compare-{data.name}-{args.budget}s{only}{seed}", {"data": str(data), "budget_seconds": args.budget, **results}
     )
 
 
