@@ -157,8 +157,9 @@ def run_recipe(data: Path, budget: int, work: Path, image_size: int | None = Non
 
 
 def run_automl(data: Path, budget: int, work: Path, study: str = "automl", *extra: str) -> dict:
-    args = ["search", str(data), "--study", study, "--trials", "100000", "--timeout", str(budget), *extra]
-    return run_study(args if "--seed" in extra else [*args, "--seed", "0"], study, work)
+    return run_study(
+        ["search", str(data), "--study", study, "--trials", "100000", "--timeout", str(budget), *extra], study, work
+    )
 
 
 class BudgetSpent(BaseException):
