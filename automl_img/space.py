@@ -45,7 +45,8 @@ ADDED_LATER: dict[str, Any] = {
     "erasing": 0.0,
     "head": "flatten",
     "convs_per_block": 1,
-}  # head, convs_per_block: blog-cnn's
+    "stem": "none",
+}  # head, convs_per_block, stem: blog-cnn's
 
 
 @dataclass(frozen=True)

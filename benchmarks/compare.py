@@ -52,6 +52,7 @@ RECIPE = {
     "dense_units": 64,
     "erasing": 0.0,
     "convs_per_block": 1,
+    "stem": "none",
     "head": "flatten",
 }
 SINGLE = "export-best-trial-alone"  # `export-best --ensemble 1`: what the averaging adds

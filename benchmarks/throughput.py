@@ -23,6 +23,7 @@ from _common import write_result
 
 RECIPE = {
     "convs_per_block": 1,
+    "stem": "none",
     "batch_norm": False,
     "filters_1": 32,
     "filters_2": 32,
@@ -39,6 +40,7 @@ MODELS: dict[str, dict] = {
     "recipe": RECIPE,  # the blog's 4-block CNN
     "wide-2conv-bn": {
         "convs_per_block": 2,
+        "stem": "none",
         "batch_norm": True,
         "filters_1": 32,
         "filters_2": 64,
@@ -47,6 +49,7 @@ MODELS: dict[str, dict] = {
     },  # the default before resolution-aware widths
     "wide-2conv": {
         "convs_per_block": 2,
+        "stem": "none",
         "batch_norm": False,
         "filters_1": 32,
         "filters_2": 64,

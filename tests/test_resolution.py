@@ -60,8 +60,9 @@ def test_the_first_rung_also_trains_the_defaults_without_the_warp(workdir, some_
 
 
 def test_blog_cnn_trades_width_for_resolution_at_its_defaults():
-    """Above 64 px the default has one convolution per block: a 128 px default trial costs about what the
-    64 px one does, not four times as much."""
+    """Above 64 px the default has one convolution per block, and above 128 px a patchify stem: a 128 or 224 px
+    default trial costs about what the 64 px one does, not four or twelve times as much. The stem holds as many
+    numbers as the pixels it reads, so it can pass each of them on."""
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.models import training
 
@@ -71,7 +72,10 @@ def test_blog_cnn_trades_width_for_resolution_at_its_defaults():
         model, _ = training.build_for_trial(Families.single(build_blog_cnn, [size]), hp, 1, 5)
         costs[size] = training.forward_gflop(model)
         assert hp.values["convs_per_block"] == (2 if size <= 64 else 1)
-    assert costs[128] < 1.3 * costs[64] and costs[224] < 4 * costs[64], costs
+        assert hp.values["stem"] == ("patchify" if size > 128 else "none")
+        if size > 128:
+            assert model.get_layer("blog_cnn").get_layer("patchify").output.shape[1:] == (size // 2, size // 2, 4)
+    assert costs[128] < 1.3 * costs[64] and costs[224] < 1.3 * costs[64], costs
 
 
 def _record(number, state=TrialState.COMPLETE, seconds=10.0, epochs=4, images=1000, gflop=0.5):

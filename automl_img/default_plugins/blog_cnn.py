@@ -19,8 +19,16 @@ FILTER_CHOICES = ([16, 32, 64], [16, 32, 64], [32, 64, 128], [32, 64, 128])
 BATCH_NORM_MOMENTUM = 0.9
 DEFAULT_CONVS_PER_BLOCK = 2
 # Above this side the default is one convolution per block: width traded for resolution, so a 128 px default
-# trial costs about what a 64 px one does (0.19 against 0.17 G multiply-adds an image) and 224 px about 3x.
+# trial costs about what a 64 px one does (0.19 against 0.17 G multiply-adds an image).
 TWO_CONVS_MAX_IMAGE_SIZE = 64
+# Above this side the default network starts with a patchify stem: a 2x2 convolution of stride 2 with four filters
+# per input channel, as many numbers as the patch has pixels, so it can pass every pixel on (a learned space to
+# depth) while the blocks run at half the side. A 224 px default trial then costs 0.16 G multiply-adds an image,
+# less than a 128 px one, not 0.6. On the fine-detail development set, 13 epochs of the defaults at 224 px with a
+# fixed space to depth (a reshape) in its place scored val 0.8425 / 0.8425 / 0.83 (seeds 0-2), against 0.8425 /
+# 0.845 at 128 px without it, in 85 % of the time: resolution then costs little and the search can afford to try it.
+PATCHIFY_MIN_IMAGE_SIZE = 129
+STEMS = ("none", "patchify")
 DEFAULT_HEAD = "average"
 HEADS = ("flatten", "average")  # Flatten + Dense, or global average pooling + Dense (fewer weights)
 ACTIVATIONS = {"recipe": ("relu", "relu", "elu", "elu"), "relu": ("relu",) * 4, "elu": ("elu",) * 4}
@@ -35,6 +43,10 @@ def default_convs_per_block(image_size: int) -> int:
     return DEFAULT_CONVS_PER_BLOCK if image_size <= TWO_CONVS_MAX_IMAGE_SIZE else 1
 
 
+def default_stem(image_size: int) -> str:
+    return "patchify" if image_size >= PATCHIFY_MIN_IMAGE_SIZE else "none"
+
+
 def build_blog_cnn(hp, input_shape, num_classes):
     """The blog's 4-block CNN; filters per block, activations, batch norm, dropout, head and dense width are searched."""  # noqa: E501 - its first line describes the plugin in `automl-img plugins`
     import keras
@@ -43,8 +55,11 @@ def build_blog_cnn(hp, input_shape, num_classes):
     activations = ACTIVATIONS[hp.Choice("activations", list(ACTIVATIONS), default="relu")]
     batch_norm = hp.Boolean("batch_norm", default=True)  # not in the recipe; often worth a point
     convs = hp.Choice("convs_per_block", [1, 2], ordered=True, default=default_convs_per_block(input_shape[0]))
+    stem = hp.Choice("stem", list(STEMS), default=default_stem(input_shape[0]))
     inputs = keras.Input(input_shape)
     x = inputs
+    if stem == "patchify":
+        x = layers.Conv2D(4 * input_shape[-1], 2, strides=2, use_bias=False, name="patchify")(x)
     for block, (default_filters, activation) in enumerate(zip(DEFAULT_FILTERS, activations), start=1):
         choices = FILTER_CHOICES[block - 1]
         filters = hp.Choice(f"filters_{block}", choices, ordered=True, default=default_filters)
