@@ -59,7 +59,7 @@ def build_blog_cnn(hp, input_shape, num_classes):
     inputs = keras.Input(input_shape)
     x = inputs
     if stem == "patchify":
-        x = layers.Conv2D(4 * input_shape[-1], 2, strides=2, use_bias=False, name="patchify")(x)
+        x = layers.Conv2D(4 * input_shape[-1], 2, strides=2, padding="same", use_bias=False, name="patchify")(x)
     for block, (default_filters, activation) in enumerate(zip(DEFAULT_FILTERS, activations), start=1):
         choices = FILTER_CHOICES[block - 1]
         filters = hp.Choice(f"filters_{block}", choices, ordered=True, default=default_filters)
