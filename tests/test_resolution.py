@@ -101,6 +101,9 @@ def test_a_trial_is_priced_from_the_pace_of_finished_ones_scaled_by_its_cost():
     assert cost == pytest.approx(60.0 * 1.1)
     failed = _record(2, state=TrialState.FAIL, seconds=1000.0)
     assert estimated_seconds([*finished, failed], 3.0, 4, 1000) == cost  # only finished trainings set the pace
+    slow = _record(4, seconds=40.0, gflop=0.5)  # its configuration paid 2e-2 s an image-epoch-GFLOP
+    assert estimated_seconds([*finished, slow], 0.5, 8, 1000, parent=4) == pytest.approx(80.0 * 1.1)
+    assert estimated_seconds([*finished, slow], 0.5, 8, 1000, parent=9) == pytest.approx(20.0 * 1.1)  # the median
     assert shortest_training([*finished, failed, _record(3, state=TrialState.PRUNED, seconds=2.0)]) == 10.0
 
 

@@ -107,18 +107,24 @@ def _fitting(epochs: int, trial: TrialRecord, seconds_left: float | None, train_
     return min(epochs, int((seconds_left - START_SECONDS) / (per_epoch * FIT_MARGIN)))
 
 
-def estimated_seconds(trials: list[TrialRecord], forward_gflop: float, epochs: int, train_images: int) -> float | None:
+def estimated_seconds(
+    trials: list[TrialRecord], forward_gflop: float, epochs: int, train_images: int, parent: int | None = None
+) -> float | None:
     """How long a training of ``epochs`` over ``train_images`` of a model of ``forward_gflop`` will take, at the
     median pace (seconds per image-epoch-GFLOP) of the study's finished trainings; None before there is one.
-    Image size and width are both in the GFLOP, so a 224 px trial is priced from 64 px ones."""
-    paces = [
-        trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop)
+    Image size and width are both in the GFLOP, so a 224 px trial is priced from 64 px ones. A promotion
+    (``parent``: the trial it trains for longer) is priced at its parent's own pace, as ``next_promotion`` sized it:
+    small models pay more per GFLOP than large ones, and at the median pace a promotion fitted to the time left
+    was refused as too long."""
+    paces = {
+        trial.number: trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop)
         for trial in trials
         if trial.finished and trial.seconds and trial.epochs_run and trial.train_images and trial.forward_gflop
-    ]
+    }
     if not paces:
         return None
-    return float(np.median(paces)) * epochs * train_images * forward_gflop * FIT_MARGIN
+    pace = paces[parent] if parent in paces else float(np.median(list(paces.values())))
+    return pace * epochs * train_images * forward_gflop * FIT_MARGIN
 
 
 def shortest_training(trials: list[TrialRecord]) -> float | None:

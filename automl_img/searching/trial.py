@@ -69,7 +69,7 @@ class Objective:
         if self.spec.deadline is None:
             return
         finished = records.trial_records(trial.study, FINISHED)
-        needed = estimated_seconds(finished, gflop, epochs, train_images)
+        needed = estimated_seconds(finished, gflop, epochs, train_images, records.read(trial, "promoted_from"))
         left = self.spec.deadline - time.time()
         if needed is not None and needed > left:
             records.write(trial, time_limited=True)
