@@ -26,10 +26,33 @@ from _common import DATA
 GRADE_SHARES = (0.39, 0.18, 0.26, 0.13, 0.04)
 SIZE = 224
 SCALE = 2  # drawn at 448 px, shrunk by area
+SPUR_DRAWN = 0.25  # px at 224: a shorter spur is not drawn
+
+
+# The grade's three signs, at 224 px, each drawn from its grade with noise (``ceiling.py`` draws them too).
+def joint_space(grade: int, rng: np.random.Generator) -> float:
+    """The joint space's width in pixels: about a pixel narrower per grade."""
+    return max(0.6, 7.5 - 1.05 * grade + rng.normal(0, 0.55))
+
+
+def spur_length(grade: int, rng: np.random.Generator) -> float:
+    """The osteophytes' length in pixels: growing from grade 2, noise alone below."""
+    return max(0.0, (grade - 1) * 1.6 + rng.normal(0, 0.7) if grade >= 2 else rng.normal(0, 0.4))
+
+
+def sclerosis_of(grade: int, rng: np.random.Generator) -> float:
+    """How much the bone next to the joint brightens: from grade 3."""
+    return (0.07 * (grade - 2) if grade >= 3 else 0.0) + rng.normal(0, 0.02)
 
 
 def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     """One 224 px grayscale image of the given grade."""
+    return radiograph_and_signs(grade, rng)[0]
+
+
+def radiograph_and_signs(grade: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """One 224 px grayscale image of the given grade, and its signs as drawn: the joint space and the visible spurs
+    in pixels at 224 px, and the sclerosis."""
     big = SIZE * SCALE
     canvas = np.zeros((big, big), np.float32)
     # Soft tissue: a broad bright band with a random exposure gradient.
@@ -40,7 +63,7 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     # The joint: its centre, its tilt, the bones' half-width.
     cy = big / 2 + rng.normal(0, 10) * SCALE
     half_width = rng.uniform(52, 66) * SCALE
-    gap = max(0.6, 7.5 - 1.05 * grade + rng.normal(0, 0.55)) * SCALE  # joint space, in drawing pixels
+    gap = joint_space(grade, rng) * SCALE  # in drawing pixels
     bone = 0.55 + rng.uniform(-0.06, 0.06)
     femur, tibia = np.zeros_like(canvas), np.zeros_like(canvas)
     # The femur's end: two condyles (ellipses) above the gap; the tibia's plateau: a flat-topped block below.
@@ -59,9 +82,8 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     top = cy + gap / 2
     cv2.rectangle(tibia, (int(cx - half_width), int(top)), (int(cx + half_width), big), 1.0, -1, cv2.LINE_AA)
     # Osteophytes: small spurs at the four joint margins, longer with the grade.
-    length = (grade - 1) * 1.6 + rng.normal(0, 0.7) if grade >= 2 else rng.normal(0, 0.4)
-    spur = max(0.0, length) * SCALE
-    if spur > 0.5:
+    spur = spur_length(grade, rng) * SCALE
+    if spur > SPUR_DRAWN * SCALE:
         for side in (-1, 1):
             x_edge = cx + side * half_width
             tri = np.array(
@@ -82,7 +104,7 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     bones = np.clip(femur + tibia, 0, 1)
     # Sclerosis: the bone within a few pixels of the joint brightens from grade 3.
     near_joint = np.exp(-(((yy - cy) / (10 * SCALE)) ** 2)) * bones
-    sclerosis = (0.07 * (grade - 2) if grade >= 3 else 0.0) + rng.normal(0, 0.02)
+    sclerosis = sclerosis_of(grade, rng)
     canvas += bone * bones + sclerosis * near_joint
     # Trabecular texture inside bone, then the tilt and a little blur (the detector's spread).
     texture = cv2.GaussianBlur(rng.normal(0, 1, (big, big)).astype(np.float32), (0, 0), 3 * SCALE)
@@ -92,7 +114,8 @@ def radiograph(grade: int, rng: np.random.Generator) -> np.ndarray:
     canvas = cv2.GaussianBlur(canvas, (0, 0), 0.6 * SCALE)
     small = cv2.resize(canvas, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     small += rng.normal(0, 0.025, small.shape).astype(np.float32)  # quantum noise, at the final size
-    return np.clip(small * 255, 0, 255).astype(np.uint8)
+    visible_spur = spur / SCALE if spur > SPUR_DRAWN * SCALE else 0.0
+    return np.clip(small * 255, 0, 255).astype(np.uint8), (gap / SCALE, visible_spur, sclerosis)
 
 
 def write_split(out: Path, count: int, rng: np.random.Generator) -> None:
