@@ -268,6 +268,7 @@ def test_search_creates_then_resumes_the_study(workdir, digits_dir):
         "activations": "relu",
         "batch_norm": True,
         "convs_per_block": 2,
+        "stem": "none",
         "filters_1": 32,
         "filters_2": 64,
         "filters_3": 128,
