@@ -79,12 +79,12 @@ def test_blog_cnn_trades_width_for_resolution_at_its_defaults():
     assert costs[128] < 1.3 * costs[64] and costs[224] < 1.3 * costs[64], costs
 
 
-def _record(number, state=TrialState.COMPLETE, seconds=10.0, epochs=4, images=1000, gflop=0.5):
+def _record(number, state=TrialState.COMPLETE, seconds=10.0, epochs=4, images=1000, gflop=0.5, size=64):
     return TrialRecord(
         number,
         state,
         0.5,
-        {},
+        {"image_size": size},
         {},
         seconds=seconds,
         history=[EpochRow(e + 1, 1.0, {}) for e in range(epochs)],
@@ -104,6 +104,10 @@ def test_a_trial_is_priced_from_the_pace_of_finished_ones_scaled_by_its_cost():
     slow = _record(4, seconds=40.0, gflop=0.5)  # its configuration paid 2e-2 s an image-epoch-GFLOP
     assert estimated_seconds([*finished, slow], 0.5, 8, 1000, parent=4) == pytest.approx(80.0 * 1.1)
     assert estimated_seconds([*finished, slow], 0.5, 8, 1000, parent=9) == pytest.approx(20.0 * 1.1)  # the median
+    large = _record(5, seconds=26.0, gflop=0.5, size=224)  # 224 px paid 1.3x the 64 px trials' pace per GFLOP
+    assert estimated_seconds([*finished, large], 0.5, 4, 1000, image_size=224) == pytest.approx(26.0 * 1.1)
+    assert estimated_seconds([*finished, large], 0.5, 4, 1000, image_size=64) == pytest.approx(10.0 * 1.1)
+    assert estimated_seconds([*finished, large], 0.5, 4, 1000, image_size=128) == pytest.approx(10.0 * 1.1)  # none
     assert shortest_training([*finished, failed, _record(3, state=TrialState.PRUNED, seconds=2.0)]) == 10.0
 
 

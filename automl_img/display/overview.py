@@ -62,7 +62,7 @@ def trial_rows(stored: StoredStudy) -> list[list]:
             trial.number,
             trial.state.name.lower(),
             f"{trial.value:.4f}" if trial.value is not None else "",
-            image_size_of(trial),
+            trial.image_size,
             trial.best_epoch,
             _epochs(trial),
             trial.seconds,
@@ -72,19 +72,14 @@ def trial_rows(stored: StoredStudy) -> list[list]:
     ]
 
 
-def image_size_of(trial: TrialRecord) -> int | None:
-    """The image size a trial trained at (``image_size``, or its family's ``image_size_<family>``)."""
-    return next((value for name, value in trial.params.items() if name.startswith("image_size")), None)
-
-
 def size_rows(stored: StoredStudy) -> list[list]:
     """SIZE_COLUMNS, one row per image size the study's completed trials trained at: what each size achieved,
     and at what cost, so a user sees why the exported model runs at the size it does."""
     completed = stored.trials((TrialState.COMPLETE,))
     rows = []
-    sizes = {image_size_of(trial) for trial in completed}
+    sizes = {trial.image_size for trial in completed}
     for size in sorted(size for size in sizes if size is not None):
-        at_size = [trial for trial in completed if image_size_of(trial) == size]
+        at_size = [trial for trial in completed if trial.image_size == size]
         best = ranked(at_size, stored.larger_is_better)[0]
         paces = sorted(trial.seconds / trial.epochs_run for trial in at_size if trial.seconds and trial.epochs_run)
         rows.append(

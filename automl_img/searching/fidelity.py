@@ -108,23 +108,31 @@ def _fitting(epochs: int, trial: TrialRecord, seconds_left: float | None, train_
 
 
 def estimated_seconds(
-    trials: list[TrialRecord], forward_gflop: float, epochs: int, train_images: int, parent: int | None = None
+    trials: list[TrialRecord],
+    forward_gflop: float,
+    epochs: int,
+    train_images: int,
+    parent: int | None = None,
+    image_size: int | None = None,
 ) -> float | None:
     """How long a training of ``epochs`` over ``train_images`` of a model of ``forward_gflop`` will take, at the
-    median pace (seconds per image-epoch-GFLOP) of the study's finished trainings; None before there is one.
-    Image size and width are both in the GFLOP, so a 224 px trial is priced from 64 px ones. A promotion
-    (``parent``: the trial it trains for longer) is priced at its parent's own pace, as ``next_promotion`` sized it:
-    the pace per GFLOP differs between models (patchified 224 px trials, whose images are decoded and augmented at
-    full size, paid about 1.3x what 64 and 128 px ones did), and at the median pace a promotion fitted to the time
-    left was refused as too long."""
+    pace (seconds per image-epoch-GFLOP) of the study's finished trainings; None before there is one.
+
+    Image size and width are both in the GFLOP, so a 224 px trial can be priced from 64 px ones, but the pace per
+    GFLOP differs between sizes: decoding and the augmentation's warp scale with pixels, not GFLOP (patchified
+    224 px trials paid about 1.3x what 64 and 128 px ones did). So a trial is priced at the median pace of finished
+    trials of its ``image_size`` where there are some, else of all; and a promotion (``parent``: the trial it trains
+    for longer) at its parent's own pace, as ``next_promotion`` sized it (at the median pace, a promotion fitted to
+    the time left was refused as too long)."""
     paces = {
-        trial.number: trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop)
+        trial.number: (trial.image_size, trial.seconds / (trial.epochs_run * trial.train_images * trial.forward_gflop))
         for trial in trials
         if trial.finished and trial.seconds and trial.epochs_run and trial.train_images and trial.forward_gflop
     }
     if not paces:
         return None
-    pace = paces[parent] if parent in paces else float(np.median(list(paces.values())))
+    same_size = [pace for size, pace in paces.values() if size == image_size]
+    pace = paces[parent][1] if parent in paces else float(np.median(same_size or [p for _, p in paces.values()]))
     return pace * epochs * train_images * forward_gflop * FIT_MARGIN
 
 

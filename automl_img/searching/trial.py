@@ -63,13 +63,16 @@ class Objective:
             records.write(trial, fail_reason="interrupted (Ctrl-C)")
             raise
 
-    def _check_time_left(self, trial: optuna.Trial, gflop: float, epochs: int, train_images: int) -> None:
+    def _check_time_left(
+        self, trial: optuna.Trial, gflop: float, epochs: int, train_images: int, image_size: int
+    ) -> None:
         """A training that would outlast the study's time limit is not started (its cost is priced from the
         study's finished trainings): cut short, it would cost the time and give no score."""
         if self.spec.deadline is None:
             return
         finished = records.trial_records(trial.study, FINISHED)
-        needed = estimated_seconds(finished, gflop, epochs, train_images, records.read(trial, "promoted_from"))
+        parent = records.read(trial, "promoted_from")
+        needed = estimated_seconds(finished, gflop, epochs, train_images, parent, image_size)
         left = self.spec.deadline - time.time()
         if needed is not None and needed > left:
             records.write(trial, time_limited=True)
@@ -148,7 +151,7 @@ class Objective:
                 forward_gflop=round(gflop, 4) if stage == Stage.FULL else None,
             )
             if stage == Stage.FULL:
-                self._check_time_left(trial, gflop, epochs, len(train_rows))
+                self._check_time_left(trial, gflop, epochs, len(train_rows), params.image_size)
             self.emit(TrialStarted(trial.number, dict(trial.params), epochs, records.read(trial, "promoted_from")))
             limits = training.Limits(epochs, options.patience, self.spec.deadline, options.trial_timeout)
             fit = functools.partial(

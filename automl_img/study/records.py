@@ -134,6 +134,11 @@ class TrialRecord:
     def epochs_run(self) -> int:
         return len(self.history)
 
+    @property
+    def image_size(self) -> int | None:
+        """The image size it trained at (``image_size``, or its family's ``image_size_<family>``)."""
+        return next((value for name, value in self.params.items() if name.startswith("image_size")), None)
+
 
 def completed_value(trial: TrialRecord) -> float:
     """The value of a trial that has one: a completed trial of a single-objective study always does."""
