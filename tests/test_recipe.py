@@ -69,9 +69,11 @@ def test_a_trial_schedule_ends_at_zero_with_its_own_last_epoch(epochs):
 
 
 @pytest.mark.slow  # trains
-def test_patience_counts_only_epochs_of_the_schedule_second_half():
-    """A model that cannot improve (learning rate 0, no batch norm) is stopped by patience 2 at epoch 8 of 12,
-    not at epoch 3: the first half's epochs, at high learning rates, do not count as a plateau."""
+def test_the_best_epoch_and_patience_come_from_the_schedule_second_half():
+    """A model that cannot improve (learning rate 0, no batch norm) scores the same every epoch. Its kept epoch is
+    the second half's first, 7 of 12, not epoch 1, and patience 2 stops it at epoch 9, not 3: the first half's
+    epochs, at high learning rates, are neither kept nor a plateau. A training stopped within the first half
+    keeps its best epoch there."""
     from automl_img.default_plugins.blog_cnn import build_blog_cnn
     from automl_img.models import training
     from automl_img.space import DefaultHyperParameters
@@ -80,11 +82,15 @@ def test_patience_counts_only_epochs_of_the_schedule_second_half():
     model, params = training.build_for_trial(Families.single(build_blog_cnn, [8]), hp, 1, 3)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (44, 8, 8, 1), dtype=np.uint8), np.arange(44) % 3
-    result = training.train(
-        model, images, labels, np.arange(40), np.arange(40, 44), params, training.Limits(12, patience=2)
-    )
-    assert result.best_epoch == 1 and result.epochs_run == 8, result.history
+
+    def train(limits):
+        return training.train(model, images, labels, np.arange(40), np.arange(40, 44), params, limits)
+
+    result = train(training.Limits(12, patience=2))
+    assert result.best_epoch == 7 and result.epochs_run == 9, result.history
     assert result.stopped_by == "no improvement for 2 epochs of the schedule's second half"
+    cut = train(training.Limits(12, patience=2, trial_seconds=0.0))
+    assert (cut.best_epoch, cut.epochs_run, cut.stopped_by) == (1, 1, "trial time limit")
 
 
 def test_a_model_trained_on_mirrored_images_is_scored_and_exported_flip_averaged(tmp_path):
