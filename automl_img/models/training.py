@@ -508,7 +508,7 @@ class _EpochWatch(keras.callbacks.Callback):
 
     The best epoch is the best of the schedule's second half; one of the first half is kept only until the second
     half begins (a training cut before it keeps it). At the first half's high learning rates val scores wander, and
-    the best of them is often luck: on the fine-detail set (benchmarks/README.md, stop 44) one training in ten kept
+    the best of them is often luck: on the fine-detail set (benchmarks/README.md, stop 44) one training of eleven kept
     its epoch 6 of 13 for a lucky val peak and scored 0.791 on test, against 0.839 at its second half's best."""
 
     def __init__(
