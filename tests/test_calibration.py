@@ -92,15 +92,28 @@ def test_sets_cover_held_out_images_as_requested(ordinal):
 
 def test_ordinal_sets_grow_from_the_top_grade_towards_the_likelier_neighbour():
     probabilities = np.array([[0.1, 0.5, 0.3, 0.05, 0.05]])
-    # Grade 1 first (0.5), then 2 (0.3 > 0.1): 0.8, then 0 (0.1 > 0.05): 0.9, then 3: 0.95, then 4: 1.0.
-    np.testing.assert_allclose(_interval_masses(probabilities)[0], [0.9, 0.5, 0.8, 0.95, 1.0])
+    # Grade 1 first (0.5), then 2 (0.3 > 0.1): 0.8, then 0 (0.1 > 0.05): 0.9, then 3: 0.95, then 4: 1.0. A
+    # grade's score is the mass before it joins.
+    np.testing.assert_allclose(_interval_masses(probabilities)[0], [0.8, 0.0, 0.5, 0.9, 0.95])
     grades = ["0", "1", "2", "3", "4"]
-    held = prediction_sets(probabilities, 0.9, ordinal=True)[0]
+    held = prediction_sets(probabilities, 0.85, ordinal=True)[0]
     assert held.tolist() == [True, True, True, False, False]
     assert set_text(grades, held, ordinal=True) == "0-2"
-    assert set_text(grades, prediction_sets(probabilities, 0.85, ordinal=True)[0], ordinal=True) == "1-2"
+    assert set_text(grades, prediction_sets(probabilities, 0.6, ordinal=True)[0], ordinal=True) == "1-2"
+    assert set_text(grades, prediction_sets(probabilities, 0.4, ordinal=True)[0], ordinal=True) == "1"
     # The unordered sets of the same probabilities hold every class at least 1 - 0.85 likely, in any order.
     assert prediction_sets(probabilities, 0.85, ordinal=False)[0].tolist() == [False, True, True, False, False]
+
+
+def test_ordinal_sets_stay_small_when_the_model_is_sure_of_most_images():
+    # Half the images are certain (a top probability of 1.0 in float32), half as ambiguous as graders are.
+    truth, labels = sampled(6000, 5, seed=4, ordered=True)
+    sure = np.eye(5, dtype=np.float32)[labels]
+    sure[1::2] = truth[1::2]
+    fitting, held_out = slice(0, 1000), slice(1000, None)
+    calibration = fit(sure[fitting], labels[fitting], sure[held_out], labels[held_out], 0.9, None, True, "val")
+    assert calibration.test_coverage >= 0.9 - 3 * math.sqrt(0.09 / 1000 + 0.09 / 5000), calibration
+    assert calibration.mean_set_size < 1.6, calibration  # scored by the mass with the grade in: 4.7
 
 
 def test_random_ordinal_sets_are_contiguous():

@@ -13,7 +13,11 @@ probabilities of every export format by the same few lines (``Calibration.apply`
 Sets. Unordered classes: every class whose calibrated probability is at least ``1 - threshold``, the least
 ambiguous sets (LAC; Sadinle, Lei & Wasserman, 2019): the smallest mean size for the coverage asked. Grades
 (ordinal labels): a contiguous range grown from the most likely grade, each step taking the more likely
-neighbour, until the range holds ``threshold`` of the probability (the ordinal adaptive sets of Lu et al., 2022).
+neighbour, until the range holds more than ``threshold`` of the probability (the ordinal adaptive sets of Lu et
+al., 2022). A grade's score is the range's mass before the grade joins it, so a confidently right image scores
+0, not its confidence: scored by the mass with the grade in, a model sure of most images (a top probability of
+1.0 in float32) pushes the threshold to 1.0, where the range takes every grade the rounding leaves at 1.0
+(mean sets of 4 grades in 5 on the fine-detail set at 85 % accuracy).
 Either way the split-conformal quantile of the calibration images' scores gives at least the requested
 coverage on exchangeable images (Angelopoulos & Bates, 2021); the most likely class is always in the set.
 """
@@ -173,21 +177,21 @@ def set_text(class_names: list[str], held: np.ndarray, ordinal: bool = False) ->
 
 def _interval_masses(probabilities: np.ndarray) -> np.ndarray:
     """For each image and grade, the probability of the range grown from the most likely grade (each step adds
-    the more likely neighbour) when it first holds that grade: sets of these masses are contiguous and nested."""
+    the more likely neighbour) just before that grade joins it (0 for the most likely grade): sets of grades
+    whose mass is at most a threshold are contiguous and nested."""
     count, grades = probabilities.shape
     rows = np.arange(count)
     low = high = probabilities.argmax(axis=1)
     mass = probabilities[rows, low].astype(np.float64)
     masses = np.zeros((count, grades))
-    masses[rows, low] = mass
     for _ in range(grades - 1):
         below = np.where(low > 0, probabilities[rows, np.maximum(low - 1, 0)], -1.0)
         above = np.where(high < grades - 1, probabilities[rows, np.minimum(high + 1, grades - 1)], -1.0)
         down = below >= above
         low, high = np.where(down, low - 1, low), np.where(down, high, high + 1)
         added = np.where(down, low, high)
-        mass = mass + probabilities[rows, added]
         masses[rows, added] = mass
+        mass = mass + probabilities[rows, added]
     return masses
 
 
