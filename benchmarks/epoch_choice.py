@@ -10,6 +10,7 @@ Every rule reads one and the same training per seed, so they compare paired. The
 ``exploratory/epoch_test_scores.patch`` applied (it writes each epoch's val and test scores to $EPOCH_TEST).
 
     python benchmarks/epoch_choice.py [--data benchmarks/data/finedetail] [--seeds 0-9] [--work /tmp/epochs]
+    python benchmarks/epoch_choice.py --search-args "--class-weights off" --work /tmp/epochs-unweighted
 
 A seed whose epochs file is complete in --work is read back, not trained again.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,9 @@ RULES = {
 }
 
 
-def epochs_of(seed: int, work: Path, data: Path, epochs: int, image_size: int, checkout: Path) -> list[dict]:
+def epochs_of(
+    seed: int, work: Path, data: Path, epochs: int, image_size: int, checkout: Path, extra: list[str]
+) -> list[dict]:
     """Each epoch's val and test scores of the seed's default trial, training it when not already in ``work``."""
     folder = work / f"seed{seed}"
     scores = folder / "epochs.jsonl"
@@ -44,7 +48,7 @@ def epochs_of(seed: int, work: Path, data: Path, epochs: int, image_size: int, c
         folder.mkdir(parents=True, exist_ok=True)
         scores.unlink(missing_ok=True)
         command = [sys.executable, "-m", "automl_img", "search", str(data), "--trials", "1", "--epochs", str(epochs)]
-        command += ["--seed", str(seed), "-p", f"image_size={image_size}", "--quiet"]
+        command += ["--seed", str(seed), "-p", f"image_size={image_size}", "--quiet", *extra]
         environment = {**os.environ, "EPOCH_TEST": str(scores), "PYTHONPATH": str(checkout)}
         subprocess.run(command, cwd=folder, env=environment, check=True, stdout=subprocess.DEVNULL)
     return [json.loads(line) for line in scores.read_text().splitlines()]
@@ -67,13 +71,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=13)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--search-args", default="", help='more for every search, e.g. "--class-weights off"')
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="epochs-"))
     first, last = (int(part) for part in args.seeds.split("-"))
     checkout = patched_checkout(work)
+    extra = shlex.split(args.search_args)
     runs = []
     for seed in range(first, last + 1):
-        rows = epochs_of(seed, work, args.data.resolve(), args.epochs, args.image_size, checkout)
+        rows = epochs_of(seed, work, args.data.resolve(), args.epochs, args.image_size, checkout, extra)
         kept = {name: rule(rows) for name, rule in RULES.items()}
         runs.append(
             {
@@ -90,10 +96,12 @@ def main() -> None:
     means = {name: round(statistics.mean(run["kept"][name]["test_accuracy"] for run in runs), 4) for name in RULES}
     print(means)
     subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=HERE, check=True)
+    variant = "".join("-" + part.lstrip("-") for part in extra)
     write_result(
-        f"epoch_choice-{args.data.name}",
+        f"epoch_choice-{args.data.name}{variant}",
         {
             "data": str(args.data),
+            "search_args": extra,
             "image_size": args.image_size,
             "epochs": args.epochs,
             "mean_test_accuracy": means,
